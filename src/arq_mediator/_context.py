@@ -1,0 +1,69 @@
+"""What a handler receives besides its request: the mediator, a logger, resources and job facts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from ._errors import MissingResourceError
+
+if TYPE_CHECKING:
+    from ._mediator import Mediator
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """Facts about the background job a handler is running in.
+
+    Attributes:
+        id: The job id, stable across retries.
+        queue: The queue the job was taken from.
+        try_number: 1 on the first try, 2 on the first retry, and so on.
+        max_tries: How many tries the job has in all.
+        enqueued_at: When the job was first enqueued (UTC).
+        worker: Name of the worker process running it.
+    """
+
+    id: str
+    queue: str
+    try_number: int
+    max_tries: int
+    enqueued_at: datetime
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything a handler may use besides its request; passed explicitly, never read from globals.
+
+    Attributes:
+        mediator: The mediator running the handler, to send, publish or enqueue follow-up work.
+        logger: A logger for the handler; in a worker it carries the job's id in ``extra``.
+        resources: Resources provided at start-up (a DB session factory, an HTTP client), keyed by type.
+        job: Facts about the job when running in a worker; ``None`` when run inline by ``send``.
+    """
+
+    mediator: Mediator
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    resources: Mapping[type[Any], Any]
+    job: JobInfo | None = None
+
+    def resource(self, kind: type[T]) -> T:
+        """Return the resource provided for *kind*.
+
+        Raises:
+            MissingResourceError: nothing was provided for *kind*; the message lists what was.
+        """
+        try:
+            return cast("T", self.resources[kind])
+        except KeyError:
+            provided = ", ".join(sorted(k.__qualname__ for k in self.resources)) or "none"
+            raise MissingResourceError(
+                f"no resource of type {kind.__qualname__} was provided; call mediator.provide(value) "
+                f"at start-up (e.g. in a @mediator.lifespan). Provided: {provided}"
+            ) from None

@@ -1,0 +1,236 @@
+"""The `Mediator`: registers handlers and behaviours, and runs requests inline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from types import MappingProxyType, TracebackType
+from typing import Any, Self, TypeVar, overload
+
+from ._context import Context
+from ._messages import Notification, Request
+from ._policy import DEFAULT_QUEUE, Backoff, JobPolicy, to_seconds
+from ._registry import BehaviorFn, Registry, Route, inspect_behavior, inspect_handler
+
+R = TypeVar("R")
+T = TypeVar("T")
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
+BehaviorT = TypeVar("BehaviorT", bound=BehaviorFn)
+Lifespan = Callable[["Mediator"], AsyncIterator[None]]
+
+
+class Mediator:
+    """Route typed requests to their handlers, inline now or (with a queue) as background jobs.
+
+    The constructor only records configuration: resources open in ``async with mediator``.
+
+    Args:
+        logger: The logger handlers receive through their context; ``arq_mediator`` by default.
+    """
+
+    def __init__(self, *, logger: logging.Logger | None = None) -> None:
+        self._registry = Registry()
+        self._resources: dict[type[Any], Any] = {}
+        self._lifespans: list[Callable[[Mediator], Any]] = []
+        self._exit_stack: AsyncExitStack | None = None
+        self.logger = logger or logging.getLogger("arq_mediator")
+        # One context serves every inline call: it is immutable and its resources are a live view.
+        self._inline_context = Context(mediator=self, logger=self.logger, resources=self.resources)
+        # Pipelines bound to the inline context, built on first use and dropped on any registration.
+        self._inline_routes: dict[type, Route] = {}
+        self._inline_fanouts: dict[type, list[Route]] = {}
+
+    @property
+    def registry(self) -> Registry:
+        """Return the registry of handlers and behaviours (for workers and introspection)."""
+        return self._registry
+
+    @property
+    def resources(self) -> MappingProxyType[type[Any], Any]:
+        """Return a read-only view of the resources provided so far, keyed by type."""
+        return MappingProxyType(self._resources)
+
+    @property
+    def context(self) -> Context:
+        """Return the context inline handlers receive."""
+        return self._inline_context
+
+    # Registration -------------------------------------------------------------------------------------
+
+    @overload
+    def handler(self, function: HandlerT, /) -> HandlerT: ...
+
+    @overload
+    def handler(
+        self,
+        function: None = None,
+        /,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        max_tries: int = 1,
+        timeout: float | timedelta | None = 300.0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        backoff: Backoff | None = None,
+        keep_result: float | timedelta = 86_400.0,
+    ) -> Callable[[HandlerT], HandlerT]: ...
+
+    def handler(
+        self,
+        function: HandlerT | None = None,
+        /,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        max_tries: int = 1,
+        timeout: float | timedelta | None = 300.0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        backoff: Backoff | None = None,
+        keep_result: float | timedelta = 86_400.0,
+    ) -> HandlerT | Callable[[HandlerT], HandlerT]:
+        """Register an ``async def handle(request: SomeMessage, ctx: Context)`` for its message type.
+
+        The message type is read from the first parameter's annotation. A `Request` type takes exactly one
+        handler; a `Notification` type takes any number. The options set the handler's job policy.
+
+        Args:
+            queue: Queue its background jobs go to.
+            max_tries: Tries in all when run as a job; 1 means no retry.
+            timeout: Limit on one try of a job, in seconds or as a timedelta; ``None`` for none.
+            retry_on: Exception types that earn another try; others fail the job at once.
+            backoff: Delays between tries; exponential with jitter by default.
+            keep_result: How long a job's result is kept.
+
+        Raises:
+            HandlerRegistrationError: at decoration time, when the handler cannot be registered as written.
+        """
+        policy = JobPolicy(
+            queue=queue,
+            max_tries=max_tries,
+            timeout=to_seconds(timeout),
+            retry_on=retry_on,
+            backoff=backoff or Backoff(),
+            keep_result=to_seconds(keep_result) or 0.0,
+        )
+
+        def register(handler_function: HandlerT) -> HandlerT:
+            self._registry.add_handler(inspect_handler(handler_function, policy))
+            self._forget_routes()
+            return handler_function
+
+        return register if function is None else register(function)
+
+    @overload
+    def behavior(self, function: BehaviorT, /) -> BehaviorT: ...
+
+    @overload
+    def behavior(
+        self, function: None = None, /, *, applies_to: type | tuple[type, ...] | None = None
+    ) -> Callable[[BehaviorT], BehaviorT]: ...
+
+    def behavior(
+        self, function: BehaviorT | None = None, /, *, applies_to: type | tuple[type, ...] | None = None
+    ) -> BehaviorT | Callable[[BehaviorT], BehaviorT]:
+        """Register ``async def behavior(request, call_next)`` around every handler, inline and in workers.
+
+        Behaviours nest in registration order: the first registered is outermost. Each receives the
+        message and ``call_next``; it may change the message, short-circuit by returning without calling
+        ``call_next``, or catch what the handler raises. A behaviour wraps the messages that are instances of
+        *applies_to* or, when that is not given, of its first parameter's annotation (all messages when
+        unannotated).
+        """
+        scope = (applies_to,) if isinstance(applies_to, type) else applies_to
+
+        def register(behavior_function: BehaviorT) -> BehaviorT:
+            self._registry.add_behavior(inspect_behavior(behavior_function, scope))
+            self._forget_routes()
+            return behavior_function
+
+        return register if function is None else register(function)
+
+    def _forget_routes(self) -> None:
+        self._inline_routes.clear()
+        self._inline_fanouts.clear()
+
+    def provide(self, value: T, *, as_type: type[T] | None = None) -> T:
+        """Make *value* available to handlers as ``ctx.resource(as_type or type(value))``; return it."""
+        self._resources[as_type or type(value)] = value
+        return value
+
+    def lifespan(self, function: Lifespan) -> Lifespan:
+        """Register an async generator that opens resources on ``async with mediator`` and closes them after.
+
+        The generator receives the mediator (to ``provide`` what it opens), yields once, and cleans up.
+        """
+        self._lifespans.append(asynccontextmanager(function))
+        return function
+
+    async def __aenter__(self) -> Self:
+        """Enter every lifespan, in registration order."""
+        stack = AsyncExitStack()
+        async with stack:
+            for lifespan in self._lifespans:
+                await stack.enter_async_context(lifespan(self))
+            self._exit_stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Leave every lifespan, in reverse order."""
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    # Inline execution ---------------------------------------------------------------------------------
+
+    def send(self, request: Request[R]) -> Coroutine[Any, Any, R]:
+        """Run *request* through the pipeline and its handler, here and now; await the result.
+
+        Raises:
+            NoHandlerError: no handler is registered for the request's type.
+            Exception: whatever the handler (or a behaviour) raises, unchanged.
+        """
+        # Returning the pipeline's own coroutine, rather than awaiting it in a frame of ours, keeps the
+        # dispatch cost to a dictionary look-up.
+        try:
+            head, tail = self._inline_routes[type(request)]
+        except KeyError:
+            head, tail = self._inline_route(type(request))
+        return head(request, tail)  # type: ignore[return-value]
+
+    def _inline_route(self, request_type: type) -> Route:
+        route = self._registry.route(self._registry.handler_for(request_type), self._inline_context)
+        self._inline_routes[request_type] = route
+        return route
+
+    async def publish(self, notification: Notification) -> None:
+        """Run every handler of *notification* concurrently, here and now.
+
+        Every handler runs to the end even when another fails; then the failures, if any, are raised
+        together. A notification with no handler is not an error: nobody was interested.
+
+        Raises:
+            ExceptionGroup: one or more handlers failed; it holds each handler's exception.
+        """
+        notification_type = type(notification)
+        routes = self._inline_fanouts.get(notification_type)
+        if routes is None:
+            routes = [
+                self._registry.route(spec, self._inline_context)
+                for spec in self._registry.handlers_of(notification_type)
+            ]
+            self._inline_fanouts[notification_type] = routes
+        outcomes = await asyncio.gather(
+            *(head(notification, tail) for head, tail in routes), return_exceptions=True
+        )
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, Exception):
+                raise failure
+        if failures:
+            raise ExceptionGroup(
+                f"{len(failures)} of {len(routes)} handlers of {notification_type.__qualname__} failed",
+                [failure for failure in failures if isinstance(failure, Exception)],
+            )

@@ -1,0 +1,78 @@
+"""How a handler runs as a background job: its queue, tries, timeout and retry backoff."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+DEFAULT_QUEUE = "default"
+
+
+def to_seconds(value: float | timedelta | None) -> float | None:
+    """Return *value* in seconds, accepting seconds or a `timedelta`."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter, capped: retry *n* waits about ``initial * factor**(n-1)`` seconds.
+
+    Attributes:
+        initial: Delay before the first retry, in seconds.
+        factor: Growth of the delay from one retry to the next.
+        maximum: Cap on any one delay, in seconds.
+        jitter: Fraction of the delay drawn at random (0 = none, 1 = anywhere from 0 to the full delay),
+            so that jobs failing together do not all come back together.
+    """
+
+    initial: float = 1.0
+    factor: float = 2.0
+    maximum: float = 300.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.initial < 0 or self.factor < 1 or self.maximum < 0 or not 0 <= self.jitter <= 1:
+            raise ValueError(
+                "Backoff needs initial >= 0, factor >= 1, maximum >= 0 and 0 <= jitter <= 1; "
+                f"got {self.initial=}, {self.factor=}, {self.maximum=}, {self.jitter=}"
+            )
+
+    def delay(self, retry_number: int, rng: random.Random | None = None) -> float:
+        """Return the delay in seconds before retry *retry_number* (1 for the first retry)."""
+        ceiling = min(self.maximum, self.initial * self.factor ** max(retry_number - 1, 0))
+        draw = (rng or random).random()
+        return ceiling * (1 - self.jitter * draw)
+
+
+@dataclass(frozen=True, slots=True)
+class JobPolicy:
+    """Where and how a handler's background jobs run.
+
+    Attributes:
+        queue: The queue its jobs go to unless ``enqueue`` names another.
+        max_tries: Tries in all, the first included; 1 means no retry.
+        timeout: Seconds one try may run before it is cancelled and counted as failed; ``None`` for no limit.
+        retry_on: Exception types worth another try; any other exception fails the job at once.
+        backoff: Delays between tries.
+        keep_result: Seconds a finished job's result (or error record) is kept for ``JobHandle.result``.
+    """
+
+    queue: str = DEFAULT_QUEUE
+    max_tries: int = 1
+    timeout: float | None = 300.0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    backoff: Backoff = field(default_factory=Backoff)
+    keep_result: float = 86_400.0
+
+    def __post_init__(self) -> None:
+        if not self.queue:
+            raise ValueError("queue must be a non-empty name")
+        if self.max_tries < 1:
+            raise ValueError(f"max_tries must be at least 1, got {self.max_tries}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"timeout must be positive or None, got {self.timeout}")
+        if self.keep_result <= 0:
+            raise ValueError(f"keep_result must be positive, got {self.keep_result}")

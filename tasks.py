@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""The project's one task runner; needs nothing but Python 3.11+.
+
+    python3 tasks.py demo     run the project (the demo)
+    python3 tasks.py check    lint, type check and the whole test suite
+    python3 tasks.py lint | types | test | bench | format | setup
+
+Every task first makes sure `.venv` exists and holds the project with its extras, reinstalling only when
+pyproject.toml changed, so the same two commands work on a fresh machine and stay quick afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+STAMP = VENV / ".installed-from"
+EXTRAS = "dev,services"
+
+
+def run(*command: str | Path) -> None:
+    """Run *command* in the project's folder; stop with its exit code when it fails."""
+    print("+", " ".join(str(part) for part in command), flush=True)
+    completed = subprocess.run([str(part) for part in command], cwd=ROOT, check=False)  # noqa: S603
+    if completed.returncode != 0:
+        sys.exit(completed.returncode)
+
+
+def setup() -> None:
+    """Create `.venv` and install the project into it when pyproject.toml changed since the last time."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"arq-mediator needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
+    if PYTHON.exists() and STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not PYTHON.exists():
+        venv.create(VENV, with_pip=True)
+    run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", f".[{EXTRAS}]")
+    STAMP.write_text(wanted)
+
+
+def lint() -> None:
+    """Check style and formatting without changing files."""
+    run(BIN / "ruff", "check", ".")
+    run(BIN / "ruff", "format", "--check", ".")
+
+
+def format_code() -> None:
+    """Fix what ruff can fix and format every file."""
+    run(BIN / "ruff", "check", "--fix", ".")
+    run(BIN / "ruff", "format", ".")
+
+
+def types() -> None:
+    """Type-check `src` and `tests` under mypy --strict."""
+    run(BIN / "mypy")
+
+
+def test(*pytest_args: str) -> None:
+    """Run the test suite with branch coverage of the library."""
+    run(PYTHON, "-m", "pytest", "--cov", "--cov-report=term", *pytest_args)
+
+
+def check() -> None:
+    """Run everything CI runs: lint, types, tests."""
+    lint()
+    types()
+    test()
+
+
+def bench() -> None:
+    """Run every benchmark script; each prints its ratios against the baseline it names."""
+    for script in sorted((ROOT / "tests" / "benchmarks").glob("bench_*.py")):
+        run(PYTHON, script)
+
+
+def demo() -> None:
+    """Run the project's main job: the library example from the README."""
+    run(PYTHON, ROOT / "examples" / "quickstart.py")
+
+
+TASKS = {
+    "bench": bench,
+    "check": check,
+    "demo": demo,
+    "format": format_code,
+    "lint": lint,
+    "setup": setup,
+    "test": test,
+    "types": types,
+}
+
+
+def main() -> None:
+    """Run the task named on the command line (extra arguments go to pytest for `test`)."""
+    if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
+        sys.exit(f"usage: python3 tasks.py {{{'|'.join(TASKS)}}} [args]")
+    name, extra = sys.argv[1], sys.argv[2:]
+    setup()
+    if name == "test":
+        test(*extra)
+    else:
+        TASKS[name]()
+
+
+if __name__ == "__main__":
+    main()
