@@ -1,4 +1,4 @@
-"""The `Mediator`: registers handlers and behaviours, and runs requests inline."""
+"""The `Mediator`: registers handlers and behaviours, runs requests inline, and opens the job queue."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from types import MappingProxyType, TracebackType
-from typing import Any, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
+
+from arq.connections import RedisSettings, create_pool
 
 from ._context import Context
+from ._jobs import JobClient
 from ._messages import Notification, Request
 from ._policy import DEFAULT_QUEUE, Backoff, JobPolicy, to_seconds
+from ._producer import Producer
 from ._registry import BehaviorFn, Registry, Route, inspect_behavior, inspect_handler
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -22,16 +29,26 @@ BehaviorT = TypeVar("BehaviorT", bound=BehaviorFn)
 Lifespan = Callable[["Mediator"], AsyncIterator[None]]
 
 
-class Mediator:
-    """Route typed requests to their handlers, inline now or (with a queue) as background jobs.
+class Mediator(Producer):
+    """Route typed requests to their handlers, inline now or as background jobs on arq queues.
 
-    The constructor only records configuration: resources open in ``async with mediator``.
+    The constructor only records configuration: the Redis pool and the lifespans open in
+    ``async with mediator`` and close on the way out.
 
     Args:
+        redis: Where the job queues live: a ``redis://`` URL or arq ``RedisSettings``; ``None`` for a
+            mediator that only runs requests inline (or that gets a client from `connect`).
         logger: The logger handlers receive through their context; ``arq_mediator`` by default.
     """
 
-    def __init__(self, *, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self, *, redis: str | RedisSettings | None = None, logger: logging.Logger | None = None
+    ) -> None:
+        self._redis_settings = RedisSettings.from_dsn(redis) if isinstance(redis, str) else redis
+        self._client: JobClient | None = None
+        self._owns_client = False
+        self._recurring = {}
+        self._adapters = {}
         self._registry = Registry()
         self._resources: dict[type[Any], Any] = {}
         self._lifespans: list[Callable[[Mediator], Any]] = []
@@ -166,19 +183,33 @@ class Mediator:
         self._lifespans.append(asynccontextmanager(function))
         return function
 
+    async def connect(self, redis: Redis) -> None:
+        """Use an already open Redis client for the job queues; the caller keeps it and closes it."""
+        self._client = JobClient(redis)
+
     async def __aenter__(self) -> Self:
-        """Enter every lifespan, in registration order."""
+        """Open the Redis pool (when configured), then enter every lifespan in registration order."""
         stack = AsyncExitStack()
         async with stack:
+            if self._redis_settings is not None and self._client is None:
+                pool = await create_pool(self._redis_settings)
+                stack.push_async_callback(pool.aclose)
+                self._client = JobClient(pool)
+                stack.push_async_callback(self._disconnect)
             for lifespan in self._lifespans:
                 await stack.enter_async_context(lifespan(self))
             self._exit_stack = stack.pop_all()
         return self
 
+    async def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        """Leave every lifespan, in reverse order."""
+        """Leave every lifespan in reverse order, then close the Redis pool."""
         stack, self._exit_stack = self._exit_stack, None
         if stack is not None:
             await stack.__aexit__(exc_type, exc, tb)

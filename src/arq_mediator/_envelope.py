@@ -1,0 +1,127 @@
+"""The JSON that crosses Redis: job envelopes and result records. Nothing here ever unpickles."""
+
+from __future__ import annotations
+
+import base64
+import json
+import traceback
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ._errors import EnvelopeError
+
+ENVELOPE_VERSION: Literal[1] = 1
+
+
+class JobEnvelope(BaseModel):
+    """A job as stored under ``arq:job:<id>``: which message, its payload, and how to run it.
+
+    Attributes:
+        v: Format version, so a later release can read older jobs.
+        id: The job id.
+        type: The message type's stable `message_name`.
+        handler: For a notification's fan-out job, the one handler it is for; ``None`` for a request.
+        payload: The message as JSON.
+        queue: The queue it was enqueued on.
+        max_tries: Tries in all.
+        failures: Tries that failed so far (a try lost with its worker does not count).
+        enqueued_at: When it was first enqueued, in ms since the epoch.
+        trace: W3C trace context of the enqueueing span.
+        meta: Free-form facts about the producer (host, pid, recurring schedule).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = ENVELOPE_VERSION
+    id: str
+    type: str
+    handler: str | None = None
+    payload: dict[str, Any]
+    queue: str
+    max_tries: int
+    failures: int = 0
+    enqueued_at: int
+    trace: dict[str, str] = {}
+    meta: dict[str, str] = {}
+
+
+class ErrorRecord(BaseModel):
+    """An exception as data: its type's qualified name, its message and its formatted traceback."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, error: BaseException) -> ErrorRecord:
+        """Describe *error*, with its traceback."""
+        return cls(
+            type=qualified_name(type(error)),
+            message=str(error),
+            traceback="".join(traceback.format_exception(error)),
+        )
+
+
+class ResultRecord(BaseModel):
+    """A finished job, as stored under ``arq:result:<id>`` and published on its completion channel.
+
+    Attributes:
+        ok: Whether the last try succeeded.
+        value: The handler's return value as JSON, when ``ok``.
+        error: What made the job fail, when not ``ok``.
+        job: The envelope of the last try, kept so a failed job can be requeued as it was.
+        raw: For a job whose body could not be read as an envelope, the body (base64), kept for inspection.
+        try_number: The try that finished it.
+        worker: The worker that finished it.
+        started_at: When that try started, in ms since the epoch.
+        finished_at: When it finished, in ms since the epoch.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    queue: str
+    ok: bool
+    value: Any = None
+    error: ErrorRecord | None = None
+    job: JobEnvelope | None = None
+    raw: str | None = None
+    try_number: int = 0
+    worker: str = ""
+    started_at: int = 0
+    finished_at: int = 0
+
+
+def decode_envelope(job_id: str, body: bytes) -> JobEnvelope:
+    """Read a job body as a JSON envelope.
+
+    Raises:
+        EnvelopeError: the body is not a JSON envelope of a known version (a pickled arq job, say);
+            nothing in it was executed.
+    """
+    try:
+        return JobEnvelope.model_validate_json(body)
+    except ValidationError as error:
+        hint = " (it looks like a pickle: arq-mediator never unpickles)" if body[:1] == b"\x80" else ""
+        raise EnvelopeError(
+            f"job {job_id} is not a valid arq-mediator JSON envelope{hint}: "
+            f"{error.error_count()} problem(s), first: {error.errors()[0]['msg']}"
+        ) from None
+
+
+def encode_raw(body: bytes) -> str:
+    """Return *body* as base64, to keep an unreadable job's bytes in its failure record."""
+    return base64.b64encode(body).decode("ascii")
+
+
+def qualified_name(kind: type[Any]) -> str:
+    """Return ``module.QualName`` of *kind*, the name an error record gives an exception type."""
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def dumps(value: Any) -> str:
+    """Serialize plain JSON data compactly."""
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,102 @@
+"""`JobHandle[R]`: a typed reference to a background job, rebuildable from its id."""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import TypeAdapter
+
+from ._envelope import ResultRecord
+from ._errors import JobFailed
+
+if TYPE_CHECKING:
+    from ._jobs import JobClient
+
+R = TypeVar("R")
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job stands."""
+
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    NOT_FOUND = "not_found"
+
+
+class JobHandle(Generic[R]):
+    """A background job: its id and queue, its status, and its typed result once it finishes.
+
+    Handles are cheap and hold no connection of their own; rebuild one from an id with
+    ``mediator.job(job_id, RequestType)``.
+    """
+
+    __slots__ = ("_adapter", "_client", "id", "queue")
+
+    def __init__(
+        self, client: JobClient, job_id: str, queue: str | None, adapter: TypeAdapter[R] | None
+    ) -> None:
+        self._client = client
+        self._adapter = adapter
+        self.id = job_id
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f"JobHandle(id={self.id!r}, queue={self.queue!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JobHandle) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    async def status(self) -> JobStatus:
+        """Return where the job stands now."""
+        state, _ = await self._client.status(self.id)
+        return state
+
+    async def record(self) -> ResultRecord | None:
+        """Return the finished job's result record (value or error, worker, timings), or ``None``."""
+        _, record = await self._client.status(self.id)
+        return record
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait for the job to finish and return its value, validated into the response type.
+
+        Completion is pushed by the worker; nothing polls.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Raises:
+            JobFailed: the job failed; the exception carries the remote type, message and traceback.
+            JobNotFound: no such job is queued, running or finished (or its result has expired).
+            TimeoutError: *timeout* passed first; the job goes on.
+        """
+        record = await self._client.wait(self.id, timeout)
+        return self._value_of(record)
+
+    def _value_of(self, record: ResultRecord) -> R:
+        if not record.ok:
+            error = record.error
+            assert error is not None  # a failed record always carries one
+            raise JobFailed(self.id, error.type, error.message, error.traceback)
+        if self._adapter is None:
+            value: Any = record.value
+            return value  # type: ignore[no-any-return]
+        return self._adapter.validate_python(record.value)
+
+    async def abort(self) -> bool:
+        """Abort the job: remove it if it has not started, cancel it on its worker if it is running.
+
+        Returns:
+            ``True`` if it was removed or its worker was asked to cancel it; ``False`` if it had already
+            finished.
+
+        Raises:
+            JobNotFound: no such job exists.
+        """
+        return await self._client.abort(self.id)

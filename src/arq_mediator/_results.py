@@ -1,0 +1,123 @@
+"""Waiting for job results without polling: one pub/sub connection, one channel per awaited job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ._keys import DONE_PREFIX, done_channel, result_key
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.client import PubSub
+
+logger = logging.getLogger("arq_mediator.results")
+
+
+class ResultWaiter:
+    """Resolve futures with result records as workers publish them.
+
+    A waiter subscribes to the job's completion channel *before* it reads the stored result, so a job
+    finishing in between is seen one way or the other. After a lost connection, every awaited job's
+    stored result is read again, since messages published while disconnected are gone.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: dict[str, set[asyncio.Future[bytes]]] = {}
+
+    async def subscribe(self, job_id: str) -> asyncio.Future[bytes]:
+        """Return a future that receives *job_id*'s result record when it is published."""
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        waiters = self._waiting.setdefault(job_id, set())
+        waiters.add(future)
+        if len(waiters) == 1:
+            try:
+                await self._ensure_pubsub().subscribe(done_channel(job_id))
+            except BaseException:
+                self.forget(job_id, future)
+                raise
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read(), name="arq-mediator result reader")
+        return future
+
+    def forget(self, job_id: str, future: asyncio.Future[bytes]) -> None:
+        """Stop waiting with *future*; unsubscribe once nobody waits for *job_id*."""
+        waiters = self._waiting.get(job_id)
+        if waiters is None:
+            return
+        waiters.discard(future)
+        if not waiters:
+            del self._waiting[job_id]
+            if self._pubsub is not None:
+                # Fire and forget: the reply arrives on the reader's connection and is skipped there.
+                task = asyncio.ensure_future(self._unsubscribe(job_id))
+                task.add_done_callback(_log_failure)
+
+    async def _unsubscribe(self, job_id: str) -> None:
+        if self._pubsub is not None and job_id not in self._waiting:
+            await self._pubsub.unsubscribe(done_channel(job_id))
+
+    def _ensure_pubsub(self) -> PubSub:
+        if self._pubsub is None:
+            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        return self._pubsub
+
+    def _resolve(self, job_id: str, record: bytes) -> None:
+        for future in self._waiting.get(job_id, ()):
+            if not future.done():
+                future.set_result(record)
+
+    async def _read(self) -> None:
+        pubsub = self._ensure_pubsub()
+        delay = 0.1
+        while self._waiting or pubsub.subscribed:
+            try:
+                message: dict[str, Any] | None = await pubsub.get_message(timeout=None)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                logger.warning("result channel lost (%s); reconnecting in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                    await pubsub.connect()  # type: ignore[no-untyped-call]
+                    await self._recheck()
+                    delay = 0.1
+                continue
+            if message is not None and message["type"] == "message":
+                self._resolve(message["channel"].decode()[len(DONE_PREFIX) :], message["data"])
+
+    async def _recheck(self) -> None:
+        job_ids = list(self._waiting)
+        if not job_ids:
+            return
+        records = await self._redis.mget([result_key(job_id) for job_id in job_ids])
+        for job_id, record in zip(job_ids, records, strict=True):
+            if record is not None:
+                self._resolve(job_id, record)
+
+    async def close(self) -> None:
+        """Stop reading and close the pub/sub connection; pending futures are cancelled."""
+        for waiters in self._waiting.values():
+            for future in waiters:
+                future.cancel()
+        self._waiting.clear()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        if self._pubsub is not None:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("unsubscribe failed: %s", task.exception())

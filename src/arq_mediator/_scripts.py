@@ -1,0 +1,228 @@
+"""Lua scripts: every change to a job's state is one atomic script call, one round trip.
+
+Keys are built inside the scripts from arq's prefixes, as arq's own layout is not hash-tagged; like arq,
+this needs a single Redis server (or a sentinel-managed one), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import _keys
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+_PREFIXES = {
+    "QUEUE": _keys.QUEUE_PREFIX,
+    "JOB": _keys.JOB_PREFIX,
+    "LEASE": _keys.LEASE_PREFIX,
+    "RESULT": _keys.RESULT_PREFIX,
+    "DELIVERIES": _keys.DELIVERIES_PREFIX,
+    "FAILED": _keys.FAILED_PREFIX,
+    "WAKE": _keys.WAKE_PREFIX,
+    "DONE": _keys.DONE_PREFIX,
+    "ABORT_FLAG": _keys.ABORT_PREFIX,
+    "ABORT_CHANNEL": _keys.ABORT_CHANNEL,
+}
+
+# ARGV: groups of (id, queue, score_ms, body). Returns per job: 1 added, 0 already queued or running,
+# 2 already finished (its result is still kept). Idle workers of each touched queue are woken once.
+ENQUEUE = """
+local out = {}
+local touched = {}
+for i = 1, #ARGV, 4 do
+  local id, queue = ARGV[i], ARGV[i + 1]
+  if redis.call('EXISTS', '{JOB}' .. id) == 1 then
+    out[#out + 1] = 0
+  elseif redis.call('EXISTS', '{RESULT}' .. id) == 1 then
+    out[#out + 1] = 2
+  else
+    redis.call('SET', '{JOB}' .. id, ARGV[i + 3])
+    redis.call('ZADD', '{QUEUE}' .. queue, ARGV[i + 2], id)
+    touched[queue] = ARGV[i + 2]
+    out[#out + 1] = 1
+  end
+end
+for queue, score in pairs(touched) do
+  redis.call('PUBLISH', '{WAKE}' .. queue, score)
+end
+return out
+"""
+
+# ARGV: now_ms, how many, lease_ms, lease token, then queue names by priority. Takes ready jobs whose
+# lease is free, highest-priority queue first, leasing each. Returns {next_due_ms or -1, then per job:
+# id, queue, deliveries, body}. Queue entries whose body is gone are stale and dropped.
+CLAIM = """
+local now, want, lease, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local out = {-1}
+local next_due = -1
+for qi = 5, #ARGV do
+  local queue = ARGV[qi]
+  local qkey = '{QUEUE}' .. queue
+  local offset = 0
+  while want > 0 do
+    local ids = redis.call('ZRANGEBYSCORE', qkey, '-inf', now, 'LIMIT', offset, want + 32)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      if want > 0 and redis.call('SET', '{LEASE}' .. id, token, 'NX', 'PX', lease) then
+        local body = redis.call('GET', '{JOB}' .. id)
+        if body then
+          out[#out + 1] = id
+          out[#out + 1] = queue
+          out[#out + 1] = redis.call('INCR', '{DELIVERIES}' .. id)
+          out[#out + 1] = body
+          want = want - 1
+        else
+          redis.call('ZREM', qkey, id)
+          redis.call('DEL', '{LEASE}' .. id)
+        end
+      end
+    end
+    offset = offset + #ids
+  end
+  local first = redis.call('ZRANGEBYSCORE', qkey, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #first > 0 then
+    local due = tonumber(first[2])
+    if next_due < 0 or due < next_due then next_due = due end
+  end
+end
+out[1] = next_due
+return out
+"""
+
+# ARGV: id, queue, result record, keep_ms, failed (1/0), now_ms. Stores the result, forgets the job,
+# lists it as failed when it failed, and publishes the record to whoever awaits it.
+COMPLETE = """
+local id, queue, record = ARGV[1], ARGV[2], ARGV[3]
+redis.call('SET', '{RESULT}' .. id, record, 'PX', ARGV[4])
+redis.call('DEL', '{JOB}' .. id, '{LEASE}' .. id, '{DELIVERIES}' .. id, '{ABORT_FLAG}' .. id)
+redis.call('ZREM', '{QUEUE}' .. queue, id)
+if ARGV[5] == '1' then redis.call('ZADD', '{FAILED}' .. queue, ARGV[6], id) end
+redis.call('PUBLISH', '{DONE}' .. id, record)
+return 1
+"""
+
+# ARGV: id, queue, new body, due_ms. Puts a failed try back for a later try.
+RETRY = """
+local id, queue = ARGV[1], ARGV[2]
+redis.call('SET', '{JOB}' .. id, ARGV[3])
+redis.call('ZADD', '{QUEUE}' .. queue, ARGV[4], id)
+redis.call('DEL', '{LEASE}' .. id)
+redis.call('PUBLISH', '{WAKE}' .. queue, ARGV[4])
+return 1
+"""
+
+# ARGV: id, queue. Gives a job back untried (graceful shutdown): its delivery does not count.
+RELEASE = """
+local id, queue = ARGV[1], ARGV[2]
+redis.call('DEL', '{LEASE}' .. id)
+if tonumber(redis.call('GET', '{DELIVERIES}' .. id) or '0') > 0 then
+  redis.call('DECR', '{DELIVERIES}' .. id)
+end
+redis.call('PUBLISH', '{WAKE}' .. queue, '0')
+return 1
+"""
+
+# ARGV: worker key, worker record, ttl_ms, lease_ms, then ids of running jobs. Renews the heartbeat and
+# every lease; returns the ids among them that were asked to abort.
+HEARTBEAT = """
+redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
+local aborted = {}
+for i = 5, #ARGV do
+  redis.call('PEXPIRE', '{LEASE}' .. ARGV[i], ARGV[4])
+  if redis.call('EXISTS', '{ABORT_FLAG}' .. ARGV[i]) == 1 then aborted[#aborted + 1] = ARGV[i] end
+end
+return aborted
+"""
+
+# ARGV: id, now_ms. Returns {state, detail}: 'finished' + result record, 'running', 'queued' or
+# 'deferred' + body, or 'missing'.
+STATUS = """
+local id = ARGV[1]
+local result = redis.call('GET', '{RESULT}' .. id)
+if result then return {'finished', result} end
+local body = redis.call('GET', '{JOB}' .. id)
+if not body then return {'missing', ''} end
+if redis.call('EXISTS', '{LEASE}' .. id) == 1 then return {'running', body} end
+local ok, job = pcall(cjson.decode, body)
+if not ok or type(job) ~= 'table' or type(job.queue) ~= 'string' then return {'queued', body} end
+local score = redis.call('ZSCORE', '{QUEUE}' .. job.queue, id)
+if score and tonumber(score) > tonumber(ARGV[2]) then return {'deferred', body} end
+return {'queued', body}
+"""
+
+# ARGV: id, body as read, aborted record, keep_ms, now_ms. Returns 1 removed before it ran, 2 running:
+# its worker was asked to cancel it, 0 already finished, -1 unknown, -2 changed meanwhile (try again).
+ABORT = """
+local id = ARGV[1]
+if redis.call('EXISTS', '{RESULT}' .. id) == 1 then return 0 end
+if redis.call('EXISTS', '{LEASE}' .. id) == 1 then
+  redis.call('SET', '{ABORT_FLAG}' .. id, '1', 'PX', 86400000)
+  redis.call('PUBLISH', '{ABORT_CHANNEL}', id)
+  return 2
+end
+local body = redis.call('GET', '{JOB}' .. id)
+if not body then return -1 end
+if body ~= ARGV[2] then return -2 end
+local job = cjson.decode(body)
+redis.call('ZREM', '{QUEUE}' .. job.queue, id)
+redis.call('DEL', '{JOB}' .. id, '{DELIVERIES}' .. id)
+redis.call('SET', '{RESULT}' .. id, ARGV[3], 'PX', ARGV[4])
+redis.call('PUBLISH', '{DONE}' .. id, ARGV[3])
+return 1
+"""
+
+# ARGV: id, queue, new body, now_ms. Puts a failed job back on its queue as a fresh job.
+REQUEUE = """
+local id, queue = ARGV[1], ARGV[2]
+if redis.call('EXISTS', '{JOB}' .. id) == 1 then return 0 end
+redis.call('SET', '{JOB}' .. id, ARGV[3])
+redis.call('ZADD', '{QUEUE}' .. queue, ARGV[4], id)
+redis.call('DEL', '{RESULT}' .. id, '{DELIVERIES}' .. id)
+redis.call('ZREM', '{FAILED}' .. queue, id)
+redis.call('PUBLISH', '{WAKE}' .. queue, ARGV[4])
+return 1
+"""
+
+# ARGV: now_ms, then queue names. Returns per queue: ready (not running), running, deferred, failed.
+QUEUE_STATS = """
+local now = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local qkey = '{QUEUE}' .. ARGV[i]
+  local ids = redis.call('ZRANGEBYSCORE', qkey, '-inf', now)
+  local running = 0
+  for _, id in ipairs(ids) do
+    if redis.call('EXISTS', '{LEASE}' .. id) == 1 then running = running + 1 end
+  end
+  out[#out + 1] = #ids - running
+  out[#out + 1] = running
+  out[#out + 1] = redis.call('ZCOUNT', qkey, '(' .. now, '+inf')
+  out[#out + 1] = redis.call('ZCARD', '{FAILED}' .. ARGV[i])
+end
+return out
+"""
+
+
+def _render(source: str) -> str:
+    for name, prefix in _PREFIXES.items():
+        source = source.replace("{" + name + "}", prefix)
+    return source
+
+
+class Scripts:
+    """The scripts, registered on one client; each call is EVALSHA, loading the script on first miss."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.enqueue: AsyncScript = redis.register_script(_render(ENQUEUE))
+        self.claim: AsyncScript = redis.register_script(_render(CLAIM))
+        self.complete: AsyncScript = redis.register_script(_render(COMPLETE))
+        self.retry: AsyncScript = redis.register_script(_render(RETRY))
+        self.release: AsyncScript = redis.register_script(_render(RELEASE))
+        self.heartbeat: AsyncScript = redis.register_script(_render(HEARTBEAT))
+        self.status: AsyncScript = redis.register_script(_render(STATUS))
+        self.abort: AsyncScript = redis.register_script(_render(ABORT))
+        self.requeue: AsyncScript = redis.register_script(_render(REQUEUE))
+        self.queue_stats: AsyncScript = redis.register_script(_render(QUEUE_STATS))
