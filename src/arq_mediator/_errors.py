@@ -20,7 +20,7 @@ class NoHandlerError(ArqMediatorError, LookupError):
         listed = ", ".join(registered) if registered else "none"
         super().__init__(
             f"no handler is registered for {message_type.__qualname__}; "
-            f"register one with @mediator.handler. Registered request types: {listed}"
+            f"register one with @mediator.handler. Message types with handlers: {listed}"
         )
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 from arq.connections import RedisSettings, create_pool
 
 from ._context import Context
+from ._errors import NoHandlerError
 from ._jobs import JobClient
 from ._messages import Notification, Request
 from ._policy import DEFAULT_QUEUE, Backoff, JobPolicy, to_seconds
@@ -188,7 +189,13 @@ class Mediator(Producer):
         self._client = JobClient(redis)
 
     async def __aenter__(self) -> Self:
-        """Open the Redis pool (when configured), then enter every lifespan in registration order."""
+        """Open the Redis pool (when configured), then enter every lifespan in registration order.
+
+        Raises:
+            RuntimeError: the mediator is already open.
+        """
+        if self._exit_stack is not None:
+            raise RuntimeError("this mediator is already open; enter `async with mediator` once")
         stack = AsyncExitStack()
         async with stack:
             if self._redis_settings is not None and self._client is None:
@@ -228,7 +235,11 @@ class Mediator(Producer):
         try:
             head, tail = self._inline_routes[type(request)]
         except KeyError:
-            head, tail = self._inline_route(type(request))
+            try:
+                head, tail = self._inline_route(type(request))
+            except NoHandlerError as error:
+                # Raised on await, like any coroutine's error, so gather() of several sends stays tidy.
+                return _raise(error)
         return head(request, tail)  # type: ignore[return-value]
 
     def _inline_route(self, request_type: type) -> Route:
@@ -265,3 +276,7 @@ class Mediator(Producer):
                 f"{len(failures)} of {len(routes)} handlers of {notification_type.__qualname__} failed",
                 [failure for failure in failures if isinstance(failure, Exception)],
             )
+
+
+async def _raise(error: Exception) -> Any:
+    raise error

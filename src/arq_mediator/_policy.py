@@ -42,7 +42,10 @@ class Backoff:
 
     def delay(self, retry_number: int, rng: random.Random | None = None) -> float:
         """Return the delay in seconds before retry *retry_number* (1 for the first retry)."""
-        ceiling = min(self.maximum, self.initial * self.factor ** max(retry_number - 1, 0))
+        try:
+            ceiling = min(self.maximum, self.initial * self.factor ** max(retry_number - 1, 0))
+        except OverflowError:  # factor**n outgrew a float long after passing the cap
+            ceiling = self.maximum
         draw = (rng or random).random()
         return ceiling * (1 - self.jitter * draw)
 

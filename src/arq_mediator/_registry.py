@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -54,11 +55,16 @@ def _describe(function: Callable[..., Any]) -> str:
 def _type_hints(function: Callable[..., Any], role: str) -> dict[str, Any]:
     try:
         return typing.get_type_hints(function)
-    except NameError as error:
+    except (NameError, SyntaxError) as error:
         raise HandlerRegistrationError(
             f"{role} {_describe(function)} has an annotation that cannot be resolved ({error}); "
             "define the types it names at module level so they can be imported"
         ) from error
+
+
+def _bare_signature(parameters: list[inspect.Parameter]) -> str:
+    """Spell parameters as written but without annotations or defaults: ``(request, *, call_next)``."""
+    return str(inspect.Signature([p.replace(annotation=p.empty, default=p.empty) for p in parameters]))
 
 
 def _require_async(function: Callable[..., Any], role: str) -> None:
@@ -79,7 +85,7 @@ def inspect_handler(function: Callable[..., Awaitable[Any]], policy: JobPolicy) 
     if len(positional) not in (1, 2) or len(positional) != len(parameters):
         raise HandlerRegistrationError(
             f"handler {_describe(function)} must take (request, ctx) or (request); "
-            f"it takes ({', '.join(p.name for p in parameters)})"
+            f"it takes {_bare_signature(parameters)}"
         )
     hints = _type_hints(function, "handler")
     message_type = hints.get(positional[0].name)
@@ -87,6 +93,7 @@ def inspect_handler(function: Callable[..., Awaitable[Any]], policy: JobPolicy) 
         isinstance(message_type, type)
         and issubclass(message_type, Request | Notification)
         and message_type not in (Request, Notification)
+        and _generic_origin(message_type) is None
     ):
         raise HandlerRegistrationError(
             f"handler {_describe(function)} must annotate its first parameter with a Request or "
@@ -110,7 +117,9 @@ def _check_return(function: Callable[..., Any], message_type: type[Message], hin
             raise HandlerRegistrationError(str(error)) from None
         expected = type(None) if expected is None else expected
     covariant = isinstance(declared, type) and isinstance(expected, type) and issubclass(declared, expected)
-    if declared != expected and not covariant and expected is not Any:
+    # A handler may promise less than its request allows: `-> int` for a Request[int | None].
+    narrower = _is_union(expected) and declared in typing.get_args(expected)
+    if declared != expected and not covariant and not narrower and expected is not Any:
         raise HandlerRegistrationError(
             f"handler {_describe(function)} returns {_type_name(declared)} but "
             f"{message_type.__qualname__} promises {_type_name(expected)}; make the return annotation "
@@ -119,7 +128,25 @@ def _check_return(function: Callable[..., Any], message_type: type[Message], hin
 
 
 def _type_name(annotation: Any) -> str:
-    return "None" if annotation is type(None) else getattr(annotation, "__qualname__", repr(annotation))
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, type) and typing.get_origin(annotation) is None:
+        return annotation.__qualname__
+    return repr(annotation).replace("typing.", "")  # list[int], int | None: spelled out in full
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _generic_args(cls: type) -> tuple[Any, ...]:
+    return tuple(cls.__pydantic_generic_metadata__["args"])  # type: ignore[attr-defined]
+
+
+def _generic_origin(cls: type) -> type | None:
+    """Return the generic class *cls* parametrizes (``Request`` for ``Request[X]``), else ``None``."""
+    metadata = getattr(cls, "__pydantic_generic_metadata__", None)
+    return metadata["origin"] if metadata else None
 
 
 def _drop_context(function: Callable[[Any], Awaitable[Any]]) -> Invoke:
@@ -133,21 +160,40 @@ def inspect_behavior(function: BehaviorFn, applies_to: tuple[type, ...] | None) 
     """Check *function* is a valid behaviour; scope it by *applies_to* or its first parameter's annotation.
 
     Raises:
-        HandlerRegistrationError: the function is sync or does not take (request, call_next).
+        HandlerRegistrationError: the function is sync, does not take (request, call_next) positionally,
+            or its first parameter is annotated with something that is not a message type.
     """
     _require_async(function, "behavior")
     parameters = list(inspect.signature(function).parameters.values())
-    if len(parameters) != 2:
+    if len(parameters) != 2 or any(
+        p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters
+    ):
         raise HandlerRegistrationError(
-            f"behavior {_describe(function)} must take (request, call_next); "
-            f"it takes ({', '.join(p.name for p in parameters)})"
+            f"behavior {_describe(function)} must take two positional parameters (request, call_next); "
+            f"it takes {_bare_signature(parameters)}"
         )
     if applies_to is None:
-        annotation = _type_hints(function, "behavior").get(parameters[0].name)
-        origin = typing.get_origin(annotation) or annotation
-        if isinstance(origin, type) and issubclass(origin, Message) and origin is not Message:
-            applies_to = (origin,)
+        applies_to = _scope_of(function, _type_hints(function, "behavior").get(parameters[0].name))
     return BehaviorSpec(function=function, applies_to=applies_to)
+
+
+def _scope_of(function: BehaviorFn, annotation: Any) -> tuple[type, ...] | None:
+    """Return the message types an annotation scopes a behaviour to; ``None`` means every message."""
+    if annotation in (None, Any, object, Message):
+        return None
+    members = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    scope: list[type] = []
+    for member in members:
+        # Request[UserOut] scopes to the requests declared with that response type; Request[Any] to all.
+        if isinstance(member, type) and _generic_origin(member) and _generic_args(member) == (Any,):
+            member = _generic_origin(member)
+        if not (isinstance(member, type) and issubclass(member, Message)):
+            raise HandlerRegistrationError(
+                f"behavior {_describe(function)} annotates its request as {_type_name(annotation)}; "
+                "scope it with a message type (or a union of them), or leave it unannotated for all messages"
+            )
+        scope.append(member)
+    return None if Message in scope else tuple(scope)
 
 
 def _call_next(head: Callable[[Any, Any], Awaitable[Any]], tail: Any) -> CallNext:
@@ -191,7 +237,12 @@ class Registry:
                 )
             self.requests[message_type] = spec
         else:
-            self.notifications.setdefault(message_type, []).append(spec)
+            handlers = self.notifications.setdefault(message_type, [])
+            if any(existing.function is spec.function for existing in handlers):
+                raise HandlerRegistrationError(
+                    f"{spec.name} is already registered for {message_type.__qualname__}; it would run twice"
+                )
+            handlers.append(spec)
         self.by_name[message_type.message_name] = message_type
 
     def _check_name(self, message_type: type[Message]) -> None:
@@ -236,6 +287,5 @@ class Registry:
         return bind_pipeline(spec.invoke, self.behaviors_for(spec.message_type), ctx)
 
     def registered_names(self) -> list[str]:
-        """Return the qualified names of every type with a handler, sorted."""
-        names = {t.__qualname__ for t in self.requests} | {t.__qualname__ for t in self.notifications}
-        return sorted(names)
+        """Return the stable names of every message type with a handler, sorted."""
+        return sorted({t.message_name for t in self.requests} | {t.message_name for t in self.notifications})

@@ -1,0 +1,13 @@
+"""Shared fixtures: every test gets a mediator of its own, with nothing registered."""
+
+from __future__ import annotations
+
+import pytest
+
+from arq_mediator import Mediator
+
+
+@pytest.fixture
+def mediator() -> Mediator:
+    """Return a fresh mediator with no handler, behaviour, resource or lifespan."""
+    return Mediator()
