@@ -32,20 +32,26 @@ class ResultWaiter:
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[str, set[asyncio.Future[bytes]]] = {}
+        self._confirmed: dict[str, asyncio.Future[None]] = {}
 
     async def subscribe(self, job_id: str) -> asyncio.Future[bytes]:
-        """Return a future that receives *job_id*'s result record when it is published."""
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        waiters = self._waiting.setdefault(job_id, set())
-        waiters.add(future)
-        if len(waiters) == 1:
-            try:
+        """Return a future that receives *job_id*'s result record; return once the subscription is live."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        self._waiting.setdefault(job_id, set()).add(future)
+        try:
+            confirmed = self._confirmed.get(job_id)
+            if confirmed is None:
+                confirmed = self._confirmed[job_id] = loop.create_future()
                 await self._ensure_pubsub().subscribe(done_channel(job_id))
-            except BaseException:
-                self.forget(job_id, future)
-                raise
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.create_task(self._read(), name="arq-mediator result reader")
+                if self._reader is None or self._reader.done():
+                    self._reader = asyncio.create_task(self._read(), name="arq-mediator result reader")
+            # Redis must have the subscription before the caller reads the stored result: a job finishing
+            # in between would otherwise be neither stored yet nor heard.
+            await asyncio.shield(confirmed)
+        except BaseException:
+            self.forget(job_id, future)
+            raise
         return future
 
     def forget(self, job_id: str, future: asyncio.Future[bytes]) -> None:
@@ -56,6 +62,9 @@ class ResultWaiter:
         waiters.discard(future)
         if not waiters:
             del self._waiting[job_id]
+            confirmed = self._confirmed.pop(job_id, None)
+            if confirmed is not None and not confirmed.done():
+                confirmed.cancel()
             if self._pubsub is not None:
                 # Fire and forget: the reply arrives on the reader's connection and is skipped there.
                 task = asyncio.ensure_future(self._unsubscribe(job_id))
@@ -67,7 +76,7 @@ class ResultWaiter:
 
     def _ensure_pubsub(self) -> PubSub:
         if self._pubsub is None:
-            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            self._pubsub = self._redis.pubsub()
         return self._pubsub
 
     def _resolve(self, job_id: str, record: bytes) -> None:
@@ -90,8 +99,15 @@ class ResultWaiter:
                     await self._recheck()
                     delay = 0.1
                 continue
-            if message is not None and message["type"] == "message":
-                self._resolve(message["channel"].decode()[len(DONE_PREFIX) :], message["data"])
+            if message is None or message["channel"] is None:
+                continue
+            job_id = message["channel"].decode()[len(DONE_PREFIX) :]
+            if message["type"] == "message":
+                self._resolve(job_id, message["data"])
+            elif message["type"] == "subscribe":
+                confirmed = self._confirmed.get(job_id)
+                if confirmed is not None and not confirmed.done():
+                    confirmed.set_result(None)
 
     async def _recheck(self) -> None:
         job_ids = list(self._waiting)
@@ -107,7 +123,10 @@ class ResultWaiter:
         for waiters in self._waiting.values():
             for future in waiters:
                 future.cancel()
+        for confirmed in self._confirmed.values():
+            confirmed.cancel()
         self._waiting.clear()
+        self._confirmed.clear()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

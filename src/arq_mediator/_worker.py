@@ -105,6 +105,7 @@ class Worker:
         self._aborting: set[str] = set()
         self._attention = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._stopped_at: int | None = None
         self._adapters: dict[type, TypeAdapter[Any]] = {}
 
     @property
@@ -114,6 +115,8 @@ class Worker:
 
     def stop(self) -> None:
         """Stop taking jobs; `run` then lets running jobs finish within the grace period and returns."""
+        if self._stopped_at is None:
+            self._stopped_at = now_ms()
         self._stopping.set()
         self._attention.set()
 
@@ -351,13 +354,25 @@ class Worker:
             await self.mediator.jobs.scripts.release(args=[job_id, queue])
 
     async def _with_redis(self, script: Any, arguments: list[Any]) -> None:
-        """Run a state-changing script, retrying through a Redis outage: a finished job's outcome matters."""
+        """Run a state-changing script, retrying through a Redis outage: a finished job's outcome matters.
+
+        Once the worker is stopping and the grace period has passed, it gives up: the job's lease then
+        expires and another worker runs it again (at least once, never lost).
+        """
         delay = 0.1
         while True:
             try:
                 await script(args=arguments)
                 return
             except _REDIS_DOWN as error:
+                if self._stopped_at is not None and now_ms() - self._stopped_at > self.settings.grace * 1000:
+                    logger.error(
+                        "worker %s could not record job %s before stopping: %s",
+                        self.name,
+                        arguments[0],
+                        error,
+                    )
+                    return
                 logger.warning(
                     "worker %s cannot record job %s (%s); retrying in %.1fs",
                     self.name,
