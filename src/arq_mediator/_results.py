@@ -33,6 +33,7 @@ class ResultWaiter:
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[str, set[asyncio.Future[bytes]]] = {}
         self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._connecting = asyncio.Lock()
 
     async def subscribe(self, job_id: str) -> asyncio.Future[bytes]:
         """Return a future that receives *job_id*'s result record; return once the subscription is live."""
@@ -43,7 +44,14 @@ class ResultWaiter:
             confirmed = self._confirmed.get(job_id)
             if confirmed is None:
                 confirmed = self._confirmed[job_id] = loop.create_future()
-                await self._ensure_pubsub().subscribe(done_channel(job_id))
+                pubsub = self._ensure_pubsub()
+                if pubsub.connection is None:
+                    # redis-py's PubSub.connect() is not safe to race: concurrent first subscribers would
+                    # each take a connection and all but the last would be lost with their subscriptions.
+                    async with self._connecting:
+                        if pubsub.connection is None:
+                            await pubsub.connect()  # type: ignore[no-untyped-call]
+                await pubsub.subscribe(done_channel(job_id))
                 if self._reader is None or self._reader.done():
                     self._reader = asyncio.create_task(self._read(), name="arq-mediator result reader")
             # Redis must have the subscription before the caller reads the stored result: a job finishing

@@ -348,6 +348,8 @@ class Worker:
             now_ms(),
         ]
         await self._with_redis(self.mediator.jobs.scripts.complete, arguments)
+        # No longer running once recorded, so counters and the running count never add up to one too many.
+        self._running.pop(record.id, None)
 
     async def _give_back(self, job_id: str, queue: str) -> None:
         with contextlib.suppress(RedisError, OSError):

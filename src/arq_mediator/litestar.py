@@ -39,8 +39,9 @@ def _job_not_found(request: Request[Any, Any, Any], error: Exception) -> Respons
 class MediatorPlugin(InitPlugin):
     """Open *mediator* for the application's lifetime and inject it into route handlers.
 
-    Routes declare a parameter named *dependency_key* (``mediator`` by default) of type `Mediator`. An
-    unreachable Redis answers 503 with a ``Retry-After``, and an unknown job id 404, rather than a 500.
+    Routes declare a parameter named *dependency_key* (``mediator`` by default) annotated
+    ``NamedDependency[Mediator]`` (from ``litestar.di``). An unreachable Redis answers 503 with a
+    ``Retry-After``, and an unknown job id 404, rather than a 500.
 
     Args:
         mediator: The mediator to open on start-up and close on shutdown.
