@@ -103,13 +103,17 @@ def decode_envelope(job_id: str, body: bytes) -> JobEnvelope:
             nothing in it was executed.
     """
     try:
-        return JobEnvelope.model_validate_json(body)
+        envelope = JobEnvelope.model_validate_json(body)
     except ValidationError as error:
         hint = " (it looks like a pickle: arq-mediator never unpickles)" if body[:1] == b"\x80" else ""
         raise EnvelopeError(
             f"job {job_id} is not a valid arq-mediator JSON envelope{hint}: "
             f"{error.error_count()} problem(s), first: {error.errors()[0]['msg']}"
         ) from None
+    if envelope.id != job_id:
+        # A body planted under another job's key must not be able to finish, or fail, that other job.
+        raise EnvelopeError(f"job {job_id} holds an envelope for job {envelope.id}; refused")
+    return envelope
 
 
 def encode_raw(body: bytes) -> str:

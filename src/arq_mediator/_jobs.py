@@ -95,13 +95,18 @@ class JobClient:
         self.scripts = Scripts(redis)
         self.results = ResultWaiter(redis)
 
-    async def push(self, jobs: list[PendingJob]) -> list[int]:
-        """Store and queue *jobs* in one round trip; return ADDED, ALREADY_QUEUED or ALREADY_FINISHED each."""
+    async def push(self, jobs: list[PendingJob]) -> list[tuple[int, str]]:
+        """Store and queue *jobs* in one round trip.
+
+        Returns:
+            Per job, ADDED, ALREADY_QUEUED or ALREADY_FINISHED, and the queue the job is on: for a job id
+            that existed already, the existing job's queue, whatever this call asked for.
+        """
         arguments: list[str | int] = []
         for job in jobs:
             arguments += (job.id, job.queue, job.score, job.body)
-        outcome: list[int] = await self.scripts.enqueue(args=arguments)
-        return outcome
+        reply = await self.scripts.enqueue(args=arguments)
+        return [(int(reply[i]), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
 
     async def status(self, job_id: str) -> tuple[JobStatus, ResultRecord | None]:
         """Return where *job_id* stands and, once it finished, its result record."""
@@ -118,17 +123,24 @@ class JobClient:
             JobNotFound: the job is neither queued, running nor finished.
             TimeoutError: *timeout* seconds passed first.
         """
-        future = await self.results.subscribe(job_id)
-        try:
+        if timeout is not None and timeout <= 0:  # a look, not a wait
             state, record = await self.status(job_id)
             if record is not None:
                 return record
             if state is JobStatus.NOT_FOUND:
                 raise JobNotFound(f"no job {job_id} is queued, running or finished (results expire)")
-            async with asyncio.timeout(timeout):
+            raise TimeoutError(f"job {job_id} has not finished")
+        async with asyncio.timeout(timeout):  # bounds the whole wait, subscribing included
+            future = await self.results.subscribe(job_id)
+            try:
+                state, record = await self.status(job_id)
+                if record is not None:
+                    return record
+                if state is JobStatus.NOT_FOUND:
+                    raise JobNotFound(f"no job {job_id} is queued, running or finished (results expire)")
                 return ResultRecord.model_validate_json(await future)
-        finally:
-            self.results.forget(job_id, future)
+            finally:
+                self.results.forget(job_id, future)
 
     async def abort(self, job_id: str) -> bool:
         """Remove *job_id* if it has not started, else ask its worker to cancel it.

@@ -16,7 +16,7 @@ from ._cron import CronSchedule
 from ._envelope import ResultRecord, dumps
 from ._errors import QueueNotConnectedError
 from ._handle import JobHandle
-from ._jobs import ALREADY_FINISHED, JobClient, PendingJob, Stats, now_ms
+from ._jobs import ADDED, JobClient, PendingJob, Stats, now_ms
 from ._messages import Message, Notification, Request, response_type_of
 from ._policy import to_seconds
 
@@ -172,8 +172,10 @@ class Producer:
             for m in messages
         ]
         outcomes = await self.jobs.push(jobs)
-        del outcomes  # fresh uuids never collide; the batch is all new jobs
-        return [self._handle_for(type(m), job) for m, job in zip(messages, jobs, strict=True)]
+        return [
+            self._handle_for(type(m), job.id, placed)
+            for m, job, (_, placed) in zip(messages, jobs, outcomes, strict=True)
+        ]
 
     async def _schedule(
         self, message: Message, *, queue: str | None, job_id: str | None, max_tries: int | None, delay_ms: int
@@ -182,8 +184,8 @@ class Producer:
         if isinstance(message, Request):
             spec = self._registry.handler_for(type(message))
             job = self._pending(message, spec, queue, job_id, max_tries, now, now + delay_ms)
-            await self.jobs.push([job])
-            return self._handle_for(type(message), job)
+            [(_, placed)] = await self.jobs.push([job])
+            return self._handle_for(type(message), job.id, placed)
         specs = self._registry.handlers_of(type(message))
         jobs = [
             self._pending(
@@ -197,9 +199,11 @@ class Producer:
             )
             for spec in specs
         ]
-        if jobs:
-            await self.jobs.push(jobs)
-        return [JobHandle(self.jobs, job.id, job.queue, None) for job in jobs]
+        outcomes = await self.jobs.push(jobs) if jobs else []
+        return [
+            JobHandle(self.jobs, job.id, placed, None)
+            for job, (_, placed) in zip(jobs, outcomes, strict=True)
+        ]
 
     def _pending(
         self,
@@ -228,8 +232,8 @@ class Producer:
         body = dumps(header)[:-1] + ',"payload":' + message.model_dump_json() + "}"
         return PendingJob(id=job_id, queue=queue, score=score, body=body)
 
-    def _handle_for(self, request_type: type[Request[R]], job: PendingJob) -> JobHandle[R]:
-        return JobHandle(self.jobs, job.id, job.queue, self._adapter(request_type))
+    def _handle_for(self, request_type: type[Request[R]], job_id: str, queue: str) -> JobHandle[R]:
+        return JobHandle(self.jobs, job_id, queue, self._adapter(request_type))
 
     def _adapter(self, request_type: type[Request[Any]]) -> TypeAdapter[Any]:
         adapter = self._adapters.get(request_type)
@@ -288,8 +292,10 @@ class Producer:
         job_id = f"recurring:{entry.name}:{int(tick.timestamp())}"
         spec = self._registry.handler_for(type(entry.request))
         now = now_ms()
-        outcome = await self.jobs.push([self._pending(entry.request, spec, None, job_id, None, now, now)])
-        return outcome[0] not in (0, ALREADY_FINISHED)
+        [(outcome, _)] = await self.jobs.push(
+            [self._pending(entry.request, spec, None, job_id, None, now, now)]
+        )
+        return outcome == ADDED
 
     async def stats(self) -> Stats:
         """Return per-queue counts (ready, running, deferred, failed), live workers, and totals."""

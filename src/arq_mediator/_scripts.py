@@ -27,22 +27,33 @@ _PREFIXES = {
     "ABORT_CHANNEL": _keys.ABORT_CHANNEL,
 }
 
-# ARGV: groups of (id, queue, score_ms, body). Returns per job: 1 added, 0 already queued or running,
-# 2 already finished (its result is still kept). Idle workers of each touched queue are woken once.
+# ARGV: groups of (id, queue, score_ms, body). Returns per job a pair: 1 added, 0 already queued or
+# running, 2 already finished (its result is still kept); then the queue the job is on (or was).
+# Idle workers of each touched queue are woken once.
 ENQUEUE = """
 local out = {}
 local touched = {}
+local function queue_of(body, fallback)
+  local ok, record = pcall(cjson.decode, body)
+  if ok and type(record) == 'table' and type(record.queue) == 'string' then return record.queue end
+  return fallback
+end
 for i = 1, #ARGV, 4 do
   local id, queue = ARGV[i], ARGV[i + 1]
-  if redis.call('EXISTS', '{JOB}' .. id) == 1 then
+  local existing = redis.call('GET', '{JOB}' .. id)
+  local finished = (not existing) and redis.call('GET', '{RESULT}' .. id)
+  if existing then
     out[#out + 1] = 0
-  elseif redis.call('EXISTS', '{RESULT}' .. id) == 1 then
+    out[#out + 1] = queue_of(existing, queue)
+  elseif finished then
     out[#out + 1] = 2
+    out[#out + 1] = queue_of(finished, queue)
   else
     redis.call('SET', '{JOB}' .. id, ARGV[i + 3])
     redis.call('ZADD', '{QUEUE}' .. queue, ARGV[i + 2], id)
     touched[queue] = ARGV[i + 2]
     out[#out + 1] = 1
+    out[#out + 1] = queue
   end
 end
 for queue, score in pairs(touched) do
@@ -51,14 +62,18 @@ end
 return out
 """
 
-# ARGV: now_ms, how many, lease_ms, lease token, then queue names by priority. Takes ready jobs whose
-# lease is free, highest-priority queue first, leasing each. Returns {next_due_ms or -1, then per job:
-# id, queue, deliveries, body}. Queue entries whose body is gone are stale and dropped.
+# ARGV: now_ms, how many, lease_ms, lease token, number of queues, queue names by priority, then ids
+# the caller runs already (their lease may have lapsed in an outage; they must not start twice). Takes
+# ready jobs whose lease is free, highest-priority queue first, leasing each. Returns {next_due_ms or -1,
+# then per job: id, queue, deliveries, body}. Queue entries whose body is gone are stale and dropped.
 CLAIM = """
 local now, want, lease, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local last_queue = 5 + tonumber(ARGV[5])
+local mine = {}
+for i = last_queue + 1, #ARGV do mine[ARGV[i]] = true end
 local out = {-1}
 local next_due = -1
-for qi = 5, #ARGV do
+for qi = 6, last_queue do
   local queue = ARGV[qi]
   local qkey = '{QUEUE}' .. queue
   local offset = 0
@@ -66,7 +81,7 @@ for qi = 5, #ARGV do
     local ids = redis.call('ZRANGEBYSCORE', qkey, '-inf', now, 'LIMIT', offset, want + 32)
     if #ids == 0 then break end
     for _, id in ipairs(ids) do
-      if want > 0 and redis.call('SET', '{LEASE}' .. id, token, 'NX', 'PX', lease) then
+      if want > 0 and not mine[id] and redis.call('SET', '{LEASE}' .. id, token, 'NX', 'PX', lease) then
         local body = redis.call('GET', '{JOB}' .. id)
         if body then
           out[#out + 1] = id
@@ -125,13 +140,16 @@ redis.call('PUBLISH', '{WAKE}' .. queue, '0')
 return 1
 """
 
-# ARGV: worker key, worker record, ttl_ms, lease_ms, then ids of running jobs. Renews the heartbeat and
-# every lease; returns the ids among them that were asked to abort.
+# ARGV: worker key, worker record, ttl_ms, lease_ms, lease token, then ids of running jobs. Renews the
+# heartbeat and every lease, re-taking a lease that lapsed (an outage longer than the lease) unless
+# another worker holds it now; returns the ids among them that were asked to abort.
 HEARTBEAT = """
 redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
 local aborted = {}
-for i = 5, #ARGV do
-  redis.call('PEXPIRE', '{LEASE}' .. ARGV[i], ARGV[4])
+for i = 6, #ARGV do
+  local key = '{LEASE}' .. ARGV[i]
+  local holder = redis.call('GET', key)
+  if not holder or holder == ARGV[5] then redis.call('SET', key, ARGV[5], 'PX', ARGV[4]) end
   if redis.call('EXISTS', '{ABORT_FLAG}' .. ARGV[i]) == 1 then aborted[#aborted + 1] = ARGV[i] end
 end
 return aborted

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import uuid
 from collections.abc import Sequence
@@ -167,7 +168,17 @@ class Worker:
             # Cleared before the claim, so a wake-up arriving during the round trip is not lost.
             self._attention.clear()
             try:
-                reply = await claim(args=[now_ms(), free, lease_ms, self.instance, *self.settings.queues])
+                queues = self.settings.queues
+                arguments: list[str | int] = [
+                    now_ms(),
+                    free,
+                    lease_ms,
+                    self.instance,
+                    len(queues),
+                    *queues,
+                    *self._running,
+                ]
+                reply = await claim(args=arguments)
             except _REDIS_DOWN as error:
                 logger.warning(
                     "worker %s cannot reach Redis (%s); retrying in %.1fs", self.name, error, backoff
@@ -197,7 +208,8 @@ class Worker:
                 await self._attention.wait()
 
     def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
-        self._running.pop(job_id, None)
+        if self._running.get(job_id) is task:
+            del self._running[job_id]
         self._aborting.discard(job_id)
         self._attention.set()
 
@@ -388,7 +400,7 @@ class Worker:
     async def _drain(self) -> None:
         if self._running:
             logger.info(
-                "worker %s draining %d running job(s), up to %.0fs",
+                "worker %s draining %d running job(s), up to %.1fs",
                 self.name,
                 len(self._running),
                 self.settings.grace,
@@ -457,7 +469,14 @@ class Worker:
         while True:
             try:
                 aborted = await heartbeat(
-                    args=[worker_key(self.instance), self._record(), ttl_ms, lease_ms, *self._running]
+                    args=[
+                        worker_key(self.instance),
+                        self._record(),
+                        ttl_ms,
+                        lease_ms,
+                        self.instance,
+                        *self._running,
+                    ]
                 )
                 for job_id in aborted:
                     self._abort(job_id.decode())
@@ -469,21 +488,21 @@ class Worker:
 async def run_worker(mediator: Mediator, settings: WorkerSettings, *, handle_signals: bool = True) -> Worker:
     """Open *mediator*, run a worker with *settings* until SIGTERM or SIGINT (or `Worker.stop`), then drain.
 
+    The signal handlers stay in place until the mediator has closed, so a second signal during the
+    drain asks for the same stop instead of killing the process half-way.
+
     Returns:
         The stopped worker, with its counters.
     """
-    import signal
-
     worker = Worker(mediator, settings)
-    async with mediator:
-        if handle_signals:
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, worker.stop)
-        try:
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+    for signum in signals:
+        loop.add_signal_handler(signum, worker.stop)
+    try:
+        async with mediator:
             await worker.run()
-        finally:
-            if handle_signals:
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(signum)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
     return worker
