@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The project's one task runner; needs nothing but Python 3.11+.
 
-    python3 tasks.py demo     run the project (the demo)
+    python3 tasks.py demo     run the demo: the API, three workers, Redis and SQLite here (Ctrl-C stops all)
     python3 tasks.py check    lint, type check and the whole test suite
     python3 tasks.py lint | types | test | bench | format | setup
 
@@ -84,8 +84,13 @@ def bench() -> None:
 
 
 def demo() -> None:
-    """Run the project's main job: the library example from the README."""
-    run(PYTHON, ROOT / "examples" / "quickstart.py")
+    """Run the local stack of the distributed demo until Ctrl-C: `python -m services.stack`."""
+    import signal
+
+    # Ctrl-C reaches the stack itself, which stops its children in order; this process must only wait for
+    # it (subprocess.run would kill it a quarter of a second after a Ctrl-C).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run(PYTHON, "-m", "services.stack")
 
 
 TASKS = {

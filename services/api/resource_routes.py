@@ -1,0 +1,131 @@
+"""Beyond the original demo: users created inline, reports generated in the background, and job status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from litestar import Response, get, post
+from litestar.datastructures import ResponseHeader
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body, Parameter
+from litestar.status_codes import (
+    HTTP_201_CREATED,
+    HTTP_202_ACCEPTED,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+)
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from arq_mediator import JobHandle, JobStatus, Mediator
+from services.api.schemas import JobAccepted, JobError, JobOut, NewReport, NewUser
+from services.demo.messages import CreateUser, DuplicateEmail, GenerateReport, UserOut
+from services.demo.models import User
+
+_NOT_FOUND = {HTTP_404_NOT_FOUND: ResponseSpec(data_container=None, description="No such resource")}
+
+
+def status_url(job_id: str) -> str:
+    """Return the path at which job *job_id* can be polled."""
+    return f"/api/jobs/{job_id}"
+
+
+@post(
+    "/api/users",
+    status_code=HTTP_201_CREATED,
+    tags=["users"],
+    summary="Create a user now (inline, through the same pipeline a worker would run)",
+    responses={HTTP_409_CONFLICT: ResponseSpec(data_container=None, description="The email is taken")},
+)
+async def create_user(
+    mediator: NamedDependency[Mediator],
+    data: Annotated[
+        NewUser,
+        Body(
+            examples=[
+                Example(summary="A new user", value={"email": "ada@example.com", "name": "Ada Lovelace"})
+            ]
+        ),
+    ],
+) -> UserOut:
+    """Create the user inline with `mediator.send`; a taken email is a 409."""
+    try:
+        return await mediator.send(CreateUser(email=data.email, name=data.name))
+    except DuplicateEmail as error:
+        raise HTTPException(status_code=HTTP_409_CONFLICT, detail=str(error)) from None
+
+
+@get("/api/users/{user_id:int}", tags=["users"], summary="Read a user", responses=_NOT_FOUND)
+async def read_user(
+    mediator: NamedDependency[Mediator], user_id: Annotated[int, Parameter(ge=1, description="The user's id")]
+) -> UserOut:
+    """Return user *user_id* from the database, or 404."""
+    sessions: async_sessionmaker[AsyncSession] = mediator.resources[async_sessionmaker]
+    async with sessions() as session:
+        user = await session.get(User, user_id)
+        if user is None:
+            raise NotFoundException(f"no user with id {user_id}")
+        return UserOut.model_validate(user, from_attributes=True)
+
+
+@post(
+    "/api/reports",
+    status_code=HTTP_202_ACCEPTED,
+    tags=["reports"],
+    summary="Generate a report in the background",
+    description="Answers at once with the job id; poll the `Location` (`/api/jobs/{id}`) for the report.",
+    response_headers=[
+        ResponseHeader(name="Location", description="Where to poll the job", documentation_only=True)
+    ],
+)
+async def create_report(
+    mediator: NamedDependency[Mediator],
+    data: Annotated[
+        NewReport,
+        Body(
+            examples=[Example(summary="A usage report", value={"kind": "usage", "title": "Usage this week"})]
+        ),
+    ],
+) -> Response[JobAccepted]:
+    """Enqueue a report; answer 202 with the job id and where to poll it."""
+    handle = await mediator.enqueue(GenerateReport(kind=data.kind, title=data.title))
+    url = status_url(handle.id)
+    return Response(
+        JobAccepted(job_id=handle.id, status_url=url),
+        status_code=HTTP_202_ACCEPTED,
+        headers={"Location": url},
+    )
+
+
+def _ms(timestamp_ms: int) -> datetime | None:
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms else None
+
+
+@get("/api/jobs/{job_id:str}", tags=["jobs"], summary="Read a job's status and result", responses=_NOT_FOUND)
+async def read_job(
+    mediator: NamedDependency[Mediator],
+    job_id: Annotated[str, Parameter(min_length=1, max_length=200, description="Job id")],
+) -> JobOut:
+    """Return where job *job_id* stands, with its value or error once finished; 404 when unknown."""
+    handle: JobHandle[Any] = mediator.job(job_id)
+    status = await handle.status()
+    if status is JobStatus.NOT_FOUND:
+        raise NotFoundException(f"no job {job_id} is queued, running or finished (results expire)")
+    record = await handle.record() if status in (JobStatus.SUCCEEDED, JobStatus.FAILED) else None
+    if record is None:
+        return JobOut(id=job_id, status=status)
+    error = record.error
+    return JobOut(
+        id=job_id,
+        status=status,
+        queue=record.queue,
+        result=record.value if record.ok else None,
+        error=None if error is None else JobError(type=error.type, message=error.message),
+        worker=record.worker or None,
+        try_number=record.try_number,
+        started_at=_ms(record.started_at),
+        finished_at=_ms(record.finished_at),
+    )

@@ -1,0 +1,1 @@
+"""The demo domain: users, emails, reports and cleanup, as requests with handlers on their queues."""

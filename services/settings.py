@@ -1,0 +1,51 @@
+"""Configuration of every service role, read from the environment (the same image runs them all)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SQLITE = Path(__file__).resolve().parent.parent / ".local" / "demo.sqlite3"
+
+
+def _number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Settings shared by the API and the workers.
+
+    Attributes:
+        redis_url: Where the queues live (``REDIS_URL``).
+        database_url: SQLAlchemy URL of the app data (``DATABASE_URL``); SQLite in ``.local/`` by default.
+        work_scale: Multiplies the simulated work durations of the demo jobs (``WORK_SCALE``; 1 = the
+            original's 1-5 s, 0.01 for tests).
+        email_failure_rate: Chance that a simulated email fails (``EMAIL_FAILURE_RATE``; 1 in 9 by default).
+        service_name: Name this process reports (``OTEL_SERVICE_NAME``).
+    """
+
+    redis_url: str = "redis://127.0.0.1:6379"
+    database_url: str = field(default_factory=lambda: f"sqlite+aiosqlite:///{DEFAULT_SQLITE}")
+    work_scale: float = 1.0
+    email_failure_rate: float = 1 / 9
+    service_name: str = "api"
+
+    @classmethod
+    def from_env(cls, service_name: str = "api") -> Settings:
+        """Read settings from the environment, with the defaults above."""
+        defaults = cls()
+        return cls(
+            redis_url=os.environ.get("REDIS_URL") or defaults.redis_url,
+            database_url=os.environ.get("DATABASE_URL") or defaults.database_url,
+            work_scale=_number("WORK_SCALE", defaults.work_scale),
+            email_failure_rate=_number("EMAIL_FAILURE_RATE", defaults.email_failure_rate),
+            service_name=os.environ.get("OTEL_SERVICE_NAME") or service_name,
+        )

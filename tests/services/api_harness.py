@@ -1,0 +1,163 @@
+"""What the API tests run beside the app: a worker standing in for a worker process, and a Redis to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+from litestar import Litestar
+from redis.asyncio import Redis
+from services.api.app import create_app
+from services.demo.handlers import build_mediator
+from services.settings import Settings
+
+from arq_mediator import Mediator, ResultRecord, Worker, WorkerSettings
+from tests.jobs.waiting import FAST
+
+# Every demo queue, in the general worker's priority order.
+ALL_QUEUES = ("critical", "default", "emails", "reports", "cleanup")
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, *, name: str = "test-worker", queues: tuple[str, ...] = ALL_QUEUES
+) -> AsyncIterator[Worker]:
+    """Run a worker of its own mediator (as a worker process would) for the block; stop and drain it after."""
+    mediator = build_mediator(settings)
+    async with mediator, running_worker_of(mediator, name=name, queues=queues) as worker:
+        yield worker
+
+
+@asynccontextmanager
+async def running_worker_of(
+    mediator: Mediator, *, name: str = "test-worker", queues: tuple[str, ...] = ALL_QUEUES
+) -> AsyncIterator[Worker]:
+    """Run a worker of the (open) *mediator* in this event loop for the block; stop and drain it after."""
+    worker = Worker(mediator, WorkerSettings(queues=queues, max_jobs=20, name=name, **FAST))
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        async with asyncio.timeout(30):
+            await task
+
+
+async def result_records(redis_url: str) -> list[ResultRecord]:
+    """Return every finished job's result record in the Redis database at *redis_url*."""
+    client: Redis = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match="arq:result:*", count=1000)]
+        raws = await client.mget(keys) if keys else []
+    finally:
+        await client.aclose()
+    return [ResultRecord.model_validate_json(raw) for raw in raws if raw is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateRedis:
+    """A redis-server of the test's own, which the test may stop."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        """Stop the server and wait for it to exit."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[PrivateRedis]:
+    """Start a throwaway redis-server on a free port (never the shared one); stop it by its PID after."""
+    binary = shutil.which("redis-server")
+    assert binary is not None, "these tests need redis-server on PATH"
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = PrivateRedis(url=f"redis://127.0.0.1:{port}/0", process=process)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=1) as sock,
+            ):
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+            assert process.poll() is None, "redis-server exited at start"
+            assert time.monotonic() < deadline, f"redis-server did not answer on port {port} within 10s"
+            time.sleep(0.02)
+        yield server
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve the API app on *settings* to an HTTP client for the block, its lifespan open, in this loop.
+
+    Not Litestar's ``AsyncTestClient``: that runs the app on a thread of its own and blocks this event loop
+    for each request, so a worker running here could not take a job while a request waits for its result.
+    """
+    app = create_app(settings)
+    # httpx types the ASGI callable loosely (plain dicts); Litestar's is typed precisely, and compatible.
+    transport = httpx.ASGITransport(app=cast("Any", app))
+    async with (
+        _lifespan_of(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        yield client
+
+
+@asynccontextmanager
+async def _lifespan_of(app: Litestar) -> AsyncIterator[None]:
+    """Hold *app*'s lifespan open in a task of its own, which enters and leaves it, as a server would.
+
+    pytest-asyncio may set a fixture up and tear it down in different tasks, and the lifespan's task group
+    must be left by the task that entered it.
+    """
+    started = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def hold() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(hold(), name="API lifespan")
+    ready = asyncio.create_task(started.wait())
+    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+    if not started.is_set():
+        ready.cancel()
+        await task  # raises what the start-up raised
+    try:
+        yield
+    finally:
+        stop.set()
+        await task

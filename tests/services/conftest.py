@@ -1,0 +1,75 @@
+"""Fixtures for the demo services: a PostgreSQL database of their own and a Redis database of their own."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+from services.settings import Settings
+
+# The service tests own this Redis database and flush it around each test.
+SERVICES_REDIS_DB = int(os.environ.get("ARQM_SERVICES_REDIS_DB", "11"))
+ADMIN_DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def services_redis_url() -> str:
+    """Return REDIS_URL (default redis://127.0.0.1:6379) pointed at the services' test database."""
+    parts = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
+    return urlunsplit((parts.scheme, parts.netloc, f"/{SERVICES_REDIS_DB}", parts.query, parts.fragment))
+
+
+def _asyncpg_dsn(url: str, database: str | None = None) -> str:
+    parts = urlsplit(url.replace("postgresql+asyncpg://", "postgresql://"))
+    path = f"/{database}" if database is not None else parts.path
+    return urlunsplit(("postgresql", parts.netloc, path, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """Create a throwaway PostgreSQL database for this test session; drop it at the end.
+
+    Returns its SQLAlchemy URL (``postgresql+asyncpg://...``).
+    """
+    import asyncio
+
+    name = f"arqm_test_{uuid.uuid4().hex[:10]}"
+    admin = _asyncpg_dsn(ADMIN_DATABASE_URL)
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    yield _asyncpg_dsn(ADMIN_DATABASE_URL, name).replace("postgresql://", "postgresql+asyncpg://", 1)
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def clean_redis() -> AsyncIterator[str]:
+    """Return the services' Redis URL, with its database flushed before and after the test."""
+    url = services_redis_url()
+    client: Redis = Redis.from_url(url)
+    await client.flushdb()
+    yield url
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def settings(postgres_url: str, clean_redis: str) -> Settings:
+    """Return settings on the test Redis and PostgreSQL, with the demo's work durations cut to nothing."""
+    return Settings(
+        redis_url=clean_redis,
+        database_url=postgres_url,
+        work_scale=0.0,
+        email_failure_rate=0.0,
+        service_name="api",
+    )
