@@ -8,10 +8,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, qualified_name
 from ._errors import JobAborted, JobNotFound
 from ._handle import JobStatus
-from ._keys import QUEUE_PREFIX, WORKER_PREFIX, failed_key, job_key, result_key
+from ._keys import QUEUE_PREFIX, WORKER_PREFIX, Channels, failed_key, job_key, result_key
 from ._results import ResultWaiter
 from ._scripts import Scripts
 
@@ -92,8 +94,9 @@ class JobClient:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self.scripts = Scripts(redis)
-        self.results = ResultWaiter(redis)
+        self.channels = Channels(db=int(redis.connection_pool.connection_kwargs.get("db", 0)))
+        self.scripts = Scripts(redis, self.channels)
+        self.results = ResultWaiter(redis, self.channels)
 
     async def push(self, jobs: list[PendingJob]) -> list[tuple[int, str]]:
         """Store and queue *jobs* in one round trip.
@@ -153,7 +156,9 @@ class JobClient:
         """
         while True:
             body = await self.redis.get(job_key(job_id))
-            queue = JobEnvelope.model_validate_json(body).queue if body else ""
+            queue = _queue_of(body)
+            # An unreadable body (a legacy pickled arq job) names no queue: look for it in every queue.
+            queues = [queue] if queue else sorted(await self.queue_names()) if body else []
             record = ResultRecord(
                 id=job_id,
                 queue=queue,
@@ -162,7 +167,7 @@ class JobClient:
                 finished_at=now_ms(),
             )
             outcome = await self.scripts.abort(
-                args=[job_id, body or "", record.model_dump_json(), 86_400_000, now_ms()]
+                args=[job_id, body or "", record.model_dump_json(), 86_400_000, now_ms(), *queues]
             )
             if outcome == -1:
                 raise JobNotFound(f"no job {job_id} to abort")
@@ -185,6 +190,8 @@ class JobClient:
 
     async def failed(self, queue: str, limit: int = 100) -> list[ResultRecord]:
         """Return the most recent failed jobs of *queue*, newest first; forget those whose record expired."""
+        if limit <= 0:
+            return []
         job_ids = [raw.decode() for raw in await self.redis.zrevrange(failed_key(queue), 0, limit - 1)]
         if not job_ids:
             return []
@@ -219,3 +226,13 @@ class JobClient:
     async def close(self) -> None:
         """Stop waiting for results."""
         await self.results.close()
+
+
+def _queue_of(body: bytes | None) -> str:
+    """Return the queue named in a job body, or "" when there is none or it cannot be read."""
+    if body is None:
+        return ""
+    try:
+        return JobEnvelope.model_validate_json(body).queue
+    except ValidationError:
+        return ""

@@ -7,6 +7,8 @@ wake-up and completion channels, abort flags) lives under the ``arqm:`` prefix.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 
 QUEUE_PREFIX = "arq:queue:"
@@ -16,10 +18,7 @@ RESULT_PREFIX = result_key_prefix
 DELIVERIES_PREFIX = retry_key_prefix
 FAILED_PREFIX = "arqm:failed:"
 WORKER_PREFIX = "arqm:worker:"
-WAKE_PREFIX = "arqm:wake:"
-DONE_PREFIX = "arqm:done:"
 ABORT_PREFIX = "arqm:abort:"
-ABORT_CHANNEL = "arqm:abort"
 
 
 def queue_key(queue: str) -> str:
@@ -57,14 +56,38 @@ def worker_key(instance: str) -> str:
     return WORKER_PREFIX + instance
 
 
-def wake_channel(queue: str) -> str:
-    """Return the channel that tells idle workers a queue has a new job."""
-    return WAKE_PREFIX + queue
+@dataclass(frozen=True, slots=True)
+class Channels:
+    """Pub/sub channel names for one database.
 
+    Pub/sub is server-wide, not per database, so the names carry the database number: otherwise a job
+    id or queue shared by two databases (two environments on one server) would cross-talk.
+    """
 
-def done_channel(job_id: str) -> str:
-    """Return the channel a job's result record is published on when it finishes."""
-    return DONE_PREFIX + job_id
+    db: int
+
+    @property
+    def wake_prefix(self) -> str:
+        """Return the prefix of the channels that tell idle workers a queue has a new job."""
+        return f"arqm:{self.db}:wake:"
+
+    @property
+    def done_prefix(self) -> str:
+        """Return the prefix of the channels a job's result record is published on when it finishes."""
+        return f"arqm:{self.db}:done:"
+
+    @property
+    def abort(self) -> str:
+        """Return the channel asking workers to cancel a running job."""
+        return f"arqm:{self.db}:abort"
+
+    def wake(self, queue: str) -> str:
+        """Return the wake-up channel of *queue*."""
+        return self.wake_prefix + queue
+
+    def done(self, job_id: str) -> str:
+        """Return the completion channel of *job_id*."""
+        return self.done_prefix + job_id
 
 
 def abort_key(job_id: str) -> str:

@@ -215,6 +215,8 @@ class Producer:
         now: int,
         score: int,
     ) -> PendingJob:
+        if max_tries is not None and max_tries < 1:
+            raise ValueError(f"max_tries must be at least 1, got {max_tries}")
         job_id = job_id or uuid.uuid4().hex
         queue = queue or spec.policy.queue
         header = {
@@ -241,7 +243,13 @@ class Producer:
             adapter = self._adapters[request_type] = TypeAdapter(response_type_of(request_type))
         return adapter
 
-    def job(self, job_id: str, request_type: type[Request[R]] | None = None) -> JobHandle[R]:
+    @overload
+    def job(self, job_id: str) -> JobHandle[Any]: ...
+
+    @overload
+    def job(self, job_id: str, request_type: type[Request[R]]) -> JobHandle[R]: ...
+
+    def job(self, job_id: str, request_type: type[Request[R]] | None = None) -> JobHandle[R] | JobHandle[Any]:
         """Rebuild the handle of job *job_id*; with *request_type*, its result is validated and typed."""
         adapter = None if request_type is None else self._adapter(request_type)
         return JobHandle(self.jobs, job_id, None, adapter)

@@ -40,4 +40,5 @@ async def run_schedules(mediator: Mediator, stopping: asyncio.Event) -> None:
                 logger.info("enqueued recurring job %s for %s", name, upcoming[name].isoformat())
         except (RedisError, OSError) as error:
             logger.warning("could not enqueue recurring job %s (%s); it runs at the next tick", name, error)
-        upcoming[name] = entry.schedule.next_after(upcoming[name])
+        # From now, not from the tick: after a long stall one late run stands for all the missed ticks.
+        upcoming[name] = entry.schedule.next_after(max(upcoming[name], datetime.now(UTC)))

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._keys import DONE_PREFIX, done_channel, result_key
+from ._errors import QueueNotConnectedError
+from ._keys import Channels, result_key
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -27,8 +28,9 @@ class ResultWaiter:
     stored result is read again, since messages published while disconnected are gone.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, channels: Channels) -> None:
         self._redis = redis
+        self._channels = channels
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[str, set[asyncio.Future[bytes]]] = {}
@@ -51,7 +53,7 @@ class ResultWaiter:
                     async with self._connecting:
                         if pubsub.connection is None:
                             await pubsub.connect()  # type: ignore[no-untyped-call]
-                await pubsub.subscribe(done_channel(job_id))
+                await pubsub.subscribe(self._channels.done(job_id))
                 if self._reader is None or self._reader.done():
                     self._reader = asyncio.create_task(self._read(), name="arq-mediator result reader")
             # Redis must have the subscription before the caller reads the stored result: a job finishing
@@ -80,7 +82,7 @@ class ResultWaiter:
 
     async def _unsubscribe(self, job_id: str) -> None:
         if self._pubsub is not None and job_id not in self._waiting:
-            await self._pubsub.unsubscribe(done_channel(job_id))
+            await self._pubsub.unsubscribe(self._channels.done(job_id))
 
     def _ensure_pubsub(self) -> PubSub:
         if self._pubsub is None:
@@ -109,7 +111,7 @@ class ResultWaiter:
                 continue
             if message is None or message["channel"] is None:
                 continue
-            job_id = message["channel"].decode()[len(DONE_PREFIX) :]
+            job_id = message["channel"].decode()[len(self._channels.done_prefix) :]
             if message["type"] == "message":
                 self._resolve(job_id, message["data"])
             elif message["type"] == "subscribe":
@@ -127,10 +129,13 @@ class ResultWaiter:
                 self._resolve(job_id, record)
 
     async def close(self) -> None:
-        """Stop reading and close the pub/sub connection; pending futures are cancelled."""
+        """Stop reading and close the pub/sub connection; pending waits raise `QueueNotConnectedError`."""
         for waiters in self._waiting.values():
             for future in waiters:
-                future.cancel()
+                if not future.done():
+                    future.set_exception(
+                        QueueNotConnectedError("the mediator was closed while waiting for a result")
+                    )
         for confirmed in self._confirmed.values():
             confirmed.cancel()
         self._waiting.clear()

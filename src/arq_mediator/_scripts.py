@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
+    from ._keys import Channels
+
 _PREFIXES = {
     "QUEUE": _keys.QUEUE_PREFIX,
     "JOB": _keys.JOB_PREFIX,
@@ -21,10 +23,7 @@ _PREFIXES = {
     "RESULT": _keys.RESULT_PREFIX,
     "DELIVERIES": _keys.DELIVERIES_PREFIX,
     "FAILED": _keys.FAILED_PREFIX,
-    "WAKE": _keys.WAKE_PREFIX,
-    "DONE": _keys.DONE_PREFIX,
     "ABORT_FLAG": _keys.ABORT_PREFIX,
-    "ABORT_CHANNEL": _keys.ABORT_CHANNEL,
 }
 
 # ARGV: groups of (id, queue, score_ms, body). Returns per job a pair: 1 added, 0 already queued or
@@ -119,12 +118,18 @@ redis.call('PUBLISH', '{DONE}' .. id, record)
 return 1
 """
 
-# ARGV: id, queue, new body, due_ms. Puts a failed try back for a later try.
+# ARGV: id, queue, new body, due_ms, now_ms. Puts a failed try back for a later try. The lease becomes a
+# marker that lapses when the retry is due, so a heartbeat already on its way cannot re-take it.
 RETRY = """
 local id, queue = ARGV[1], ARGV[2]
+local wait = tonumber(ARGV[4]) - tonumber(ARGV[5])
 redis.call('SET', '{JOB}' .. id, ARGV[3])
 redis.call('ZADD', '{QUEUE}' .. queue, ARGV[4], id)
-redis.call('DEL', '{LEASE}' .. id)
+if wait > 0 then
+  redis.call('SET', '{LEASE}' .. id, 'retry', 'PX', wait)
+else
+  redis.call('DEL', '{LEASE}' .. id)
+end
 redis.call('PUBLISH', '{WAKE}' .. queue, ARGV[4])
 return 1
 """
@@ -142,14 +147,16 @@ return 1
 
 # ARGV: worker key, worker record, ttl_ms, lease_ms, lease token, then ids of running jobs. Renews the
 # heartbeat and every lease, re-taking a lease that lapsed (an outage longer than the lease) unless
-# another worker holds it now; returns the ids among them that were asked to abort.
+# another worker holds it now or the job was settled meanwhile; returns the ids asked to abort.
 HEARTBEAT = """
 redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
 local aborted = {}
 for i = 6, #ARGV do
   local key = '{LEASE}' .. ARGV[i]
   local holder = redis.call('GET', key)
-  if not holder or holder == ARGV[5] then redis.call('SET', key, ARGV[5], 'PX', ARGV[4]) end
+  if holder == ARGV[5] or (not holder and redis.call('EXISTS', '{JOB}' .. ARGV[i]) == 1) then
+    redis.call('SET', key, ARGV[5], 'PX', ARGV[4])
+  end
   if redis.call('EXISTS', '{ABORT_FLAG}' .. ARGV[i]) == 1 then aborted[#aborted + 1] = ARGV[i] end
 end
 return aborted
@@ -163,7 +170,8 @@ local result = redis.call('GET', '{RESULT}' .. id)
 if result then return {'finished', result} end
 local body = redis.call('GET', '{JOB}' .. id)
 if not body then return {'missing', ''} end
-if redis.call('EXISTS', '{LEASE}' .. id) == 1 then return {'running', body} end
+local holder = redis.call('GET', '{LEASE}' .. id)
+if holder and holder ~= 'retry' then return {'running', body} end
 local ok, job = pcall(cjson.decode, body)
 if not ok or type(job) ~= 'table' or type(job.queue) ~= 'string' then return {'queued', body} end
 local score = redis.call('ZSCORE', '{QUEUE}' .. job.queue, id)
@@ -171,12 +179,14 @@ if score and tonumber(score) > tonumber(ARGV[2]) then return {'deferred', body} 
 return {'queued', body}
 """
 
-# ARGV: id, body as read, aborted record, keep_ms, now_ms. Returns 1 removed before it ran, 2 running:
-# its worker was asked to cancel it, 0 already finished, -1 unknown, -2 changed meanwhile (try again).
+# ARGV: id, body as read, aborted record, keep_ms, now_ms, then the queues it may be on. Returns 1
+# removed before it ran, 2 running: its worker was asked to cancel it, 0 already finished, -1 unknown,
+# -2 changed meanwhile (try again).
 ABORT = """
 local id = ARGV[1]
 if redis.call('EXISTS', '{RESULT}' .. id) == 1 then return 0 end
-if redis.call('EXISTS', '{LEASE}' .. id) == 1 then
+local holder = redis.call('GET', '{LEASE}' .. id)
+if holder and holder ~= 'retry' then
   redis.call('SET', '{ABORT_FLAG}' .. id, '1', 'PX', 86400000)
   redis.call('PUBLISH', '{ABORT_CHANNEL}', id)
   return 2
@@ -184,9 +194,8 @@ end
 local body = redis.call('GET', '{JOB}' .. id)
 if not body then return -1 end
 if body ~= ARGV[2] then return -2 end
-local job = cjson.decode(body)
-redis.call('ZREM', '{QUEUE}' .. job.queue, id)
-redis.call('DEL', '{JOB}' .. id, '{DELIVERIES}' .. id)
+for i = 6, #ARGV do redis.call('ZREM', '{QUEUE}' .. ARGV[i], id) end
+redis.call('DEL', '{JOB}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id)
 redis.call('SET', '{RESULT}' .. id, ARGV[3], 'PX', ARGV[4])
 redis.call('PUBLISH', '{DONE}' .. id, ARGV[3])
 return 1
@@ -224,8 +233,13 @@ return out
 """
 
 
-def _render(source: str) -> str:
-    for name, prefix in _PREFIXES.items():
+def _render(source: str, channels: Channels) -> str:
+    names = _PREFIXES | {
+        "WAKE": channels.wake_prefix,
+        "DONE": channels.done_prefix,
+        "ABORT_CHANNEL": channels.abort,
+    }
+    for name, prefix in names.items():
         source = source.replace("{" + name + "}", prefix)
     return source
 
@@ -233,14 +247,17 @@ def _render(source: str) -> str:
 class Scripts:
     """The scripts, registered on one client; each call is EVALSHA, loading the script on first miss."""
 
-    def __init__(self, redis: Redis) -> None:
-        self.enqueue: AsyncScript = redis.register_script(_render(ENQUEUE))
-        self.claim: AsyncScript = redis.register_script(_render(CLAIM))
-        self.complete: AsyncScript = redis.register_script(_render(COMPLETE))
-        self.retry: AsyncScript = redis.register_script(_render(RETRY))
-        self.release: AsyncScript = redis.register_script(_render(RELEASE))
-        self.heartbeat: AsyncScript = redis.register_script(_render(HEARTBEAT))
-        self.status: AsyncScript = redis.register_script(_render(STATUS))
-        self.abort: AsyncScript = redis.register_script(_render(ABORT))
-        self.requeue: AsyncScript = redis.register_script(_render(REQUEUE))
-        self.queue_stats: AsyncScript = redis.register_script(_render(QUEUE_STATS))
+    def __init__(self, redis: Redis, channels: Channels) -> None:
+        def register(source: str) -> AsyncScript:
+            return redis.register_script(_render(source, channels))
+
+        self.enqueue: AsyncScript = register(ENQUEUE)
+        self.claim: AsyncScript = register(CLAIM)
+        self.complete: AsyncScript = register(COMPLETE)
+        self.retry: AsyncScript = register(RETRY)
+        self.release: AsyncScript = register(RELEASE)
+        self.heartbeat: AsyncScript = register(HEARTBEAT)
+        self.status: AsyncScript = register(STATUS)
+        self.abort: AsyncScript = register(ABORT)
+        self.requeue: AsyncScript = register(REQUEUE)
+        self.queue_stats: AsyncScript = register(QUEUE_STATS)

@@ -23,6 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,7 +32,7 @@ from ._context import Context, JobInfo
 from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, decode_envelope, encode_raw
 from ._errors import EnvelopeError, HandlerNotFound, JobAborted, WorkerLost
 from ._jobs import now_ms
-from ._keys import ABORT_CHANNEL, WAKE_PREFIX, wake_channel, worker_key
+from ._keys import worker_key
 from ._messages import Request, response_type_of
 from ._recurring import run_schedules
 
@@ -125,11 +126,12 @@ class Worker:
         """Work until `stop` is called, then drain: finish or give back every running job."""
         jobs = self.mediator.jobs
         pubsub = jobs.redis.pubsub(ignore_subscribe_messages=True)
-        helpers: list[asyncio.Task[None]] = []
+        heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name} heartbeat")
+        helpers: list[asyncio.Task[None]] = [heartbeat]
         try:
-            await pubsub.subscribe(*(wake_channel(q) for q in self.settings.queues), ABORT_CHANNEL)
+            channels = jobs.channels
+            await pubsub.subscribe(*(channels.wake(q) for q in self.settings.queues), channels.abort)
             helpers.append(asyncio.create_task(self._listen(pubsub), name=f"{self.name} listener"))
-            helpers.append(asyncio.create_task(self._heartbeat_loop(), name=f"{self.name} heartbeat"))
             if self.mediator.recurring_jobs:
                 helpers.append(asyncio.create_task(run_schedules(self.mediator, self._stopping)))
             logger.info(
@@ -140,7 +142,7 @@ class Worker:
             )
             await self._claim_loop()
         finally:
-            await self._drain()
+            await self._drain(heartbeat)
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -267,13 +269,22 @@ class Worker:
             async with asyncio.timeout(spec.policy.timeout):
                 value = await head(message, tail)
             encoded = self._encode(spec, value)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling() == 0:
+                # Nobody cancelled this task: the handler raised CancelledError itself (say, it awaited a
+                # future someone cancelled). That is a failed try, not a stop, or it would run forever.
+                await self._after_failure(envelope, queue, spec, cancelled, started)
+                return
             if envelope.id in self._aborting:
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 await self._fail(envelope.id, queue, envelope, JobAborted("aborted while running"), started)
                 return
             await self._give_back(envelope.id, queue)
             raise
+        except PydanticSerializationError as error:  # the handler broke its contract: no retry mends that
+            await self._fail(envelope.id, queue, envelope, error, started)
+            return
         except Exception as error:
             await self._after_failure(envelope, queue, spec, error, started)
             return
@@ -297,10 +308,12 @@ class Worker:
         adapter = self._adapters.get(message_type)
         if adapter is None:
             adapter = self._adapters[message_type] = TypeAdapter(response_type_of(message_type))
-        return adapter.dump_python(value, mode="json")
+        # warnings="error": a handler returning something other than its declared type fails its job
+        # here, rather than "succeeding" with a value the caller cannot read back.
+        return adapter.dump_python(value, mode="json", warnings="error")
 
     async def _after_failure(
-        self, envelope: JobEnvelope, queue: str, spec: HandlerSpec, error: Exception, started: int
+        self, envelope: JobEnvelope, queue: str, spec: HandlerSpec, error: BaseException, started: int
     ) -> None:
         try_number = envelope.failures + 1
         if isinstance(error, spec.policy.retry_on) and try_number < envelope.max_tries:
@@ -317,7 +330,8 @@ class Worker:
             retried = envelope.model_copy(update={"failures": try_number})
             due = now_ms() + int(delay * 1000)
             await self._with_redis(
-                self.mediator.jobs.scripts.retry, [envelope.id, queue, retried.model_dump_json(), due]
+                self.mediator.jobs.scripts.retry,
+                [envelope.id, queue, retried.model_dump_json(), due, now_ms()],
             )
             self.counters.retried += 1
             return
@@ -397,7 +411,7 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _drain(self) -> None:
+    async def _drain(self, heartbeat: asyncio.Task[None]) -> None:
         if self._running:
             logger.info(
                 "worker %s draining %d running job(s), up to %.1fs",
@@ -406,6 +420,9 @@ class Worker:
                 self.settings.grace,
             )
             await asyncio.wait(list(self._running.values()), timeout=self.settings.grace)
+        # No renewal may be in flight while jobs are given back, or it could re-take a returned job's lease.
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
         remaining = list(self._running.values())
         for task in remaining:
             task.cancel()
@@ -422,6 +439,7 @@ class Worker:
             task.cancel()
 
     async def _listen(self, pubsub: PubSub) -> None:
+        channels = self.mediator.jobs.channels
         delay = 0.1
         while True:
             try:
@@ -438,9 +456,9 @@ class Worker:
             if message is None or message["type"] != "message":
                 continue
             channel = message["channel"].decode()
-            if channel == ABORT_CHANNEL:
+            if channel == channels.abort:
                 self._abort(message["data"].decode())
-            elif channel.startswith(WAKE_PREFIX):
+            elif channel.startswith(channels.wake_prefix):
                 self._attention.set()
 
     def _record(self) -> str:

@@ -13,9 +13,12 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Mediator, Worker, WorkerSettings
+from arq_mediator._keys import Channels
 
 # Tests own this database and flush it before and after each test; the default (0) is never touched.
 TEST_DB = int(os.environ.get("ARQM_TEST_REDIS_DB", "13"))
+# Pub/sub is server-wide, so the library names its channels after the database: these are the tests'.
+CHANNELS = Channels(db=TEST_DB)
 
 
 def redis_url_for(db: int) -> str:

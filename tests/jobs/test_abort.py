@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailed, JobHandle, JobNotFound, JobStatus, Mediator, Request
 from arq_mediator._jobs import now_ms
-from arq_mediator._keys import abort_key, done_channel, job_key, queue_key
+from arq_mediator._keys import abort_key, job_key, queue_key
 
-from .conftest import running_worker
+from .conftest import CHANNELS, running_worker
 from .waiting import FAST, eventually
 
 ABORTED = "arq_mediator._errors.JobAborted"
@@ -101,7 +101,7 @@ async def test_aborting_a_queued_job_wakes_its_waiters(mediator: Mediator, redis
     waiter = asyncio.create_task(handle.result(timeout=3))
 
     async def subscribed() -> bool:
-        [(_, subscribers)] = await redis.pubsub_numsub(done_channel(handle.id))
+        [(_, subscribers)] = await redis.pubsub_numsub(CHANNELS.done(handle.id))
         return int(subscribers) == 1
 
     await eventually(subscribed)
@@ -110,14 +110,6 @@ async def test_aborting_a_queued_job_wakes_its_waiters(mediator: Mediator, redis
         await waiter
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_jobs.py JobClient.abort parses the queued body with JobEnvelope.model_validate_json (and the "
-        "ABORT script with cjson.decode) to find its queue, so aborting a queued job whose body is not a "
-        "JSON envelope (a pickled arq job, say) raises pydantic's ValidationError instead of removing it"
-    ),
-)
 async def test_aborting_an_unreadable_queued_job_removes_it(mediator: Mediator, redis: Redis) -> None:
     """A queued job whose body is no JSON envelope (a legacy pickled arq job) can still be aborted."""
     legacy = f"legacy-{uuid.uuid4().hex}"

@@ -194,14 +194,6 @@ async def test_same_job_id_on_another_queue_returns_the_existing_jobs_queue(
     assert again.queue == first.queue == "default"  # ...so the handle should not claim it is there
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_producer.py Producer._pending writes `max_tries or spec.policy.max_tries`: max_tries=0 is "
-        "silently replaced by the handler's policy and a negative one is stored as is, where JobPolicy "
-        "refuses max_tries < 1 with ValueError"
-    ),
-)
 @pytest.mark.parametrize("max_tries", [0, -1])
 async def test_enqueue_refuses_max_tries_below_one(mediator: Mediator, redis: Redis, max_tries: int) -> None:
     """`enqueue(max_tries=...)` below 1 is refused, as a handler's policy refuses it, and writes nothing."""

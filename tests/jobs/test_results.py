@@ -25,9 +25,8 @@ from arq_mediator import (
     ResultRecord,
 )
 from arq_mediator._jobs import now_ms
-from arq_mediator._keys import DONE_PREFIX, done_channel
 
-from .conftest import running_worker
+from .conftest import CHANNELS, running_worker
 from .waiting import FAST, eventually
 
 
@@ -159,7 +158,7 @@ async def test_twenty_waiters_on_one_job_all_resolve(mediator: Mediator, redis: 
         waiters = [asyncio.create_task(mediator.job(handle.id, Hold).result(timeout=3)) for _ in range(20)]
 
         async def subscribed() -> bool:
-            [(_, subscribers)] = await redis.pubsub_numsub(done_channel(handle.id))
+            [(_, subscribers)] = await redis.pubsub_numsub(CHANNELS.done(handle.id))
             return int(subscribers) == 1
 
         await eventually(subscribed, what="the waiters' subscription")
@@ -191,7 +190,7 @@ def hold_result_subscriptions(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.
     subscribe = PubSub.subscribe
 
     async def gated_subscribe(self: PubSub, *channels: Any, **handlers: Any) -> Any:
-        if any(str(channel).startswith(DONE_PREFIX) for channel in channels):
+        if any(str(channel).startswith(CHANNELS.done_prefix) for channel in channels):
             entered.set()
             await gate.wait()
         return await subscribe(self, *channels, **handlers)
@@ -296,7 +295,7 @@ async def test_closing_the_mediator_ends_pending_result_waits(redis_url: str, re
         waiter = asyncio.create_task(handle.result())
 
         async def subscribed() -> bool:
-            [(_, subscribers)] = await redis.pubsub_numsub(done_channel(handle.id))
+            [(_, subscribers)] = await redis.pubsub_numsub(CHANNELS.done(handle.id))
             return int(subscribers) == 1
 
         await eventually(subscribed)

@@ -277,13 +277,6 @@ async def test_failed_jobs_are_listed_newest_first_and_expired_ones_forgotten(
     assert await mediator.failed_jobs("no-such-queue") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_jobs.py JobClient.failed passes `limit - 1` as ZREVRANGE's stop index, so limit=0 becomes "
-        "ZREVRANGE key 0 -1, which lists every failed job instead of none"
-    ),
-)
 async def test_failed_jobs_with_limit_zero_lists_nothing(mediator: Mediator) -> None:
     """`failed_jobs(queue, limit=0)` asks for no records and gets none."""
     async with running_worker(mediator, queues=["doomed"], **FAST):
@@ -313,15 +306,6 @@ async def test_handler_timeout_fails_the_try_and_is_retried(mediator: Mediator, 
     assert (worker.counters.retried, worker.counters.failed) == (1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_worker.py Worker._execute treats every CancelledError as the worker cancelling the job: one "
-        "raised by the handler itself (awaiting a future something else cancelled) is given back with "
-        "_give_back, whose RELEASE script also undoes the delivery count, so the job is claimed and run "
-        "again at once, forever, and never reaches max_lost; Task.cancelling() == 0 tells the two apart"
-    ),
-)
 async def test_a_cancelled_error_raised_by_the_handler_fails_its_try(
     mediator: Mediator, probe: Probe
 ) -> None:
@@ -338,16 +322,6 @@ async def test_a_cancelled_error_raised_by_the_handler_fails_its_try(
     assert await handle.status() is JobStatus.FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_scripts.py HEARTBEAT re-takes any lapsed lease of the ids it is given (`if not holder ... SET`), "
-        "but _worker.py Worker._heartbeat_loop lists the running ids before the round trip, so a heartbeat "
-        "in flight while a try's RETRY (or COMPLETE/RELEASE) deletes the lease lands after it and "
-        "re-creates a lease nobody renews: the retry cannot be claimed, and shows IN_PROGRESS, for a "
-        "whole lease"
-    ),
-)
 async def test_a_heartbeat_in_flight_does_not_hold_a_retry_back(
     mediator: Mediator, redis: Redis, probe: Probe, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,9 +37,9 @@ from arq_mediator import (
     run_worker,
 )
 from arq_mediator._jobs import now_ms
-from arq_mediator._keys import deliveries_key, done_channel, job_key, queue_key, wake_channel
+from arq_mediator._keys import deliveries_key, job_key, queue_key
 
-from .conftest import TEST_DB, redis_url_for, running_worker
+from .conftest import CHANNELS, TEST_DB, redis_url_for, running_worker
 from .waiting import FAST, eventually, polled
 
 ENVELOPE_ERROR = "arq_mediator._errors.EnvelopeError"
@@ -325,10 +325,10 @@ async def test_a_worker_resubscribes_after_losing_its_pubsub_connection(
     queue = f"blip-{uuid.uuid4().hex[:8]}"  # channels are server-wide: a name nobody else listens to
     settings = FAST | {"idle_check": 30.0}  # without a wake-up, a new job would wait half a minute
     async with running_worker(mediator, queues=[queue], **settings):
-        await polled(lambda: subscribers(redis, wake_channel(queue)), lambda n: n == 1)
+        await polled(lambda: subscribers(redis, CHANNELS.wake(queue)), lambda n: n == 1)
         assert await kill_pubsub_clients(redis) >= 1
-        await polled(lambda: subscribers(redis, wake_channel(queue)), lambda n: n == 0)
-        await polled(lambda: subscribers(redis, wake_channel(queue)), lambda n: n == 1, what="resubscribed")
+        await polled(lambda: subscribers(redis, CHANNELS.wake(queue)), lambda n: n == 0)
+        await polled(lambda: subscribers(redis, CHANNELS.wake(queue)), lambda n: n == 1, what="resubscribed")
 
         handle = await mediator.enqueue(Strict(n=4), queue=queue)
         assert await handle.result(timeout=2) == 4
@@ -342,7 +342,7 @@ async def test_a_waiter_hears_of_a_job_finishing_while_its_connection_was_down(
         handle = await mediator.enqueue(Gated())
         await asyncio.wait_for(probe.started.wait(), 3)
         waiter = asyncio.create_task(handle.result(timeout=4))
-        await polled(lambda: subscribers(redis, done_channel(handle.id)), lambda n: n == 1)
+        await polled(lambda: subscribers(redis, CHANNELS.done(handle.id)), lambda n: n == 1)
 
         assert await kill_pubsub_clients(redis) >= 1
         probe.release.set()  # finishes (and publishes) while the waiter's connection is down
@@ -358,12 +358,12 @@ async def test_a_waiter_resubscribes_after_its_connection_drops(
         handle = await mediator.enqueue(Gated())
         await asyncio.wait_for(probe.started.wait(), 3)
         waiter = asyncio.create_task(handle.result(timeout=4))
-        await polled(lambda: subscribers(redis, done_channel(handle.id)), lambda n: n == 1)
+        await polled(lambda: subscribers(redis, CHANNELS.done(handle.id)), lambda n: n == 1)
 
         assert await kill_pubsub_clients(redis) >= 1
-        await polled(lambda: subscribers(redis, done_channel(handle.id)), lambda n: n == 0)
+        await polled(lambda: subscribers(redis, CHANNELS.done(handle.id)), lambda n: n == 0)
         await polled(
-            lambda: subscribers(redis, done_channel(handle.id)), lambda n: n == 1, what="resubscribed"
+            lambda: subscribers(redis, CHANNELS.done(handle.id)), lambda n: n == 1, what="resubscribed"
         )
         probe.release.set()
 
@@ -457,15 +457,6 @@ async def neighbour(redis_url: str) -> AsyncIterator[tuple[Mediator, Probe, str]
                 await other.jobs.redis.delete(*keys)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_keys.py DONE_PREFIX: completion channels are named arqm:done:<id> on a server where pub/sub is "
-        "shared by all databases, and _results.py ResultWaiter._read resolves waiters with whatever "
-        "record is published there, so a job with the same id in another database (same idempotency key "
-        "or recurring tick in two environments) answers this database's result() with its own value"
-    ),
-)
 async def test_a_result_published_in_another_database_is_not_taken_for_this_ones(
     mediator: Mediator, redis: Redis, neighbour: tuple[Mediator, Probe, str]
 ) -> None:
@@ -474,7 +465,7 @@ async def test_a_result_published_in_another_database_is_not_taken_for_this_ones
     job_id, queue = f"shared-{token}", f"theirs-{token}"
     mine = await mediator.enqueue(Strict(n=1), job_id=job_id)  # no worker here: it stays queued
     waiter = asyncio.create_task(mine.result(timeout=1.5))
-    await polled(lambda: subscribers(redis, done_channel(job_id)), lambda n: n == 1)
+    await polled(lambda: subscribers(redis, CHANNELS.done(job_id)), lambda n: n == 1)
 
     theirs = await other.enqueue(Strict(n=100), job_id=job_id, queue=queue)
     async with running_worker(other, queues=[queue], **FAST):
@@ -489,15 +480,6 @@ async def test_a_result_published_in_another_database_is_not_taken_for_this_ones
     assert await mine.status() is JobStatus.QUEUED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_keys.py ABORT_CHANNEL: abort requests go out on the one channel arqm:abort, shared by every "
-        "database on the server, and _worker.py Worker._listen cancels any running job with the published "
-        "id without checking the abort flag in its own database, so aborting a job in one database "
-        "cancels the same-id job running in another"
-    ),
-)
 async def test_aborting_a_job_in_another_database_leaves_this_ones_alone(
     mediator: Mediator, probe: Probe, neighbour: tuple[Mediator, Probe, str]
 ) -> None:
