@@ -126,6 +126,10 @@ def qualified_name(kind: type[Any]) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+# One encoder for every call: json.dumps with separators= builds a new encoder each time.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
     """Serialize plain JSON data compactly."""
-    return json.dumps(value, separators=(",", ":"))
+    return _COMPACT.encode(value)
