@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
 from arq_mediator import Mediator
+from services.telemetry import instrument_engine
 
 SessionFactory = async_sessionmaker[AsyncSession]
 # Any fixed number: every process creating the schema takes this PostgreSQL advisory lock first.
@@ -56,6 +57,7 @@ def database_lifespan(database_url: str) -> Callable[[Mediator], AsyncIterator[N
 
     async def lifespan(mediator: Mediator) -> AsyncIterator[None]:
         engine = create_engine(database_url)
+        instrument_engine(engine)
         try:
             await create_schema(engine)
             mediator.provide(engine, as_type=AsyncEngine)

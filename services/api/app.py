@@ -6,7 +6,7 @@ builds nothing, connects to nothing and reads no environment.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,8 @@ from litestar.exceptions.responses import create_exception_response
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.params import ParameterKwarg
+from litestar.plugins import PluginProtocol
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.plugins.pydantic import PydanticPlugin
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -27,6 +29,7 @@ from services.api.resource_routes import create_report, create_user, read_job, r
 from services.api.system_routes import ServiceInfo, container_info, health
 from services.demo.handlers import build_mediator
 from services.settings import Settings
+from services.telemetry import configure_telemetry, correlate_logs
 
 if TYPE_CHECKING:
     from litestar.types import Receive, Scope, Send
@@ -134,6 +137,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """
     settings = settings or Settings.from_env("api")
     service = ServiceInfo(settings=settings, started_at=datetime.now(UTC))
+    plugins: list[PluginProtocol] = [
+        MediatorPlugin(build_mediator(settings)),
+        PydanticPlugin(prefer_alias=True),
+    ]
+    on_shutdown: list[Callable[[], None]] = []
+    telemetry = configure_telemetry(settings.service_name)
+    if telemetry is not None:
+        correlate_logs()
+        # HTTP SERVER spans; the ASGI receive/send spans inside each request are noise.
+        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(exclude_spans=["receive", "send"])))
+        on_shutdown.append(telemetry.shutdown)
     return CaseInsensitiveLitestar(
         route_handlers=[
             DistributedDemoController,
@@ -144,7 +158,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_report,
             read_job,
         ],
-        plugins=[MediatorPlugin(build_mediator(settings)), PydanticPlugin(prefer_alias=True)],
+        plugins=plugins,
+        on_shutdown=on_shutdown,
         dependencies={"service": Provide(lambda: service, sync_to_thread=False)},
         signature_namespace={"ServiceInfo": ServiceInfo},
         exception_handlers={

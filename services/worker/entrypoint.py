@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from arq_mediator import Mediator, Worker
 from services.demo.handlers import build_mediator
 from services.settings import Settings
+from services.telemetry import configure_telemetry, correlate_logs
 from services.worker.profiles import PROFILES, ConfigurationError, WorkerConfig, configure
 
 if TYPE_CHECKING:
@@ -75,16 +76,23 @@ async def serve(config: WorkerConfig, settings: Settings) -> Worker:
     Raises:
         HealthServerFailed: the health server could not start.
     """
+    telemetry = configure_telemetry(settings.service_name)
+    if telemetry is not None:
+        correlate_logs()
     mediator = build_mediator(settings)
     worker = Worker(mediator, config.worker_settings())
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, worker.stop)
-    async with mediator:
-        if config.http_port is None:
-            await worker.run()
-        else:
-            await _run_with_health_server(worker, mediator, config, settings.service_name)
+    try:
+        async with mediator:
+            if config.http_port is None:
+                await worker.run()
+            else:
+                await _run_with_health_server(worker, mediator, config, settings.service_name)
+    finally:
+        if telemetry is not None:  # the last jobs' spans leave with the process, not after it
+            telemetry.shutdown()
     return worker
 
 

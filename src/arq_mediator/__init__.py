@@ -22,6 +22,7 @@ from ._messages import Message, Notification, Request
 from ._policy import Backoff, JobPolicy
 from ._producer import RecurringJob
 from ._registry import CallNext
+from ._telemetry import TraceContextFilter
 from ._worker import Worker, WorkerSettings, run_worker
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "Request",
     "ResultRecord",
     "Stats",
+    "TraceContextFilter",
     "Worker",
     "WorkerLost",
     "WorkerSettings",

@@ -27,6 +27,8 @@ class JobEnvelope(BaseModel):
         max_tries: Tries in all.
         failures: Tries that failed so far (a try lost with its worker does not count).
         enqueued_at: When it was first enqueued, in ms since the epoch.
+        due_at: When its current try may start, in ms since the epoch (later than `enqueued_at` when
+            deferred or retried).
         trace: W3C trace context of the enqueueing span.
         meta: Free-form facts about the producer (host, pid, recurring schedule).
     """
@@ -42,6 +44,7 @@ class JobEnvelope(BaseModel):
     max_tries: int
     failures: int = 0
     enqueued_at: int
+    due_at: int | None = None
     trace: dict[str, str] = {}
     meta: dict[str, str] = {}
 

@@ -19,6 +19,7 @@ from ._messages import Notification, Request
 from ._policy import DEFAULT_QUEUE, Backoff, JobPolicy, to_seconds
 from ._producer import Producer
 from ._registry import BehaviorFn, Registry, Route, inspect_behavior, inspect_handler
+from ._telemetry import traced_head, tracing_enabled
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -196,6 +197,7 @@ class Mediator(Producer):
         """
         if self._exit_stack is not None:
             raise RuntimeError("this mediator is already open; enter `async with mediator` once")
+        self._forget_routes()  # an OpenTelemetry SDK set up before opening now gets its inline spans
         stack = AsyncExitStack()
         async with stack:
             if self._redis_settings is not None and self._client is None:
@@ -244,7 +246,7 @@ class Mediator(Producer):
 
     def _inline_route(self, request_type: type) -> Route:
         route = self._registry.route(self._registry.handler_for(request_type), self._inline_context)
-        self._inline_routes[request_type] = route
+        self._inline_routes[request_type] = route = _traced(route, request_type)
         return route
 
     async def publish(self, notification: Notification) -> None:
@@ -260,7 +262,7 @@ class Mediator(Producer):
         routes = self._inline_fanouts.get(notification_type)
         if routes is None:
             routes = [
-                self._registry.route(spec, self._inline_context)
+                _traced(self._registry.route(spec, self._inline_context), notification_type)
                 for spec in self._registry.handlers_of(notification_type)
             ]
             self._inline_fanouts[notification_type] = routes
@@ -280,3 +282,15 @@ class Mediator(Producer):
 
 async def _raise(error: Exception) -> Any:
     raise error
+
+
+def _traced(route: Route, message_type: type) -> Route:
+    """Wrap an inline route in an INTERNAL span when an OpenTelemetry SDK is set; else leave it bare.
+
+    Decided when the route is built (on first use, and again after `async with mediator` opens), so the
+    untraced hot path carries no check at all.
+    """
+    if not tracing_enabled():
+        return route
+    head, tail = route
+    return traced_head(head, getattr(message_type, "message_name", message_type.__qualname__)), tail

@@ -19,9 +19,12 @@ from ._handle import JobHandle
 from ._jobs import ADDED, JobClient, PendingJob, Stats, now_ms
 from ._messages import Message, Notification, Request, response_type_of
 from ._policy import to_seconds
+from ._telemetry import jobs_enqueued, record_failure, start_producer_span
 
 if TYPE_CHECKING:
     from datetime import tzinfo
+
+    from opentelemetry.trace import Span
 
     from ._registry import HandlerSpec, Registry
 
@@ -171,10 +174,10 @@ class Producer:
             self._pending(m, self._registry.handler_for(type(m)), queue, None, None, now, now)
             for m in messages
         ]
-        outcomes = await self.jobs.push(jobs)
+        outcomes = await self._push(jobs)
         return [
             self._handle_for(type(m), job.id, placed)
-            for m, job, (_, placed) in zip(messages, jobs, outcomes, strict=True)
+            for m, (job, _), (_, placed) in zip(messages, jobs, outcomes, strict=True)
         ]
 
     async def _schedule(
@@ -183,9 +186,9 @@ class Producer:
         now = now_ms()
         if isinstance(message, Request):
             spec = self._registry.handler_for(type(message))
-            job = self._pending(message, spec, queue, job_id, max_tries, now, now + delay_ms)
-            [(_, placed)] = await self.jobs.push([job])
-            return self._handle_for(type(message), job.id, placed)
+            pending = self._pending(message, spec, queue, job_id, max_tries, now, now + delay_ms)
+            [(_, placed)] = await self._push([pending])
+            return self._handle_for(type(message), pending[0].id, placed)
         specs = self._registry.handlers_of(type(message))
         jobs = [
             self._pending(
@@ -199,11 +202,27 @@ class Producer:
             )
             for spec in specs
         ]
-        outcomes = await self.jobs.push(jobs) if jobs else []
+        outcomes = await self._push(jobs) if jobs else []
         return [
             JobHandle(self.jobs, job.id, placed, None)
-            for job, (_, placed) in zip(jobs, outcomes, strict=True)
+            for (job, _), (_, placed) in zip(jobs, outcomes, strict=True)
         ]
+
+    async def _push(self, prepared: list[tuple[PendingJob, Span]]) -> list[tuple[int, str]]:
+        """Push jobs in one round trip and end their PRODUCER spans, marking failures and duplicates."""
+        try:
+            outcomes = await self.jobs.push([job for job, _ in prepared])
+        except BaseException as error:
+            for _, span in prepared:
+                record_failure(span, error)
+                span.end()
+            raise
+        for (job, span), (outcome, _) in zip(prepared, outcomes, strict=True):
+            if outcome != ADDED:  # an idempotent repeat: nothing was sent
+                span.set_attribute("arq_mediator.job.existing", True)
+            span.end()
+            jobs_enqueued.add(1, {"messaging.destination.name": job.queue})
+        return outcomes
 
     def _pending(
         self,
@@ -214,25 +233,29 @@ class Producer:
         max_tries: int | None,
         now: int,
         score: int,
-    ) -> PendingJob:
+    ) -> tuple[PendingJob, Span]:
         if max_tries is not None and max_tries < 1:
             raise ValueError(f"max_tries must be at least 1, got {max_tries}")
         job_id = job_id or uuid.uuid4().hex
         queue = queue or spec.policy.queue
+        message_name = type(message).message_name
+        span, trace_context = start_producer_span(queue, message_name, job_id)
         header = {
             "v": 1,
             "id": job_id,
-            "type": type(message).message_name,
+            "type": message_name,
             "handler": None if isinstance(message, Request) else spec.name,
             "queue": queue,
             "max_tries": max_tries or spec.policy.max_tries,
             "enqueued_at": now,
+            "due_at": score,
+            "trace": trace_context,
             "meta": _PRODUCER,
         }
         # The payload is serialized by pydantic's core and spliced in, rather than dumped to Python
         # objects and serialized again: the envelope's JSON is the hot part of enqueueing.
         body = dumps(header)[:-1] + ',"payload":' + message.model_dump_json() + "}"
-        return PendingJob(id=job_id, queue=queue, score=score, body=body)
+        return PendingJob(id=job_id, queue=queue, score=score, body=body), span
 
     def _handle_for(self, request_type: type[Request[R]], job_id: str, queue: str) -> JobHandle[R]:
         return JobHandle(self.jobs, job_id, queue, self._adapter(request_type))
@@ -300,9 +323,7 @@ class Producer:
         job_id = f"recurring:{entry.name}:{int(tick.timestamp())}"
         spec = self._registry.handler_for(type(entry.request))
         now = now_ms()
-        [(outcome, _)] = await self.jobs.push(
-            [self._pending(entry.request, spec, None, job_id, None, now, now)]
-        )
+        [(outcome, _)] = await self._push([self._pending(entry.request, spec, None, job_id, None, now, now)])
         return outcome == ADDED
 
     async def stats(self) -> Stats:
