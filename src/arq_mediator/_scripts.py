@@ -145,21 +145,24 @@ redis.call('PUBLISH', '{WAKE}' .. queue, '0')
 return 1
 """
 
-# ARGV: worker key, worker record, ttl_ms, lease_ms, lease token, then ids of running jobs. Renews the
-# heartbeat and every lease, re-taking a lease that lapsed (an outage longer than the lease) unless
-# another worker holds it now or the job was settled meanwhile; returns the ids asked to abort.
+# ARGV: worker key, worker record, ttl_ms, lease_ms, lease token, now_ms, number of queues, the worker's
+# queues, then ids of running jobs. Renews the heartbeat and every lease, re-taking a lease that lapsed
+# (an outage longer than the lease) unless another worker holds it now or the job was settled meanwhile.
+# Returns the depth (ready or running) of each queue, then the ids asked to abort.
 HEARTBEAT = """
 redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
-local aborted = {}
-for i = 6, #ARGV do
+local out = {}
+local last_queue = 7 + tonumber(ARGV[7])
+for i = 8, last_queue do out[#out + 1] = redis.call('ZCOUNT', '{QUEUE}' .. ARGV[i], '-inf', ARGV[6]) end
+for i = last_queue + 1, #ARGV do
   local key = '{LEASE}' .. ARGV[i]
   local holder = redis.call('GET', key)
   if holder == ARGV[5] or (not holder and redis.call('EXISTS', '{JOB}' .. ARGV[i]) == 1) then
     redis.call('SET', key, ARGV[5], 'PX', ARGV[4])
   end
-  if redis.call('EXISTS', '{ABORT_FLAG}' .. ARGV[i]) == 1 then aborted[#aborted + 1] = ARGV[i] end
+  if redis.call('EXISTS', '{ABORT_FLAG}' .. ARGV[i]) == 1 then out[#out + 1] = ARGV[i] end
 end
-return aborted
+return out
 """
 
 # ARGV: id, now_ms. Returns {state, detail}: 'finished' + result record, 'running', 'queued' or

@@ -28,6 +28,7 @@ from ._execution import REDIS_DOWN, Counters, JobRunner
 from ._jobs import now_ms
 from ._keys import worker_key
 from ._recurring import run_schedules
+from ._telemetry import queue_depths
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -273,17 +274,23 @@ class Worker(JobRunner):
         lease_ms = int(self.settings.lease * 1000)
         while True:
             try:
-                aborted = await heartbeat(
+                queues = self.settings.queues
+                reply = await heartbeat(
                     args=[
                         worker_key(self.instance),
                         self._record(),
                         ttl_ms,
                         lease_ms,
                         self.instance,
+                        now_ms(),
+                        len(queues),
+                        *queues,
                         *self._running,
                     ]
                 )
-                for job_id in aborted:
+                # Feeds the queue-depth gauge, read whenever metrics are collected.
+                queue_depths.update(zip(queues, (int(depth) for depth in reply[: len(queues)]), strict=True))
+                for job_id in reply[len(queues) :]:
                     self._abort(job_id.decode())
             except REDIS_DOWN as error:
                 logger.warning("worker %s missed a heartbeat (%s)", self.name, error)
