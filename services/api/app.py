@@ -146,7 +146,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     if telemetry is not None:
         correlate_logs()
         # HTTP SERVER spans; the ASGI receive/send spans inside each request are noise.
-        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(exclude_spans=["receive", "send"])))
+        # Health checks would fill the trace store with one trace each.
+        plugins.append(
+            OpenTelemetryPlugin(OpenTelemetryConfig(exclude_spans=["receive", "send"], exclude=["/health"]))
+        )
         on_shutdown.append(telemetry.shutdown)
     return CaseInsensitiveLitestar(
         route_handlers=[
