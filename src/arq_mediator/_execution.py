@@ -125,9 +125,11 @@ class JobRunner:
         clock = asyncio.get_running_loop().time
         began = clock()
         try:
-            async with asyncio.timeout(spec.policy.timeout):
-                value = await head(message, tail)
-            job_duration.record(clock() - began, {"messaging.destination.name": queue})
+            try:
+                async with asyncio.timeout(spec.policy.timeout):
+                    value = await head(message, tail)
+            finally:  # every try counts, the failed and timed-out ones too
+                job_duration.record(clock() - began, {"messaging.destination.name": queue})
             encoded = self._encode(spec, value)
         except asyncio.CancelledError as cancelled:
             task = asyncio.current_task()

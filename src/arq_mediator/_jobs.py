@@ -184,8 +184,9 @@ class JobClient:
         record = None if raw is None else ResultRecord.model_validate_json(raw)
         if record is None or record.ok or record.job is None:
             raise JobNotFound(f"no failed job {job_id} with its envelope is kept; nothing to requeue")
-        fresh = record.job.model_copy(update={"failures": 0})
-        await self.scripts.requeue(args=[job_id, fresh.queue, fresh.model_dump_json(), now_ms()])
+        now = now_ms()
+        fresh = record.job.model_copy(update={"failures": 0, "due_at": now})
+        await self.scripts.requeue(args=[job_id, fresh.queue, fresh.model_dump_json(), now])
         return fresh.queue
 
     async def failed(self, queue: str, limit: int = 100) -> list[ResultRecord]:

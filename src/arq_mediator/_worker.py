@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from pydantic import TypeAdapter
 from redis.exceptions import RedisError
 
@@ -108,6 +109,15 @@ class Worker(JobRunner):
 
     async def run(self) -> None:
         """Work until `stop` is called, then drain: finish or give back every running job."""
+        # Jobs and schedule ticks start their own traces from their envelopes: whatever span the caller
+        # of run() is in must not become their parent, nor be marked by their failures.
+        detached = otel_context.attach(otel_context.Context())
+        try:
+            await self._work()
+        finally:
+            otel_context.detach(detached)
+
+    async def _work(self) -> None:
         jobs = self.mediator.jobs
         pubsub = jobs.redis.pubsub(ignore_subscribe_messages=True)
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name} heartbeat")

@@ -15,12 +15,11 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar, cast
+from typing import TypeVar, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -28,6 +27,7 @@ from redis.exceptions import RedisError
 
 from arq_mediator import JobHandle, JobStatus, Mediator
 from arq_mediator._keys import deliveries_key
+from tests.processes import ManagedProcess, ManagedProcesses
 
 from . import process_app
 from .process_app import (
@@ -50,7 +50,6 @@ from .process_app import (
 )
 
 T = TypeVar("T")
-ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.jobs.process_app:mediator"
 
 
@@ -80,42 +79,11 @@ async def wait_until(
 
 
 @dataclass
-class WorkerProcess:
-    """One worker OS process and the file its output goes to."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-    @property
-    def pid(self) -> int:
-        """Return the process id."""
-        return self.process.pid
-
-    def output(self) -> str:
-        """Return what the worker logged so far."""
-        return self.log_path.read_text(errors="replace")
-
-    async def exited(self, timeout: float) -> int:
-        """Wait up to *timeout* seconds for the process to exit; return its exit code."""
-
-        async def gone() -> bool:
-            return self.process.poll() is not None
-
-        await wait_until(gone, f"worker {self.name} to exit", timeout=timeout, diagnose=self.output)
-        returncode = self.process.returncode
-        assert returncode is not None
-        return returncode
-
-
-@dataclass
 class Workers:
     """Starts worker processes on the test's Redis (or another) and stops every one of them at the end."""
 
     redis_url: str
-    directory: Path
-    started: list[WorkerProcess] = field(default_factory=list)
+    processes: ManagedProcesses
 
     def start(
         self,
@@ -127,62 +95,27 @@ class Workers:
         heartbeat: float = 0.4,
         grace: float = 5.0,
         redis_url: str | None = None,
-    ) -> WorkerProcess:
+    ) -> ManagedProcess:
         """Start a worker process named *name* on *queues*; it connects to *redis_url* or the test's Redis."""
         env = {**os.environ, process_app.URL_ENV: redis_url or self.redis_url, "PYTHONUNBUFFERED": "1"}
-        command = [
-            sys.executable,
-            "-m",
-            "arq_mediator",
-            "worker",
-            APP,
-            "--queues",
-            ",".join(queues),
-            "--max-jobs",
-            str(max_jobs),
-            "--name",
-            name,
-            "--lease",
-            str(lease),
-            "--heartbeat",
-            str(heartbeat),
-            "--grace",
-            str(grace),
-        ]
-        log_path = self.directory / f"worker-{name}.log"
-        log_file = log_path.open("wb")
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
-        worker = WorkerProcess(name, process, log_path, log_file)
-        self.started.append(worker)
-        return worker
+        arguments = ["-m", "arq_mediator", "worker", APP, "--queues", ",".join(queues), "--name", name]
+        arguments += ["--max-jobs", str(max_jobs), "--lease", str(lease)]
+        arguments += ["--heartbeat", str(heartbeat), "--grace", str(grace)]
+        return self.processes.start(f"worker-{name}", arguments, env)
 
     def logs(self) -> str:
         """Return every worker's output, for failure messages."""
-        return "\n".join(f"--- worker {w.name} (pid {w.pid}) ---\n{w.output()}" for w in self.started)
-
-    def stop_all(self) -> None:
-        """SIGTERM every worker still running, give them a few seconds, SIGKILL the rest; reap them all."""
-        for worker in self.started:
-            if worker.process.poll() is None:
-                worker.process.terminate()
-        deadline = time.monotonic() + 8.0
-        for worker in self.started:
-            try:
-                worker.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
-                worker.process.wait(timeout=5.0)
-            worker.log_file.close()
+        return self.processes.logs()
 
 
 @pytest.fixture
 def workers(redis_url: str, tmp_path: Path) -> Iterator[Workers]:
     """Start worker processes for the test; all of them are stopped when it ends, however it ends."""
-    pool = Workers(redis_url, tmp_path)
+    processes = ManagedProcesses(tmp_path)
     try:
-        yield pool
+        yield Workers(redis_url, processes)
     finally:
-        pool.stop_all()
+        processes.stop_all()
 
 
 @pytest.fixture
@@ -499,7 +432,7 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-async def outage(server: RedisServer, seconds: float, worker: WorkerProcess) -> None:
+async def outage(server: RedisServer, seconds: float, worker: ManagedProcess) -> None:
     """Stop *server* for *seconds*, checking all along that *worker* stays up; restart it and wait for it."""
     server.stop()
     end = time.monotonic() + seconds

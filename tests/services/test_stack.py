@@ -13,22 +13,16 @@ import pytest
 from services.embedded_redis import EmbeddedRedisError, find_redis_server
 
 from tests.jobs.waiting import polled
-from tests.services.service_processes import (
-    ServiceProcesses,
-    clean_environment,
-    descendants,
-    free_port,
-    kill_if_running,
-    still_running,
-)
+from tests.processes import ManagedProcesses, free_port
+from tests.services.service_processes import clean_environment, descendants, kill_if_running, still_running
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
 
 
 @pytest.fixture
-def stacks(tmp_path: Path) -> Iterator[tuple[ServiceProcesses, list[tuple[int, str]]]]:
+def stacks(tmp_path: Path) -> Iterator[tuple[ManagedProcesses, list[tuple[int, str]]]]:
     """Start stack processes; at the end kill each one's process group and every child it was seen with."""
-    started = ServiceProcesses(tmp_path)
+    started = ManagedProcesses(tmp_path)
     children: list[tuple[int, str]] = []
     try:
         yield started, children
@@ -52,7 +46,7 @@ def finished(stats: dict[str, Any]) -> int:
 
 
 async def test_the_stack_runs_the_demo_on_embedded_redis_and_sqlite_and_stops_without_orphans(
-    stacks: tuple[ServiceProcesses, list[tuple[int, str]]], tmp_path: Path
+    stacks: tuple[ManagedProcesses, list[tuple[int, str]]], tmp_path: Path
 ) -> None:
     """One command starts Redis, the API and three workers; a stress test runs through; SIGTERM stops all."""
     try:

@@ -23,14 +23,8 @@ from services.worker.profiles import ConfigurationError, configure
 
 from arq_mediator import JobHandle, JobStatus, Mediator, Stats, WorkerState
 from tests.jobs.waiting import polled
-from tests.services.service_processes import (
-    ROOT,
-    ServiceProcess,
-    ServiceProcesses,
-    clean_environment,
-    free_port,
-    worker_environment,
-)
+from tests.processes import ROOT, ManagedProcess, ManagedProcesses, free_port
+from tests.services.service_processes import clean_environment, worker_environment
 
 BANNERS = {
     "general": "Configuring as WORKER container: Worker-1 (max 20 concurrent jobs), "
@@ -45,9 +39,9 @@ NAMES = {"general": "Worker-1", "balanced": "Worker-2", "heavy": "Worker-3-Heavy
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[ServiceProcesses]:
+def processes(tmp_path: Path) -> Iterator[ManagedProcesses]:
     """Start worker processes for the test; every one is stopped by PID when it ends, however it ends."""
-    started = ServiceProcesses(tmp_path)
+    started = ManagedProcesses(tmp_path)
     try:
         yield started
     finally:
@@ -62,8 +56,8 @@ async def demo(settings: Settings) -> AsyncIterator[Mediator]:
 
 
 def start_worker(
-    processes: ServiceProcesses, settings: Settings, *arguments: str, **variables: str
-) -> ServiceProcess:
+    processes: ManagedProcesses, settings: Settings, *arguments: str, **variables: str
+) -> ManagedProcess:
     """Start ``python -m services.worker *arguments*`` on the test's settings plus *variables*."""
     name = "-".join(["worker", *arguments]) + f"-{len(processes.started)}"
     return processes.start(
@@ -71,7 +65,7 @@ def start_worker(
     )
 
 
-async def registered(demo: Mediator, name: str, worker: ServiceProcess) -> WorkerState:
+async def registered(demo: Mediator, name: str, worker: ManagedProcess) -> WorkerState:
     """Wait for the heartbeat of the worker named *name*; return what it published."""
 
     async def stats() -> Stats:
@@ -90,7 +84,7 @@ async def registered(demo: Mediator, name: str, worker: ServiceProcess) -> Worke
 
 @pytest.mark.parametrize("profile", ["general", "balanced", "heavy"])
 async def test_each_profile_says_what_it_is_runs_as_that_and_exits_zero_on_sigterm(
-    processes: ServiceProcesses, settings: Settings, demo: Mediator, profile: str
+    processes: ManagedProcesses, settings: Settings, demo: Mediator, profile: str
 ) -> None:
     """A profile prints the original's start-up line with its queues, registers as such, and stops cleanly."""
     worker = start_worker(processes, settings, profile)
@@ -107,7 +101,7 @@ async def test_each_profile_says_what_it_is_runs_as_that_and_exits_zero_on_sigte
 
 
 async def test_the_environment_overrides_profile_name_cap_and_queues(
-    processes: ServiceProcesses, settings: Settings, demo: Mediator
+    processes: ManagedProcesses, settings: Settings, demo: Mediator
 ) -> None:
     """WORKER_PROFILE stands in for the argument; WORKER_NAME, MAX_CONCURRENT_JOBS, WORKER_QUEUES override."""
     worker = start_worker(
@@ -177,7 +171,7 @@ def test_the_command_line_profile_wins_over_worker_profile() -> None:
 
 
 async def test_the_health_port_serves_health_and_worker_info_and_no_api_route(
-    processes: ServiceProcesses, settings: Settings, demo: Mediator
+    processes: ManagedProcesses, settings: Settings, demo: Mediator
 ) -> None:
     """With WORKER_HTTP_PORT, a worker answers /health and /worker-info (live counters), and nothing else."""
     port = free_port()
@@ -225,7 +219,7 @@ async def test_the_health_port_serves_health_and_worker_info_and_no_api_route(
 
 
 async def test_health_answers_503_while_redis_is_down(
-    processes: ServiceProcesses, postgres_url: str, tmp_path: Path
+    processes: ManagedProcesses, postgres_url: str, tmp_path: Path
 ) -> None:
     """A worker whose Redis stops answers /health with 503 naming Redis, and still exits 0 on SIGTERM."""
     try:
@@ -263,7 +257,7 @@ async def test_health_answers_503_while_redis_is_down(
 
 
 async def test_the_heavy_worker_never_takes_a_job_outside_reports_and_cleanup(
-    processes: ServiceProcesses, settings: Settings, demo: Mediator
+    processes: ManagedProcesses, settings: Settings, demo: Mediator
 ) -> None:
     """Alone with jobs on all five queues, Worker-3-Heavy runs reports and cleanups and leaves the rest."""
     worker = start_worker(processes, settings, "heavy")

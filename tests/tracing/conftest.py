@@ -21,13 +21,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from tests.processes import ManagedProcess, ManagedProcesses, free_port
 from tests.services.conftest import postgres_url  # noqa: F401
-from tests.services.service_processes import (
-    ServiceProcess,
-    ServiceProcesses,
-    clean_environment,
-    free_port,
-)
+from tests.services.service_processes import clean_environment
 from tests.tracing.otlp_receiver import OtlpReceiver, running_receiver
 
 # Spans leave a process a fifth of a second after they end, rather than the SDK's default 5 s.
@@ -42,7 +38,7 @@ TRACING_REDIS_DB = int(os.environ.get("ARQM_TRACING_REDIS_DB", "10"))
 class TracedStack:
     """The demo's API and workers as processes, each exporting its spans and metrics to `receiver`."""
 
-    processes: ServiceProcesses
+    processes: ManagedProcesses
     receiver: OtlpReceiver
     redis_url: str
     database_url: str
@@ -70,7 +66,7 @@ class TracedStack:
             **variables,
         }
 
-    def start_api(self, **variables: str) -> ServiceProcess:
+    def start_api(self, **variables: str) -> ManagedProcess:
         """Start ``uvicorn services.api.app:app`` on a free port, as service ``api``."""
         self.api_port = free_port()
         arguments = ["-m", "uvicorn", "services.api.app:app", "--host", "127.0.0.1"]
@@ -78,7 +74,7 @@ class TracedStack:
             "api", [*arguments, "--port", str(self.api_port)], self.environment("api", **variables)
         )
 
-    def start_worker(self, profile: str, **variables: str) -> ServiceProcess:
+    def start_worker(self, profile: str, **variables: str) -> ManagedProcess:
         """Start ``python -m services.worker <profile>``, as service ``worker-<profile>``.
 
         Workers export gzip-compressed (the API does not), so the receiver reads both.
@@ -110,7 +106,7 @@ class TracedStack:
                     f"{started.name} exited ({started.process.returncode}):\n{self.processes.logs()}"
                 )
 
-    async def ready(self, workers: list[ServiceProcess]) -> None:
+    async def ready(self, workers: list[ManagedProcess]) -> None:
         """Wait until the API answers /health with 200 and every one of *workers* is in its worker stats."""
         deadline = time.monotonic() + READY_TIMEOUT
         wanted = {worker.pid for worker in workers}
@@ -165,7 +161,7 @@ async def stack(
     tracing_redis: str,
 ) -> AsyncIterator[TracedStack]:
     """Return a `TracedStack` to start processes on; each is stopped by PID (SIGTERM, then SIGKILL) after."""
-    started = TracedStack(ServiceProcesses(tmp_path), receiver, tracing_redis, postgres_url)
+    started = TracedStack(ManagedProcesses(tmp_path), receiver, tracing_redis, postgres_url)
     try:
         yield started
     finally:

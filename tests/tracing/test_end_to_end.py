@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.services.service_processes import ServiceProcess
+from tests.processes import ManagedProcess
 from tests.tracing.conftest import SCHEDULE_DELAY_MS, TracedStack
 from tests.tracing.otlp_receiver import ReceivedSpan
 
@@ -94,7 +94,7 @@ def explain(spans: list[ReceivedSpan]) -> str:
 # --- running the stack ------------------------------------------------------------------------------
 
 
-async def start(stack: TracedStack, *profiles: str, **variables: str) -> list[ServiceProcess]:
+async def start(stack: TracedStack, *profiles: str, **variables: str) -> list[ManagedProcess]:
     """Start the API and a worker of each of *profiles* with *variables*; return the workers once up."""
     stack.start_api()
     workers = [stack.start_worker(profile, **variables) for profile in profiles]
@@ -111,7 +111,7 @@ async def mixed_workload(client: httpx.AsyncClient, reports: int, users: int) ->
     return items
 
 
-async def failing_email(stack: TracedStack) -> tuple[ReceivedSpan, list[ReceivedSpan], ServiceProcess]:
+async def failing_email(stack: TracedStack) -> tuple[ReceivedSpan, list[ReceivedSpan], ManagedProcess]:
     """Schedule one email that every try fails to deliver; wait for its three tries' spans.
 
     Returns:
