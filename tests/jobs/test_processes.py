@@ -12,7 +12,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import time
@@ -27,7 +26,7 @@ from redis.exceptions import RedisError
 
 from arq_mediator import JobHandle, JobStatus, Mediator
 from arq_mediator._keys import deliveries_key
-from tests.processes import ManagedProcess, ManagedProcesses
+from tests.processes import ManagedProcess, ManagedProcesses, free_port
 
 from . import process_app
 from .process_app import (
@@ -350,14 +349,6 @@ async def test_concurrent_result_waits_on_a_fresh_mediator_all_resolve(
 
 
 # Redis outage ----------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """Return a TCP port free on 127.0.0.1 just now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

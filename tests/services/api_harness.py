@@ -20,8 +20,10 @@ from services.api.app import create_app
 from services.demo.handlers import build_mediator
 from services.settings import Settings
 
-from arq_mediator import Mediator, ResultRecord, Worker, WorkerSettings
+from arq_mediator import Mediator, ResultRecord, Worker
+from tests.jobs.conftest import running_worker as running_worker_on
 from tests.jobs.waiting import FAST
+from tests.processes import free_port
 
 # Every demo queue, in the general worker's priority order.
 ALL_QUEUES = ("critical", "default", "emails", "reports", "cleanup")
@@ -42,14 +44,8 @@ async def running_worker_of(
     mediator: Mediator, *, name: str = "test-worker", queues: tuple[str, ...] = ALL_QUEUES
 ) -> AsyncIterator[Worker]:
     """Run a worker of the (open) *mediator* in this event loop for the block; stop and drain it after."""
-    worker = Worker(mediator, WorkerSettings(queues=queues, max_jobs=20, name=name, **FAST))
-    task = asyncio.create_task(worker.run())
-    try:
+    async with running_worker_on(mediator, queues=list(queues), max_jobs=20, name=name, **FAST) as worker:
         yield worker
-    finally:
-        worker.stop()
-        async with asyncio.timeout(30):
-            await task
 
 
 async def result_records(redis_url: str) -> list[ResultRecord]:
@@ -81,19 +77,12 @@ class PrivateRedis:
                 self.process.wait(timeout=10)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def private_redis() -> Iterator[PrivateRedis]:
     """Start a throwaway redis-server on a free port (never the shared one); stop it by its PID after."""
     binary = shutil.which("redis-server")
     assert binary is not None, "these tests need redis-server on PATH"
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
