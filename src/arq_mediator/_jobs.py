@@ -6,9 +6,10 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from redis.exceptions import NoScriptError
 
 from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, qualified_name
 from ._errors import JobAborted, JobNotFound
@@ -110,6 +111,23 @@ class JobClient:
             arguments += (job.id, job.queue, job.score, job.body)
         reply = await self.scripts.enqueue(args=arguments)
         return [(int(reply[i]), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
+
+    async def complete_many(self, batch: list[list[Any]]) -> None:
+        """Run the COMPLETE script once per argument list in *batch*, all in one pipeline (one round trip)."""
+        script = self.scripts.complete
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for arguments in batch:
+                pipe.evalsha(script.sha, 0, *arguments)
+            results = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, NoScriptError):
+                raise result
+        unloaded = [
+            args for args, result in zip(batch, results, strict=True) if isinstance(result, NoScriptError)
+        ]
+        if unloaded:  # Redis restarted and lost its script cache: load the script and send those again
+            script.sha = await self.redis.script_load(script.script)
+            await self.complete_many(unloaded)
 
     async def status(self, job_id: str) -> tuple[JobStatus, ResultRecord | None]:
         """Return where *job_id* stands and, once it finished, its result record."""

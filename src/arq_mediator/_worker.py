@@ -94,6 +94,8 @@ class Worker(JobRunner):
         self._stopping = asyncio.Event()
         self._stopped_at: int | None = None
         self._adapters: dict[type, TypeAdapter[Any]] = {}
+        self._to_record: list[tuple[list[Any], asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> int:

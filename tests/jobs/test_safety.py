@@ -388,8 +388,17 @@ async def test_a_worker_rides_out_redis_errors(
     """A claim, heartbeat or completion failing on a Redis error is retried, and the job runs once."""
     scripts = mediator.jobs.scripts
     calls: list[str] = []
-    for name in ("claim", "heartbeat", "complete"):
+    for name in ("claim", "heartbeat"):
         monkeypatch.setattr(scripts, name, failing_first(getattr(scripts, name), calls, name))
+    complete_many = mediator.jobs.complete_many
+
+    async def failing_complete(batch: list[list[Any]]) -> None:
+        calls.append("complete")
+        if calls.count("complete") == 1:
+            raise RedisConnectionError("complete: Redis is unreachable (simulated)")
+        await complete_many(batch)
+
+    monkeypatch.setattr(mediator.jobs, "complete_many", failing_complete)
 
     handle = await mediator.enqueue(Strict(n=6))
     async with running_worker(mediator, name="survivor", **FAST) as worker:
@@ -510,3 +519,17 @@ async def test_aborting_a_job_in_another_database_leaves_this_ones_alone(
         assert record is not None
         assert record.ok, record.error
         assert record.value == "through"
+
+
+async def test_outcomes_are_recorded_after_redis_forgets_its_scripts(
+    mediator: Mediator, redis: Redis, probe: Probe
+) -> None:
+    """After SCRIPT FLUSH (as after a Redis restart) the worker reloads its scripts and records outcomes."""
+    handle = await mediator.enqueue(Strict(n=3))
+    await redis.script_flush()
+    async with running_worker(mediator, **FAST):
+        assert await handle.result(timeout=3) == 3
+        second = await mediator.enqueue(Strict(n=4))
+        await redis.script_flush()
+        assert await second.result(timeout=3) == 4
+    assert probe.ran == [3, 4]
