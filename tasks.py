@@ -84,13 +84,21 @@ def bench() -> None:
 
 
 def demo() -> None:
-    """Run the local stack of the distributed demo until Ctrl-C: `python -m services.stack`."""
+    """Run the local stack of the distributed demo until Ctrl-C or SIGTERM: `python -m services.stack`."""
     import signal
 
-    # Ctrl-C reaches the stack itself, which stops its children in order; this process must only wait for
-    # it (subprocess.run would kill it a quarter of a second after a Ctrl-C).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    run(PYTHON, "-m", "services.stack")
+    # The stack runs in a session of its own and this process forwards each stop signal to it exactly
+    # once: a terminal's Ctrl-C reaches only this process, and `kill`/`timeout` aimed at it reach the stack
+    # too. The stack then drains its workers and stops every process it started.
+    print("+", PYTHON, "-m services.stack", flush=True)
+    stack = subprocess.Popen([str(PYTHON), "-m", "services.stack"], cwd=ROOT, start_new_session=True)  # noqa: S603
+
+    def forward(signum: int, frame: object) -> None:
+        stack.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    sys.exit(stack.wait())
 
 
 TASKS = {
