@@ -165,8 +165,8 @@ class JobRunner:
             started_at=started,
             finished_at=now_ms(),
         )
-        await self._complete(record, spec.policy.keep_result, failed=False)
-        self.counters.succeeded += 1
+        if await self._complete(record, spec.policy.keep_result, failed=False):
+            self.counters.succeeded += 1
 
     def _encode(self, spec: HandlerSpec, value: Any) -> Any:
         message_type = spec.message_type
@@ -235,10 +235,11 @@ class JobRunner:
             started_at=started,
             finished_at=now_ms(),
         )
-        await self._complete(record, KEEP_FAILED_SECONDS, failed=True)
-        self.counters.failed += 1
+        if await self._complete(record, KEEP_FAILED_SECONDS, failed=True):
+            self.counters.failed += 1
 
-    async def _complete(self, record: ResultRecord, keep_seconds: float, *, failed: bool) -> None:
+    async def _complete(self, record: ResultRecord, keep_seconds: float, *, failed: bool) -> bool:
+        """Record a finished job's outcome; return whether it was recorded."""
         arguments = [
             record.id,
             record.queue,
@@ -251,14 +252,20 @@ class JobRunner:
         self._to_record.append((arguments, done))
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_batches(), name=f"{self.name} recorder")
-        # Shielded: a job task cancelled now must not cancel the write it shares with other jobs.
-        await asyncio.shield(done)
+        try:
+            # Shielded: a job task cancelled now must not cancel the write it shares with other jobs.
+            await asyncio.shield(done)
+        except Exception as error:
+            # Not recorded: the job keeps its lease until that lapses, then runs again (at least once).
+            logger.error("worker %s could not record the outcome of job %s: %r", self.name, record.id, error)
+            return False
         # No longer running once recorded, so counters and the running count never add up to one too many.
         self._running.pop(record.id, None)
         outcome = "failed" if failed else "succeeded"
         jobs_processed.add(
             1, {"messaging.destination.name": record.queue, "arq_mediator.job.outcome": outcome}
         )
+        return True
 
     async def _give_back(self, job_id: str, queue: str) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -277,11 +284,11 @@ class JobRunner:
                 await self._with_redis(
                     partial(self.mediator.jobs.complete_many, [arguments for arguments, _ in batch])
                 )
-            except BaseException as error:
+            except Exception as error:  # each waiting job hears of it; the recorder goes on with the next
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(error)
-                raise
+                continue
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)

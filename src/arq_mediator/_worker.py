@@ -231,6 +231,8 @@ class Worker(JobRunner):
                 "worker %s gave %d unfinished job(s) back to their queues", self.name, len(remaining)
             )
             await asyncio.gather(*remaining, return_exceptions=True)
+        if self._recorder is not None:  # outcomes still on their way must arrive before the pool closes
+            await asyncio.gather(self._recorder, return_exceptions=True)
 
     def _abort(self, job_id: str) -> None:
         task = self._running.get(job_id)

@@ -20,6 +20,7 @@ import pytest
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from arq_mediator import (
     Context,
@@ -533,3 +534,25 @@ async def test_outcomes_are_recorded_after_redis_forgets_its_scripts(
         await redis.script_flush()
         assert await second.result(timeout=3) == 4
     assert probe.ran == [3, 4]
+
+
+async def test_an_outcome_redis_refuses_is_not_lost_the_job_runs_again(
+    mediator: Mediator, probe: Probe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When recording an outcome fails with a Redis error reply, the job's lease lapses and it runs again."""
+    complete_many = mediator.jobs.complete_many
+    refusals: list[int] = []
+
+    async def refusing_once(batch: list[list[Any]]) -> None:
+        if not refusals:
+            refusals.append(len(batch))
+            raise ResponseError("simulated error reply while recording")
+        await complete_many(batch)
+
+    monkeypatch.setattr(mediator.jobs, "complete_many", refusing_once)
+    handle = await mediator.enqueue(Strict(n=8))
+    async with running_worker(mediator, **FAST) as worker:
+        assert await handle.result(timeout=8) == 8  # after the 2 s lease lapsed
+    assert refusals == [1]
+    assert probe.ran == [8, 8]
+    assert (worker.counters.succeeded, worker.counters.failed) == (1, 0)
