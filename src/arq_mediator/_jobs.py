@@ -145,23 +145,28 @@ class JobClient:
             TimeoutError: *timeout* seconds passed first.
         """
         if timeout is not None and timeout <= 0:  # a look, not a wait
-            state, record = await self.status(job_id)
-            if record is not None:
-                return record
-            if state is JobStatus.NOT_FOUND:
-                raise JobNotFound(f"no job {job_id} is queued, running or finished (results expire)")
-            raise TimeoutError(f"job {job_id} has not finished")
+            record = await self._finished_record(job_id)
+            if record is None:
+                raise TimeoutError(f"job {job_id} has not finished")
+            return record
         async with asyncio.timeout(timeout):  # bounds the whole wait, subscribing included
             future = await self.results.subscribe(job_id)
             try:
-                state, record = await self.status(job_id)
-                if record is not None:
-                    return record
-                if state is JobStatus.NOT_FOUND:
-                    raise JobNotFound(f"no job {job_id} is queued, running or finished (results expire)")
-                return ResultRecord.model_validate_json(await future)
+                record = await self._finished_record(job_id)
+                return record or ResultRecord.model_validate_json(await future)
             finally:
                 self.results.forget(job_id, future)
+
+    async def _finished_record(self, job_id: str) -> ResultRecord | None:
+        """Return the job's result record if it finished, ``None`` if it is still to come.
+
+        Raises:
+            JobNotFound: the job is neither queued, running nor finished.
+        """
+        state, record = await self.status(job_id)
+        if state is JobStatus.NOT_FOUND:
+            raise JobNotFound(f"no job {job_id} is queued, running or finished (results expire)")
+        return record
 
     async def abort(self, job_id: str) -> bool:
         """Remove *job_id* if it has not started, else ask its worker to cancel it.

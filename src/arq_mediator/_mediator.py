@@ -48,7 +48,6 @@ class Mediator(Producer):
     ) -> None:
         self._redis_settings = RedisSettings.from_dsn(redis) if isinstance(redis, str) else redis
         self._client: JobClient | None = None
-        self._owns_client = False
         self._recurring = {}
         self._adapters = {}
         self._registry = Registry()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -217,11 +218,15 @@ class Producer:
                 record_failure(span, error)
                 span.end()
             raise
+        added: Counter[str] = Counter()
         for (job, span), (outcome, _) in zip(prepared, outcomes, strict=True):
-            if outcome != ADDED:  # an idempotent repeat: nothing was sent
+            if outcome == ADDED:
+                added[job.queue] += 1
+            else:  # an idempotent repeat: nothing was sent
                 span.set_attribute("arq_mediator.job.existing", True)
             span.end()
-            jobs_enqueued.add(1, {"messaging.destination.name": job.queue})
+        for queue, count in added.items():  # one measurement per queue, not per job, for batches
+            jobs_enqueued.add(count, {"messaging.destination.name": queue})
         return outcomes
 
     def _pending(

@@ -16,6 +16,8 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from ._envelope import qualified_name
+
 try:
     _VERSION = version("arq-mediator")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
@@ -108,10 +110,9 @@ def start_consumer_span(
 
 def record_failure(span: Span, error: BaseException) -> None:
     """Mark *span* failed by *error*: the exception event, status ERROR and ``error.type``."""
-    kind = type(error)
     span.record_exception(error)
-    span.set_status(Status(StatusCode.ERROR, str(error) or kind.__name__))
-    span.set_attribute("error.type", f"{kind.__module__}.{kind.__qualname__}")
+    span.set_status(Status(StatusCode.ERROR, str(error) or type(error).__name__))
+    span.set_attribute("error.type", qualified_name(type(error)))
 
 
 def traced_head(
