@@ -100,9 +100,12 @@ class JobRunner:
     def _spec_for(self, envelope: JobEnvelope) -> HandlerSpec:
         registry = self.mediator.registry
         message_type = registry.by_name.get(envelope.type)
-        specs = [] if message_type is None else registry.handlers_of(message_type)
-        if message_type is not None and issubclass(message_type, Request):
+        if message_type is None:
+            specs = []
+        elif issubclass(message_type, Request):
             specs = [registry.requests[message_type]]
+        else:
+            specs = registry.handlers_of(message_type)
         for spec in specs:
             if envelope.handler is None or spec.name == envelope.handler:
                 return spec

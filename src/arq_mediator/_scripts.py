@@ -24,6 +24,8 @@ _PREFIXES = {
     "DELIVERIES": _keys.DELIVERIES_PREFIX,
     "FAILED": _keys.FAILED_PREFIX,
     "ABORT_FLAG": _keys.ABORT_PREFIX,
+    # The value a lease holds between a failed try and its retry: no worker holds the job then.
+    "RETRY_MARK": "retry",
 }
 
 # ARGV: groups of (id, queue, score_ms, body). Returns per job a pair: 1 added, 0 already queued or
@@ -126,7 +128,7 @@ local wait = tonumber(ARGV[4]) - tonumber(ARGV[5])
 redis.call('SET', '{JOB}' .. id, ARGV[3])
 redis.call('ZADD', '{QUEUE}' .. queue, ARGV[4], id)
 if wait > 0 then
-  redis.call('SET', '{LEASE}' .. id, 'retry', 'PX', wait)
+  redis.call('SET', '{LEASE}' .. id, '{RETRY_MARK}', 'PX', wait)
 else
   redis.call('DEL', '{LEASE}' .. id)
 end
@@ -174,7 +176,7 @@ if result then return {'finished', result} end
 local body = redis.call('GET', '{JOB}' .. id)
 if not body then return {'missing', ''} end
 local holder = redis.call('GET', '{LEASE}' .. id)
-if holder and holder ~= 'retry' then return {'running', body} end
+if holder and holder ~= '{RETRY_MARK}' then return {'running', body} end
 local ok, job = pcall(cjson.decode, body)
 if not ok or type(job) ~= 'table' or type(job.queue) ~= 'string' then return {'queued', body} end
 local score = redis.call('ZSCORE', '{QUEUE}' .. job.queue, id)
@@ -189,7 +191,7 @@ ABORT = """
 local id = ARGV[1]
 if redis.call('EXISTS', '{RESULT}' .. id) == 1 then return 0 end
 local holder = redis.call('GET', '{LEASE}' .. id)
-if holder and holder ~= 'retry' then
+if holder and holder ~= '{RETRY_MARK}' then
   redis.call('SET', '{ABORT_FLAG}' .. id, '1', 'PX', 86400000)
   redis.call('PUBLISH', '{ABORT_CHANNEL}', id)
   return 2
