@@ -463,7 +463,8 @@ def test_default_job_policy(mediator: Mediator) -> None:
         timeout=300.0,
         retry_on=(Exception,),
         backoff=Backoff(),
-        keep_result=86_400.0,
+        keep_result=None,  # the mediator's keep_result and keep_failed apply
+        keep_failed=None,
     )
     assert mediator.registry.requests[DeleteUser].policy.timeout is None
 
@@ -509,8 +510,8 @@ def test_decorators_return_the_function_unchanged(mediator: Mediator) -> None:
         ({"timeout": 0}, "timeout must be positive or None, got 0.0"),
         ({"timeout": timedelta(seconds=-1)}, "timeout must be positive or None, got -1.0"),
         ({"queue": ""}, "queue must be a non-empty name"),
-        ({"keep_result": 0}, "keep_result must be positive, got 0.0"),
-        ({"keep_result": timedelta(0)}, "keep_result must be positive, got 0.0"),
+        ({"keep_result": 0}, "keep_result must be positive or None, got 0.0"),
+        ({"keep_failed": timedelta(0)}, "keep_failed must be positive or None, got 0.0"),
     ],
 )
 def test_invalid_policy_values_raise_value_error(

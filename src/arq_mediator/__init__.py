@@ -23,7 +23,8 @@ from ._policy import Backoff, JobPolicy
 from ._producer import RecurringJob
 from ._registry import CallNext
 from ._telemetry import TraceContextFilter
-from ._worker import Worker, WorkerSettings, run_worker
+from ._worker import Worker, run_worker
+from ._worker_settings import WorkerSettings
 
 __all__ = [
     "ArqMediatorError",

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from ._mediator import Mediator
-from ._worker import WorkerSettings, run_worker
+from ._worker import run_worker
+from ._worker_settings import WorkerSettings
 
 
 def load_mediator(path: str) -> Mediator:
@@ -51,6 +52,24 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
     worker.add_argument(
         "--grace", type=float, default=25.0, help="seconds running jobs get to finish on stop"
     )
+    worker.add_argument(
+        "--idle-check", type=float, default=1.0, help="seconds between claims when no wake-up arrives"
+    )
+    worker.add_argument(
+        "--max-lost", type=int, default=5, help="times a job may lose its worker before it fails as poison"
+    )
+    worker.add_argument(
+        "--unknown-type-delay",
+        type=float,
+        default=5.0,
+        help="seconds a job of a type this worker cannot run waits for a worker that can (rolling deploys)",
+    )
+    worker.add_argument(
+        "--unknown-type-timeout",
+        type=float,
+        default=300.0,
+        help="seconds after which such a job fails with HandlerNotFound",
+    )
     worker.add_argument("--log-level", default="INFO")
     return parser.parse_args(arguments)
 
@@ -68,6 +87,10 @@ def main(arguments: Sequence[str] | None = None) -> None:
             lease=options.lease,
             heartbeat=options.heartbeat,
             grace=options.grace,
+            idle_check=options.idle_check,
+            max_lost=options.max_lost,
+            unknown_type_delay=options.unknown_type_delay,
+            unknown_type_timeout=options.unknown_type_timeout,
         )
     except ValueError as error:
         raise SystemExit(f"invalid worker settings: {error}") from error

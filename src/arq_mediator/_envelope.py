@@ -60,12 +60,25 @@ class ErrorRecord(BaseModel):
 
     @classmethod
     def from_exception(cls, error: BaseException) -> ErrorRecord:
-        """Describe *error*, with its traceback."""
+        """Describe *error*, with its traceback; both cut to a bounded size, as records are kept for days."""
         return cls(
             type=qualified_name(type(error)),
-            message=str(error),
-            traceback="".join(traceback.format_exception(error)),
+            message=_bounded(str(error), MESSAGE_LIMIT),
+            traceback=_bounded("".join(traceback.format_exception(error)), TRACEBACK_LIMIT, keep_end=True),
         )
+
+
+# The most of an error's message and traceback a record keeps, in characters.
+MESSAGE_LIMIT = 4096
+TRACEBACK_LIMIT = 16384
+
+
+def _bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """Return *text* cut to about *limit* characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    cut = f"[... {len(text) - limit} characters left out ...]"
+    return cut + text[-limit:] if keep_end else text[:limit] + cut
 
 
 class ResultRecord(BaseModel):

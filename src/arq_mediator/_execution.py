@@ -1,49 +1,48 @@
 """Running one claimed job: read its envelope, run its pipeline in a CONSUMER span, record the outcome.
 
-`Worker` mixes this in; the claim loop, heartbeat and drain stay in `_worker`.
+The worker hands each claim to a `JobRunner` and keeps only the task; the runner never touches the
+worker's state, and the worker never looks inside a job.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._context import Context, JobInfo
 from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, decode_envelope, encode_raw
 from ._errors import EnvelopeError, HandlerNotFound, JobAborted, WorkerLost
 from ._jobs import now_ms
 from ._messages import Request, response_type_of
+from ._outcomes import ABORT_ASKED, DONE
 from ._telemetry import (
     job_duration,
     jobs_processed,
     jobs_retried,
+    leases_lost,
     queue_wait,
     record_failure,
     start_consumer_span,
 )
 
 if TYPE_CHECKING:
+    from ._claims import Claim
     from ._mediator import Mediator
+    from ._outcomes import Outcomes
     from ._registry import HandlerSpec
-    from ._worker import WorkerSettings
+    from ._worker_settings import WorkerSettings
 
 logger = logging.getLogger("arq_mediator.worker")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
-# Failures are kept a week, for people to look at and requeue.
-KEEP_FAILED_SECONDS = 7 * 86_400.0
+# How much of an unreadable job's body its failure record keeps.
+RAW_BODY_LIMIT = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -53,52 +52,97 @@ class Counters:
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
+    lost: int = 0
     started_at: int = field(default_factory=now_ms)
 
 
+# Whether a live worker other than this one, serving a queue, can run a message type: (type, queue) -> bool.
+PeerCheck = Callable[[str, str], Awaitable[bool]]
+
+
 class JobRunner:
-    """How a worker runs each job it claimed; see `Worker` for the state it shares."""
+    """Run the jobs one worker claims, each through its handler's pipeline, and record what became of it.
 
-    mediator: Mediator
-    name: str
-    counters: Counters
-    _running: dict[str, asyncio.Task[None]]
-    _aborting: set[str]
-    _adapters: dict[type, TypeAdapter[Any]]
-    _stopped_at: int | None
-    _to_record: list[tuple[list[Any], asyncio.Future[None]]]
-    _recorder: asyncio.Task[None] | None
-    settings: WorkerSettings
+    Args:
+        mediator: The mediator whose handlers run the jobs.
+        settings: The worker's settings.
+        worker: The worker's name, recorded with each outcome.
+        outcomes: Where outcomes are written.
+        peers_can_run: Asked before failing a job whose type this worker has no handler for.
+        settled: Called with a job's id once its outcome is recorded.
+    """
 
-    async def _run_job(self, job_id: str, queue: str, deliveries: int, body: bytes) -> None:
+    def __init__(
+        self,
+        mediator: Mediator,
+        settings: WorkerSettings,
+        worker: str,
+        outcomes: Outcomes,
+        peers_can_run: PeerCheck,
+        settled: Callable[[str], None],
+    ) -> None:
+        self.counters = Counters()
+        self._mediator = mediator
+        self._settings = settings
+        self._worker = worker
+        self._outcomes = outcomes
+        self._peers_can_run = peers_can_run
+        self._settled = settled
+        self._adapters: dict[type, TypeAdapter[Any]] = {}
+
+    async def run(self, claim: Claim) -> None:
+        """Run the job of *claim* to an outcome: a result, a retry, a failure, or a give-back."""
         started = now_ms()
+        if claim.problem:
+            envelope = self._readable(claim)
+            problem = EnvelopeError(
+                f"job {claim.id} cannot run, so it was failed without running: {claim.problem}"
+            )
+            logger.error(
+                "worker %s quarantined job %s from %s: %s", self._worker, claim.id, claim.queue, problem
+            )
+            await self._fail(claim, envelope, problem, started, raw=encode_raw(claim.body[:RAW_BODY_LIMIT]))
+            return
         try:
-            envelope = decode_envelope(job_id, body)
+            envelope = decode_envelope(claim.id, claim.body)
         except EnvelopeError as error:
-            logger.error("worker %s rejected job %s from %s: %s", self.name, job_id, queue, error)
-            await self._fail(job_id, queue, None, error, started, raw=encode_raw(body))
+            logger.error("worker %s rejected job %s from %s: %s", self._worker, claim.id, claim.queue, error)
+            await self._fail(claim, None, error, started, raw=encode_raw(claim.body[:RAW_BODY_LIMIT]))
             return
-        lost = deliveries - envelope.failures - 1
-        if lost >= self.settings.max_lost:
-            poison = WorkerLost(f"job {job_id} lost its worker {lost} times; failed as poison")
-            await self._fail(job_id, queue, envelope, poison, started)
+        lost = claim.deliveries - envelope.failures - 1
+        if lost >= self._settings.max_lost:
+            poison = WorkerLost(f"job {claim.id} lost its worker {lost} times; failed as poison")
+            await self._fail(claim, envelope, poison, started)
             return
-        attributes = {"messaging.destination.name": queue}
-        queue_wait.record(max(started - (envelope.due_at or envelope.enqueued_at), 0) / 1000, attributes)
-        span = start_consumer_span(queue, envelope.type, job_id, envelope.failures + 1, envelope.trace)
+        attributes = {"messaging.destination.name": claim.queue}
+        queue_wait.record(max(claim.claimed_at - claim.due_at, 0) / 1000, attributes)
+        span = start_consumer_span(
+            claim.queue, envelope.type, claim.id, envelope.failures + 1, envelope.trace
+        )
         # Failures are recorded on the span by hand, with their error.type; a give-back on shutdown is
         # not a failure of the job and must not mark it as one.
         with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
             try:
                 spec = self._spec_for(envelope)
-                message = spec.message_type.model_validate(envelope.payload)
-            except (HandlerNotFound, ValidationError) as error:
-                await self._fail(job_id, queue, envelope, error, started)
+            except HandlerNotFound as error:
+                await self._unknown_type(claim, envelope, error, started)
                 return
-            await self._execute(envelope, queue, spec, message, started)
+            try:
+                message = spec.message_type.model_validate(envelope.payload)
+            except ValidationError as error:
+                await self._fail(claim, envelope, error, started)
+                return
+            await self._execute(claim, envelope, spec, message, started)
+
+    def _readable(self, claim: Claim) -> JobEnvelope | None:
+        """Return the claim's envelope when it can be read whole, so its failure record can be requeued."""
+        try:
+            return decode_envelope(claim.id, claim.body)
+        except EnvelopeError:
+            return None
 
     def _spec_for(self, envelope: JobEnvelope) -> HandlerSpec:
-        registry = self.mediator.registry
+        registry = self._mediator.registry
         message_type = registry.by_name.get(envelope.type)
         if message_type is None:
             specs = []
@@ -110,25 +154,47 @@ class JobRunner:
             if envelope.handler is None or spec.name == envelope.handler:
                 return spec
         raise HandlerNotFound(
-            f"worker {self.name} (queues {', '.join(self.settings.queues)}) has no handler "
+            f"worker {self._worker} (queues {', '.join(self._settings.queues)}) has no handler "
             f"{envelope.handler or ''} for {envelope.type}; "
             f"it handles: {', '.join(registry.registered_names()) or 'nothing'}"
         )
 
+    async def _unknown_type(
+        self, claim: Claim, envelope: JobEnvelope, error: HandlerNotFound, started: int
+    ) -> None:
+        """Give a job this worker cannot run back to a worker that can; fail it when none can."""
+        waited = (now_ms() - (envelope.due_at or envelope.enqueued_at)) / 1000
+        if waited < self._settings.unknown_type_timeout and await self._peers_can_run(
+            envelope.type, claim.queue
+        ):
+            logger.warning(
+                "worker %s has no handler for %s (job %s); gave it back for a worker that has one",
+                self._worker,
+                envelope.type,
+                claim.id,
+            )
+            delay_ms = int(self._settings.unknown_type_delay * 1000)
+            if await self._outcomes.release(claim, delay_ms) == ABORT_ASKED:
+                await self._fail(claim, envelope, JobAborted("aborted while waiting for a worker"), started)
+            return
+        logger.error("worker %s failed job %s: %s", self._worker, claim.id, error)
+        await self._fail(claim, envelope, error, started)
+
     async def _execute(
-        self, envelope: JobEnvelope, queue: str, spec: HandlerSpec, message: Any, started: int
+        self, claim: Claim, envelope: JobEnvelope, spec: HandlerSpec, message: Any, started: int
     ) -> None:
         job = JobInfo(
             id=envelope.id,
-            queue=queue,
+            queue=claim.queue,
             try_number=envelope.failures + 1,
             max_tries=envelope.max_tries,
             enqueued_at=datetime.fromtimestamp(envelope.enqueued_at / 1000, UTC),
-            worker=self.name,
+            worker=self._worker,
         )
-        job_logger = logging.LoggerAdapter(self.mediator.logger, {"job_id": envelope.id, "queue": queue})
-        ctx = Context(mediator=self.mediator, logger=job_logger, resources=self.mediator.resources, job=job)
-        head, tail = self.mediator.registry.route(spec, ctx)
+        mediator = self._mediator
+        job_logger = logging.LoggerAdapter(mediator.logger, {"job_id": envelope.id, "queue": claim.queue})
+        ctx = Context(mediator=mediator, logger=job_logger, resources=mediator.resources, job=job)
+        head, tail = mediator.registry.route(spec, ctx)
         clock = asyncio.get_running_loop().time
         began = clock()
         try:
@@ -136,39 +202,50 @@ class JobRunner:
                 async with asyncio.timeout(spec.policy.timeout):
                     value = await head(message, tail)
             finally:  # every try counts, the failed and timed-out ones too
-                job_duration.record(clock() - began, {"messaging.destination.name": queue})
+                job_duration.record(clock() - began, {"messaging.destination.name": claim.queue})
             encoded = self._encode(spec, value)
         except asyncio.CancelledError as cancelled:
             task = asyncio.current_task()
-            if task is not None and task.cancelling() == 0:
+            assert task is not None
+            if task.cancelling() == 0:
                 # Nobody cancelled this task: the handler raised CancelledError itself (say, it awaited a
                 # future someone cancelled). That is a failed try, not a stop, or it would run forever.
-                await self._after_failure(envelope, queue, spec, cancelled, started)
+                await self._after_failure(claim, envelope, spec, cancelled, started)
                 return
-            if envelope.id in self._aborting:
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                await self._fail(envelope.id, queue, envelope, JobAborted("aborted while running"), started)
+            if claim.lost:  # another claim holds the job now: nothing of this try may be written
+                task.uncancel()
+                self.counters.lost += 1
+                leases_lost.add(1, {"messaging.destination.name": claim.queue})
+                logger.warning(
+                    "worker %s stopped job %s: its lease passed to another claim", self._worker, claim.id
+                )
+                return
+            if claim.aborting:
+                task.uncancel()
+                await self._fail(claim, envelope, JobAborted("aborted while running"), started)
                 return
             trace.get_current_span().set_attribute("arq_mediator.job.outcome", "given back")
-            await self._give_back(envelope.id, queue)
+            await self._give_back(claim, envelope, started)
             raise
         except PydanticSerializationError as error:  # the handler broke its contract: no retry mends that
-            await self._fail(envelope.id, queue, envelope, error, started)
+            await self._fail(claim, envelope, error, started)
             return
         except Exception as error:
-            await self._after_failure(envelope, queue, spec, error, started)
+            await self._after_failure(claim, envelope, spec, error, started)
             return
         record = ResultRecord(
-            id=envelope.id,
-            queue=queue,
+            id=claim.id,
+            queue=claim.queue,
             ok=True,
             value=encoded,
             try_number=job.try_number,
-            worker=self.name,
+            worker=self._worker,
             started_at=started,
             finished_at=now_ms(),
         )
-        if await self._complete(record, spec.policy.keep_result, failed=False):
+        keep = spec.policy.keep_result or mediator.keep_result
+        if await self._outcomes.complete(claim, record, keep, failed=False):
+            self._recorded(claim, "succeeded")
             self.counters.succeeded += 1
 
     def _encode(self, spec: HandlerSpec, value: Any) -> Any:
@@ -182,139 +259,84 @@ class JobRunner:
         # here, rather than "succeeding" with a value the caller cannot read back.
         return adapter.dump_python(value, mode="json", warnings="error")
 
+    async def _give_back(self, claim: Claim, envelope: JobEnvelope, started: int) -> None:
+        """Return a cancelled job to its queue untried; record it aborted if that was asked meanwhile."""
+        if await self._outcomes.release(claim) == ABORT_ASKED:
+            await self._fail(claim, envelope, JobAborted("aborted while running"), started)
+
     async def _after_failure(
-        self, envelope: JobEnvelope, queue: str, spec: HandlerSpec, error: BaseException, started: int
+        self, claim: Claim, envelope: JobEnvelope, spec: HandlerSpec, error: BaseException, started: int
     ) -> None:
         try_number = envelope.failures + 1
-        if isinstance(error, spec.policy.retry_on) and try_number < envelope.max_tries:
-            delay = spec.policy.backoff.delay(try_number)
-            logger.warning(
-                "job %s (%s) try %d/%d failed with %r; retrying in %.2fs",
-                envelope.id,
-                envelope.type,
-                try_number,
-                envelope.max_tries,
-                error,
-                delay,
-            )
-            due = now_ms() + int(delay * 1000)
-            retried = envelope.model_copy(update={"failures": try_number, "due_at": due})
-            span = trace.get_current_span()
-            record_failure(span, error)
-            span.set_attribute("arq_mediator.job.outcome", "retried")
-            jobs_retried.add(1, {"messaging.destination.name": queue})
-            jobs_processed.add(
-                1, {"messaging.destination.name": queue, "arq_mediator.job.outcome": "retried"}
-            )
-            arguments: list[str | int] = [envelope.id, queue, retried.model_dump_json(), due, now_ms()]
-            await self._with_redis(partial(self.mediator.jobs.scripts.retry, args=arguments))
-            self.counters.retried += 1
+        if not (isinstance(error, spec.policy.retry_on) and try_number < envelope.max_tries):
+            await self._fail(claim, envelope, error, started)
             return
-        await self._fail(envelope.id, queue, envelope, error, started)
+        delay = spec.policy.backoff.delay(try_number)
+        logger.warning(
+            "job %s (%s) try %d/%d failed with %r; retrying in %.2fs",
+            claim.id,
+            envelope.type,
+            try_number,
+            envelope.max_tries,
+            error,
+            delay,
+        )
+        delay_ms = int(delay * 1000)
+        retried = envelope.model_copy(update={"failures": try_number, "due_at": now_ms() + delay_ms})
+        span = trace.get_current_span()
+        record_failure(span, error)
+        outcome = await self._outcomes.retry(claim, retried.model_dump_json(), delay_ms)
+        if outcome == ABORT_ASKED:
+            await self._fail(claim, envelope, JobAborted("aborted while running"), started)
+            return
+        if outcome != DONE:
+            return
+        span.set_attribute("arq_mediator.job.outcome", "retried")
+        jobs_retried.add(1, {"messaging.destination.name": claim.queue})
+        self._recorded(claim, "retried")
+        self.counters.retried += 1
 
     async def _fail(
         self,
-        job_id: str,
-        queue: str,
+        claim: Claim,
         envelope: JobEnvelope | None,
         error: BaseException,
         started: int,
         raw: str | None = None,
     ) -> None:
         if not isinstance(error, (EnvelopeError, WorkerLost, JobAborted, HandlerNotFound)):
-            logger.error("job %s failed for good: %r", job_id, error)
+            logger.error("job %s failed for good: %r", claim.id, error)
         span = trace.get_current_span()  # the job's CONSUMER span, when it got as far as having one
         record_failure(span, error)
         span.set_attribute("arq_mediator.job.outcome", "failed")
         record = ResultRecord(
-            id=job_id,
-            queue=queue,
+            id=claim.id,
+            queue=claim.queue,
             ok=False,
             error=ErrorRecord.from_exception(error),
             job=envelope,
             raw=raw,
             try_number=0 if envelope is None else envelope.failures + 1,
-            worker=self.name,
+            worker=self._worker,
             started_at=started,
             finished_at=now_ms(),
         )
-        if await self._complete(record, KEEP_FAILED_SECONDS, failed=True):
+        keep = self._mediator.keep_failed
+        spec = None
+        if envelope is not None:
+            try:
+                spec = self._spec_for(envelope)
+            except HandlerNotFound:
+                spec = None
+        if spec is not None and spec.policy.keep_failed:
+            keep = spec.policy.keep_failed
+        if await self._outcomes.complete(claim, record, keep, failed=True):
+            self._recorded(claim, "failed")
             self.counters.failed += 1
 
-    async def _complete(self, record: ResultRecord, keep_seconds: float, *, failed: bool) -> bool:
-        """Record a finished job's outcome; return whether it was recorded."""
-        arguments = [
-            record.id,
-            record.queue,
-            record.model_dump_json(),
-            int(keep_seconds * 1000),
-            int(failed),
-            now_ms(),
-        ]
-        done = asyncio.get_running_loop().create_future()
-        self._to_record.append((arguments, done))
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_batches(), name=f"{self.name} recorder")
-        try:
-            # Shielded: a job task cancelled now must not cancel the write it shares with other jobs.
-            await asyncio.shield(done)
-        except Exception as error:
-            # Not recorded: the job keeps its lease until that lapses, then runs again (at least once).
-            logger.error("worker %s could not record the outcome of job %s: %r", self.name, record.id, error)
-            return False
+    def _recorded(self, claim: Claim, outcome: str) -> None:
         # No longer running once recorded, so counters and the running count never add up to one too many.
-        self._running.pop(record.id, None)
-        outcome = "failed" if failed else "succeeded"
+        self._settled(claim.id)
         jobs_processed.add(
-            1, {"messaging.destination.name": record.queue, "arq_mediator.job.outcome": outcome}
+            1, {"messaging.destination.name": claim.queue, "arq_mediator.job.outcome": outcome}
         )
-        return True
-
-    async def _give_back(self, job_id: str, queue: str) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self.mediator.jobs.scripts.release(args=[job_id, queue])
-
-    async def _record_batches(self) -> None:
-        """Write the outcomes of finished jobs, all those of one event-loop turn in one round trip.
-
-        A worker under load finishes many jobs per turn; one pipeline for them instead of a script call
-        each halves the worker's CPU per job.
-        """
-        await asyncio.sleep(0)  # the other jobs finishing in this same turn join the batch
-        while self._to_record:
-            batch, self._to_record = self._to_record, []
-            try:
-                await self._with_redis(
-                    partial(self.mediator.jobs.complete_many, [arguments for arguments, _ in batch])
-                )
-            except Exception as error:  # each waiting job hears of it; the recorder goes on with the next
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
-                continue
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
-
-    async def _with_redis(self, call: Callable[[], Awaitable[Any]]) -> None:
-        """Make a state-changing call, retrying through a Redis outage: a finished job's outcome matters.
-
-        Once the worker is stopping and the grace period has passed, it gives up: the job's lease then
-        expires and another worker runs it again (at least once, never lost).
-        """
-        delay = 0.1
-        while True:
-            try:
-                await call()
-                return
-            except REDIS_DOWN as error:
-                if self._stopped_at is not None and now_ms() - self._stopped_at > self.settings.grace * 1000:
-                    logger.error(
-                        "worker %s could not record job outcomes before stopping: %s", self.name, error
-                    )
-                    return
-                logger.warning(
-                    "worker %s cannot record job outcomes (%s); retrying in %.1fs", self.name, error, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)

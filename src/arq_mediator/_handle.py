@@ -24,6 +24,7 @@ class JobStatus(enum.StrEnum):
     IN_PROGRESS = "in_progress"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    ABORTED = "aborted"
     NOT_FOUND = "not_found"
 
 
@@ -32,17 +33,30 @@ class JobHandle(Generic[R]):
 
     Handles are cheap and hold no connection of their own; rebuild one from an id with
     ``mediator.job(job_id, RequestType)``.
+
+    Attributes:
+        id: The job id.
+        queue: The queue the job is on (``None`` on a handle rebuilt from an id).
+        enqueued: Whether the call that returned this handle put the job on its queue: ``False`` when a
+            job with the same id was queued, running or finished already (an idempotent repeat).
     """
 
-    __slots__ = ("_adapter", "_client", "id", "queue")
+    __slots__ = ("_adapter", "_client", "enqueued", "id", "queue")
 
     def __init__(
-        self, client: JobClient, job_id: str, queue: str | None, adapter: TypeAdapter[R] | None
+        self,
+        client: JobClient,
+        job_id: str,
+        queue: str | None,
+        adapter: TypeAdapter[R] | None,
+        *,
+        enqueued: bool = False,
     ) -> None:
         self._client = client
         self._adapter = adapter
         self.id = job_id
         self.queue = queue
+        self.enqueued = enqueued
 
     def __repr__(self) -> str:
         return f"JobHandle(id={self.id!r}, queue={self.queue!r})"
@@ -92,6 +106,8 @@ class JobHandle(Generic[R]):
     async def abort(self) -> bool:
         """Abort the job: remove it if it has not started, cancel it on its worker if it is running.
 
+        Either way it ends as failed by `JobAborted`: listed with the failed jobs, and requeueable.
+
         Returns:
             ``True`` if it was removed or its worker was asked to cancel it; ``False`` if it had already
             finished.
@@ -99,4 +115,4 @@ class JobHandle(Generic[R]):
         Raises:
             JobNotFound: no such job exists.
         """
-        return await self._client.abort(self.id)
+        return await self._client.abort(self.id, int(self._client.keep_failed * 1000))

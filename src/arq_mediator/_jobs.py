@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, qualified_name
 from ._errors import JobAborted, JobNotFound
 from ._handle import JobStatus
-from ._keys import QUEUE_PREFIX, WORKER_PREFIX, Channels, failed_key, job_key, result_key
+from ._keys import (
+    QUEUE_PREFIX,
+    RESULT_PREFIX,
+    WORKER_PREFIX,
+    Channels,
+    failed_key,
+    job_key,
+    recurring_key,
+    result_key,
+)
+from ._policy import KEEP_FAILED
 from ._results import ResultWaiter
 from ._scripts import Scripts
 
@@ -29,6 +40,9 @@ _STATES = {
     b"deferred": JobStatus.DEFERRED,
     b"missing": JobStatus.NOT_FOUND,
 }
+_ABORTED = qualified_name(JobAborted)
+# Seconds a timed-out wait may spend on saying where the job stands.
+_DESCRIBE_WITHIN = 0.5
 
 
 def now_ms() -> int:
@@ -38,11 +52,11 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class PendingJob:
-    """A job ready to push: its id, queue, the time (ms) it may start, and its JSON envelope."""
+    """A job ready to push: its id, queue, how long (ms) after it reaches Redis it may start, its envelope."""
 
     id: str
     queue: str
-    score: int
+    delay_ms: int
     body: str
 
 
@@ -73,6 +87,8 @@ class WorkerState:
     retried: int
     started_at: int
     last_seen: int
+    lost: int = 0
+    types: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +109,9 @@ class Stats:
 class JobClient:
     """Everything the producer side asks of Redis, each a single round trip where the design allows."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, keep_failed: float = KEEP_FAILED) -> None:
         self.redis = redis
+        self.keep_failed = keep_failed
         self.channels = Channels(db=int(redis.connection_pool.connection_kwargs.get("db", 0)))
         self.scripts = Scripts(redis, self.channels)
         self.results = ResultWaiter(redis, self.channels)
@@ -108,12 +125,29 @@ class JobClient:
         """
         arguments: list[str | int] = []
         for job in jobs:
-            arguments += (job.id, job.queue, job.score, job.body)
+            arguments += (job.id, job.queue, job.delay_ms, job.body)
         reply = await self.scripts.enqueue(args=arguments)
         return [(int(reply[i]), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
 
-    async def complete_many(self, batch: list[list[Any]]) -> None:
-        """Run the COMPLETE script once per argument list in *batch*, all in one pipeline (one round trip)."""
+    async def enqueue_tick(self, schedule: str, tick_ms: int, job: PendingJob) -> bool:
+        """Push the job of one tick of recurring *schedule* unless that tick or a later one was pushed."""
+        arguments: list[str | int] = [
+            recurring_key(schedule),
+            tick_ms,
+            job.id,
+            job.queue,
+            job.delay_ms,
+            job.body,
+        ]
+        outcome, _ = await self.scripts.enqueue_tick(args=arguments)
+        return int(outcome) == ADDED
+
+    async def complete_many(self, batch: list[list[Any]]) -> list[bool]:
+        """Run the COMPLETE script once per argument list in *batch*, all in one pipeline (one round trip).
+
+        Returns:
+            Per job, whether its outcome was recorded; ``False`` when its caller no longer held it.
+        """
         script = self.scripts.complete
         async with self.redis.pipeline(transaction=False) as pipe:
             for arguments in batch:
@@ -125,16 +159,18 @@ class JobClient:
         unloaded = [
             args for args, result in zip(batch, results, strict=True) if isinstance(result, NoScriptError)
         ]
-        if unloaded:  # Redis restarted and lost its script cache: load the script and send those again
+        if unloaded:  # Redis restarted or its script cache was flushed: load the script, send those again
             script.sha = await self.redis.script_load(script.script)
-            await self.complete_many(unloaded)
+            again = iter(await self.complete_many(unloaded))
+            return [next(again) if isinstance(result, NoScriptError) else bool(result) for result in results]
+        return [bool(result) for result in results]
 
     async def status(self, job_id: str) -> tuple[JobStatus, ResultRecord | None]:
         """Return where *job_id* stands and, once it finished, its result record."""
-        state, detail = await self.scripts.status(args=[job_id, now_ms()])
+        state, detail = await self.scripts.status(args=[job_id])
         if state == b"finished":
             record = ResultRecord.model_validate_json(detail)
-            return (JobStatus.SUCCEEDED if record.ok else JobStatus.FAILED), record
+            return status_of(record), record
         return _STATES[state], None
 
     async def wait(self, job_id: str, timeout: float | None) -> ResultRecord:
@@ -142,20 +178,39 @@ class JobClient:
 
         Raises:
             JobNotFound: the job is neither queued, running nor finished.
-            TimeoutError: *timeout* seconds passed first.
+            TimeoutError: *timeout* seconds passed first; the message says where the job stands.
         """
         if timeout is not None and timeout <= 0:  # a look, not a wait
             record = await self._finished_record(job_id)
             if record is None:
-                raise TimeoutError(f"job {job_id} has not finished")
+                raise TimeoutError(await self._unfinished(job_id, timeout))
             return record
-        async with asyncio.timeout(timeout):  # bounds the whole wait, subscribing included
-            future = await self.results.subscribe(job_id)
-            try:
-                record = await self._finished_record(job_id)
-                return record or ResultRecord.model_validate_json(await future)
-            finally:
-                self.results.forget(job_id, future)
+        try:
+            async with asyncio.timeout(timeout):  # bounds the whole wait, subscribing included
+                future = await self.results.subscribe(job_id)
+                try:
+                    record = await self._finished_record(job_id)
+                    return record or ResultRecord.model_validate_json(await future)
+                finally:
+                    self.results.forget(job_id, future)
+        except TimeoutError as error:
+            raise TimeoutError(await self._unfinished(job_id, timeout)) from error
+
+    async def _unfinished(self, job_id: str, timeout: float | None) -> str:
+        """Describe a job that did not finish in time: its status, its queue, whether a worker serves it."""
+        try:
+            async with asyncio.timeout(_DESCRIBE_WITHIN):  # the caller's time is up already
+                state, body = await self.scripts.status(args=[job_id])
+                queue = _queue_of(body) if state != b"finished" else ""
+                served = {q for worker in await self.workers() for q in worker.queues}
+        except (RedisError, OSError, TimeoutError) as error:
+            return f"job {job_id} did not finish within {timeout}s (its status is unknown: {error})"
+        status = _STATES.get(state, JobStatus.SUCCEEDED)
+        where = f" on queue {queue!r}" if queue else ""
+        hint = ""
+        if queue and queue not in served:
+            hint = f"; no live worker serves queue {queue!r}: start one with --queues {queue}"
+        return f"job {job_id} did not finish within {timeout}s: it is {status.value}{where}{hint}"
 
     async def _finished_record(self, job_id: str) -> ResultRecord | None:
         """Return the job's result record if it finished, ``None`` if it is still to come.
@@ -168,8 +223,11 @@ class JobClient:
             raise JobNotFound(f"no job {job_id} is queued, running or finished (results expire)")
         return record
 
-    async def abort(self, job_id: str) -> bool:
+    async def abort(self, job_id: str, keep_ms: int) -> bool:
         """Remove *job_id* if it has not started, else ask its worker to cancel it.
+
+        Either way it ends recorded as failed by `JobAborted`, kept *keep_ms* and listed with the failed
+        jobs, from where it can be requeued.
 
         Returns:
             ``False`` when the job had already finished.
@@ -179,7 +237,8 @@ class JobClient:
         """
         while True:
             body = await self.redis.get(job_key(job_id))
-            queue = _queue_of(body)
+            envelope = _envelope_of(body)
+            queue = envelope.queue if envelope else ""
             # An unreadable body (a legacy pickled arq job) names no queue: look for it in every queue.
             queues = [queue] if queue else sorted(await self.queue_names()) if body else []
             record = ResultRecord(
@@ -187,18 +246,22 @@ class JobClient:
                 queue=queue,
                 ok=False,
                 error=ErrorRecord(type=qualified_name(JobAborted), message="aborted before it started"),
+                job=envelope,
                 finished_at=now_ms(),
             )
             outcome = await self.scripts.abort(
-                args=[job_id, body or "", record.model_dump_json(), 86_400_000, now_ms(), *queues]
+                args=[job_id, body or "", record.model_dump_json(), keep_ms, *queues]
             )
             if outcome == -1:
                 raise JobNotFound(f"no job {job_id} to abort")
             if outcome != -2:  # -2: the job changed between our read and the script; read again
                 return bool(outcome)
 
-    async def requeue(self, job_id: str) -> str:
-        """Put a failed job back on its queue as a fresh job with all its tries; return its queue.
+    async def requeue(self, job_id: str) -> tuple[str, bool]:
+        """Put a failed job back on its queue as a fresh job with all its tries.
+
+        Returns:
+            Its queue, and whether it was requeued (``False``: a job with that id is queued or running).
 
         Raises:
             JobNotFound: no failed job with that id is kept (or it cannot be rebuilt).
@@ -207,29 +270,34 @@ class JobClient:
         record = None if raw is None else ResultRecord.model_validate_json(raw)
         if record is None or record.ok or record.job is None:
             raise JobNotFound(f"no failed job {job_id} with its envelope is kept; nothing to requeue")
-        now = now_ms()
-        fresh = record.job.model_copy(update={"failures": 0, "due_at": now})
-        await self.scripts.requeue(args=[job_id, fresh.queue, fresh.model_dump_json(), now])
-        return fresh.queue
+        fresh = record.job.model_copy(update={"failures": 0, "due_at": now_ms()})
+        requeued = await self.scripts.requeue(args=[job_id, fresh.queue, fresh.model_dump_json()])
+        return fresh.queue, bool(requeued)
 
     async def failed(self, queue: str, limit: int = 100) -> list[ResultRecord]:
         """Return the most recent failed jobs of *queue*, newest first; forget those whose record expired."""
         if limit <= 0:
             return []
-        job_ids = [raw.decode() for raw in await self.redis.zrevrange(failed_key(queue), 0, limit - 1)]
+        # Ids stay bytes: whatever another client put in the set must not stop the listing.
+        job_ids: list[bytes] = await self.redis.zrevrange(failed_key(queue), 0, limit - 1)
         if not job_ids:
             return []
-        raws = await self.redis.mget([result_key(job_id) for job_id in job_ids])
+        raws = await self.redis.mget([RESULT_PREFIX.encode() + job_id for job_id in job_ids])
         expired = [job_id for job_id, raw in zip(job_ids, raws, strict=True) if raw is None]
         if expired:
             await self.redis.zrem(failed_key(queue), *expired)
-        return [ResultRecord.model_validate_json(raw) for raw in raws if raw is not None]
+        records = []
+        for raw in raws:
+            if raw is not None:
+                with contextlib.suppress(ValidationError):
+                    records.append(ResultRecord.model_validate_json(raw))
+        return records
 
     async def workers(self) -> list[WorkerState]:
         """Return every worker whose heartbeat has not expired, found with SCAN (never KEYS)."""
         keys = [key async for key in self.redis.scan_iter(match=WORKER_PREFIX + "*", count=500)]
         raws = await self.redis.mget(keys) if keys else []
-        states = [WorkerState(**json.loads(raw)) for raw in raws if raw is not None]
+        states = [state for raw in raws if raw is not None and (state := _worker_state(raw)) is not None]
         return sorted(states, key=lambda state: (state.name, state.instance))
 
     async def queue_names(self) -> set[str]:
@@ -243,7 +311,7 @@ class JobClient:
         """Return counts for *known_queues*, the queues in Redis and the queues of live workers."""
         workers = await self.workers()
         names = sorted(known_queues | await self.queue_names() | {q for w in workers for q in w.queues})
-        counts: list[int] = await self.scripts.queue_stats(args=[now_ms(), *names]) if names else []
+        counts: list[int] = await self.scripts.queue_stats(args=names) if names else []
         queues = [QueueStats(name, *counts[i * 4 : i * 4 + 4]) for i, name in enumerate(names)]
         return Stats(queues=queues, workers=workers)
 
@@ -252,11 +320,34 @@ class JobClient:
         await self.results.close()
 
 
+def _worker_state(raw: bytes) -> WorkerState | None:
+    """Read a worker's heartbeat record; ``None`` when it is not one (another client's key, say)."""
+    try:
+        return WorkerState(**json.loads(raw))
+    except (TypeError, ValueError):
+        return None
+
+
+def _envelope_of(body: bytes | None) -> JobEnvelope | None:
+    """Return the envelope a job body holds, or ``None`` when there is none or it cannot be read."""
+    if not body:
+        return None
+    try:
+        return JobEnvelope.model_validate_json(body)
+    except ValidationError:
+        return None
+
+
 def _queue_of(body: bytes | None) -> str:
     """Return the queue named in a job body, or "" when there is none or it cannot be read."""
-    if body is None:
-        return ""
-    try:
-        return JobEnvelope.model_validate_json(body).queue
-    except ValidationError:
-        return ""
+    envelope = _envelope_of(body)
+    return envelope.queue if envelope else ""
+
+
+def status_of(record: ResultRecord) -> JobStatus:
+    """Return the final status a result record stands for: succeeded, failed or aborted."""
+    if record.ok:
+        return JobStatus.SUCCEEDED
+    if record.error is not None and record.error.type == _ABORTED:
+        return JobStatus.ABORTED
+    return JobStatus.FAILED

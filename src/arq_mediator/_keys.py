@@ -19,6 +19,10 @@ DELIVERIES_PREFIX = retry_key_prefix
 FAILED_PREFIX = "arqm:failed:"
 WORKER_PREFIX = "arqm:worker:"
 ABORT_PREFIX = "arqm:abort:"
+RUNNING_PREFIX = "arqm:running:"
+RECURRING_PREFIX = "arqm:recurring:"
+# The value a lease holds between a failed try and its retry: no worker holds the job then.
+RETRY_MARK = "retry"
 
 
 def queue_key(queue: str) -> str:
@@ -49,6 +53,16 @@ def deliveries_key(job_id: str) -> str:
 def failed_key(queue: str) -> str:
     """Return the sorted set of a queue's failed job ids, scored by the time (ms) they failed."""
     return FAILED_PREFIX + queue
+
+
+def running_key(queue: str) -> str:
+    """Return the sorted set of a queue's leased job ids, scored by when (ms, server time) the lease ends."""
+    return RUNNING_PREFIX + queue
+
+
+def recurring_key(name: str) -> str:
+    """Return the key holding the last tick (ms) of recurring job *name* that was enqueued."""
+    return RECURRING_PREFIX + name
 
 
 def worker_key(instance: str) -> str:

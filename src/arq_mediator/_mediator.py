@@ -10,13 +10,14 @@ from datetime import timedelta
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
-from arq.connections import RedisSettings, create_pool
+from arq.connections import RedisSettings
 
+from ._connection import Timeouts, open_client
 from ._context import Context
 from ._errors import NoHandlerError
 from ._jobs import JobClient
 from ._messages import Notification, Request
-from ._policy import DEFAULT_QUEUE, Backoff, JobPolicy, to_seconds
+from ._policy import DEFAULT_QUEUE, KEEP_FAILED, KEEP_RESULT, MAX_JOB_BYTES, Backoff, JobPolicy, to_seconds
 from ._producer import Producer
 from ._registry import BehaviorFn, Registry, Route, inspect_behavior, inspect_handler
 from ._telemetry import traced_head, tracing_enabled
@@ -41,12 +42,36 @@ class Mediator(Producer):
         redis: Where the job queues live: a ``redis://`` URL or arq ``RedisSettings``; ``None`` for a
             mediator that only runs requests inline (or that gets a client from `connect`).
         logger: The logger handlers receive through their context; ``arq_mediator`` by default.
+        connect_timeout: Seconds to open a connection to Redis.
+        command_timeout: Seconds to wait for Redis to answer one command, so a Redis that hangs fails
+            calls as fast as one that refuses them.
+        keep_result: Seconds a succeeded job's result is kept, unless its handler says otherwise.
+        keep_failed: Seconds a failed job's record is kept, unless its handler says otherwise.
+        max_job_bytes: The largest job envelope `enqueue` accepts and workers run.
     """
 
     def __init__(
-        self, *, redis: str | RedisSettings | None = None, logger: logging.Logger | None = None
+        self,
+        *,
+        redis: str | RedisSettings | None = None,
+        logger: logging.Logger | None = None,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 5.0,
+        keep_result: float | timedelta = KEEP_RESULT,
+        keep_failed: float | timedelta = KEEP_FAILED,
+        max_job_bytes: int = MAX_JOB_BYTES,
     ) -> None:
-        self._redis_settings = RedisSettings.from_dsn(redis) if isinstance(redis, str) else redis
+        self._redis_target = redis
+        self._timeouts = Timeouts(connect=connect_timeout, command=command_timeout)
+        self.keep_result = to_seconds(keep_result) or 0.0
+        self.keep_failed = to_seconds(keep_failed) or 0.0
+        if self.keep_result <= 0 or self.keep_failed <= 0:
+            raise ValueError(
+                f"keep_result and keep_failed must be positive, got {keep_result}, {keep_failed}"
+            )
+        if max_job_bytes < 1024:
+            raise ValueError(f"max_job_bytes must be at least 1024, got {max_job_bytes}")
+        self.max_job_bytes = max_job_bytes
         self._client: JobClient | None = None
         self._recurring = {}
         self._adapters = {}
@@ -92,7 +117,8 @@ class Mediator(Producer):
         timeout: float | timedelta | None = 300.0,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         backoff: Backoff | None = None,
-        keep_result: float | timedelta = 86_400.0,
+        keep_result: float | timedelta | None = None,
+        keep_failed: float | timedelta | None = None,
     ) -> Callable[[HandlerT], HandlerT]: ...
 
     def handler(
@@ -105,7 +131,8 @@ class Mediator(Producer):
         timeout: float | timedelta | None = 300.0,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         backoff: Backoff | None = None,
-        keep_result: float | timedelta = 86_400.0,
+        keep_result: float | timedelta | None = None,
+        keep_failed: float | timedelta | None = None,
     ) -> HandlerT | Callable[[HandlerT], HandlerT]:
         """Register an ``async def handle(request: SomeMessage, ctx: Context)`` for its message type.
 
@@ -118,7 +145,8 @@ class Mediator(Producer):
             timeout: Limit on one try of a job, in seconds or as a timedelta; ``None`` for none.
             retry_on: Exception types that earn another try; others fail the job at once.
             backoff: Delays between tries; exponential with jitter by default.
-            keep_result: How long a job's result is kept.
+            keep_result: How long a succeeded job's result is kept; the mediator's setting by default.
+            keep_failed: How long a failed job's record is kept; the mediator's setting by default.
 
         Raises:
             HandlerRegistrationError: at decoration time, when the handler cannot be registered as written.
@@ -129,7 +157,8 @@ class Mediator(Producer):
             timeout=to_seconds(timeout),
             retry_on=retry_on,
             backoff=backoff or Backoff(),
-            keep_result=to_seconds(keep_result) or 0.0,
+            keep_result=to_seconds(keep_result),
+            keep_failed=to_seconds(keep_failed),
         )
 
         def register(handler_function: HandlerT) -> HandlerT:
@@ -186,7 +215,7 @@ class Mediator(Producer):
 
     async def connect(self, redis: Redis) -> None:
         """Use an already open Redis client for the job queues; the caller keeps it and closes it."""
-        self._client = JobClient(redis)
+        self._client = JobClient(redis, keep_failed=self.keep_failed)
 
     async def __aenter__(self) -> Self:
         """Open the Redis pool (when configured), then enter every lifespan in registration order.
@@ -199,10 +228,10 @@ class Mediator(Producer):
         self._forget_routes()  # an OpenTelemetry SDK set up before opening now gets its inline spans
         stack = AsyncExitStack()
         async with stack:
-            if self._redis_settings is not None and self._client is None:
-                pool = await create_pool(self._redis_settings)
+            if self._redis_target is not None and self._client is None:
+                pool = open_client(self._redis_target, self._timeouts)
                 stack.push_async_callback(pool.aclose)
-                self._client = JobClient(pool)
+                self._client = JobClient(pool, keep_failed=self.keep_failed)
                 stack.push_async_callback(self._disconnect)
             for lifespan in self._lifespans:
                 await stack.enter_async_context(lifespan(self))

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 DEFAULT_QUEUE = "default"
+# What a mediator keeps by default: a day of results, a week of failures (to look at and requeue).
+KEEP_RESULT = 86_400.0
+KEEP_FAILED = 7 * 86_400.0
+# The largest job envelope a mediator enqueues and its workers run by default, in bytes.
+MAX_JOB_BYTES = 1024 * 1024
 
 
 def to_seconds(value: float | timedelta | None) -> float | None:
@@ -60,7 +65,10 @@ class JobPolicy:
         timeout: Seconds one try may run before it is cancelled and counted as failed; ``None`` for no limit.
         retry_on: Exception types worth another try; any other exception fails the job at once.
         backoff: Delays between tries.
-        keep_result: Seconds a finished job's result (or error record) is kept for ``JobHandle.result``.
+        keep_result: Seconds a succeeded job's result is kept for ``JobHandle.result``; ``None`` uses the
+            mediator's ``keep_result``.
+        keep_failed: Seconds a failed job's record is kept (listed, requeueable); ``None`` uses the
+            mediator's ``keep_failed``.
     """
 
     queue: str = DEFAULT_QUEUE
@@ -68,7 +76,8 @@ class JobPolicy:
     timeout: float | None = 300.0
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     backoff: Backoff = field(default_factory=Backoff)
-    keep_result: float = 86_400.0
+    keep_result: float | None = None
+    keep_failed: float | None = None
 
     def __post_init__(self) -> None:
         if not self.queue:
@@ -77,5 +86,6 @@ class JobPolicy:
             raise ValueError(f"max_tries must be at least 1, got {self.max_tries}")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"timeout must be positive or None, got {self.timeout}")
-        if self.keep_result <= 0:
-            raise ValueError(f"keep_result must be positive, got {self.keep_result}")
+        for name, keep in (("keep_result", self.keep_result), ("keep_failed", self.keep_failed)):
+            if keep is not None and keep <= 0:
+                raise ValueError(f"{name} must be positive or None, got {keep}")

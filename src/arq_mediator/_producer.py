@@ -40,6 +40,7 @@ class RecurringJob:
     name: str
     request: Request[Any]
     schedule: CronSchedule
+    misfire_grace: timedelta | None = None
 
 
 class Producer:
@@ -49,6 +50,8 @@ class Producer:
     _client: JobClient | None
     _recurring: dict[str, RecurringJob]
     _adapters: dict[type, TypeAdapter[Any]]
+    max_job_bytes: int
+    keep_failed: float
 
     @property
     def jobs(self) -> JobClient:
@@ -172,13 +175,12 @@ class Producer:
         """
         now = now_ms()
         jobs = [
-            self._pending(m, self._registry.handler_for(type(m)), queue, None, None, now, now)
-            for m in messages
+            self._pending(m, self._registry.handler_for(type(m)), queue, None, None, now, 0) for m in messages
         ]
         outcomes = await self._push(jobs)
         return [
-            self._handle_for(type(m), job.id, placed)
-            for m, (job, _), (_, placed) in zip(messages, jobs, outcomes, strict=True)
+            self._handle_for(type(m), job.id, placed, outcome == ADDED)
+            for m, (job, _), (outcome, placed) in zip(messages, jobs, outcomes, strict=True)
         ]
 
     async def _schedule(
@@ -187,9 +189,9 @@ class Producer:
         now = now_ms()
         if isinstance(message, Request):
             spec = self._registry.handler_for(type(message))
-            pending = self._pending(message, spec, queue, job_id, max_tries, now, now + delay_ms)
-            [(_, placed)] = await self._push([pending])
-            return self._handle_for(type(message), pending[0].id, placed)
+            pending = self._pending(message, spec, queue, job_id, max_tries, now, delay_ms)
+            [(outcome, placed)] = await self._push([pending])
+            return self._handle_for(type(message), pending[0].id, placed, outcome == ADDED)
         specs = self._registry.handlers_of(type(message))
         jobs = [
             self._pending(
@@ -199,14 +201,14 @@ class Producer:
                 f"{job_id}:{spec.name}" if job_id else None,
                 max_tries,
                 now,
-                now + delay_ms,
+                delay_ms,
             )
             for spec in specs
         ]
         outcomes = await self._push(jobs) if jobs else []
         return [
-            JobHandle(self.jobs, job.id, placed, None)
-            for (job, _), (_, placed) in zip(jobs, outcomes, strict=True)
+            JobHandle(self.jobs, job.id, placed, None, enqueued=outcome == ADDED)
+            for (job, _), (outcome, placed) in zip(jobs, outcomes, strict=True)
         ]
 
     async def _push(self, prepared: list[tuple[PendingJob, Span]]) -> list[tuple[int, str]]:
@@ -237,7 +239,7 @@ class Producer:
         job_id: str | None,
         max_tries: int | None,
         now: int,
-        score: int,
+        delay_ms: int,
     ) -> tuple[PendingJob, Span]:
         if max_tries is not None and max_tries < 1:
             raise ValueError(f"max_tries must be at least 1, got {max_tries}")
@@ -253,17 +255,26 @@ class Producer:
             "queue": queue,
             "max_tries": max_tries or spec.policy.max_tries,
             "enqueued_at": now,
-            "due_at": score,
+            "due_at": now + delay_ms,
             "trace": trace_context,
             "meta": _PRODUCER,
         }
         # The payload is serialized by pydantic's core and spliced in, rather than dumped to Python
         # objects and serialized again: the envelope's JSON is the hot part of enqueueing.
         body = dumps(header)[:-1] + ',"payload":' + message.model_dump_json() + "}"
-        return PendingJob(id=job_id, queue=queue, score=score, body=body), span
+        if len(body) > self.max_job_bytes and len(body.encode()) > self.max_job_bytes:
+            span.end()
+            raise ValueError(
+                f"{message_name} job is {len(body.encode())} bytes of JSON, over the limit of "
+                f"{self.max_job_bytes} (Mediator(max_job_bytes=...)); pass a reference to large data "
+                "(a key, a path, a URL) rather than the data itself"
+            )
+        return PendingJob(id=job_id, queue=queue, delay_ms=delay_ms, body=body), span
 
-    def _handle_for(self, request_type: type[Request[R]], job_id: str, queue: str) -> JobHandle[R]:
-        return JobHandle(self.jobs, job_id, queue, self._adapter(request_type))
+    def _handle_for(
+        self, request_type: type[Request[R]], job_id: str, queue: str, enqueued: bool
+    ) -> JobHandle[R]:
+        return JobHandle(self.jobs, job_id, queue, self._adapter(request_type), enqueued=enqueued)
 
     def _adapter(self, request_type: type[Request[Any]]) -> TypeAdapter[Any]:
         adapter = self._adapters.get(request_type)
@@ -283,7 +294,13 @@ class Producer:
         return JobHandle(self.jobs, job_id, None, adapter)
 
     def recurring(
-        self, request: Request[Any], *, cron: str, name: str | None = None, tz: str | tzinfo = "UTC"
+        self,
+        request: Request[Any],
+        *,
+        cron: str,
+        name: str | None = None,
+        tz: str | tzinfo = "UTC",
+        misfire_grace: timedelta | float | None = None,
     ) -> RecurringJob:
         """Have the workers enqueue *request* on a *cron* schedule, once per tick across all of them.
 
@@ -292,6 +309,8 @@ class Producer:
             cron: A five-field cron expression (or @hourly, @daily, ...).
             name: The schedule's name, for `trigger`; the request type's name by default.
             tz: The time zone the expression is read in.
+            misfire_grace: How late a tick missed while no worker ran may still run, once, when a worker
+                starts; one interval of the schedule by default, ``0`` never to catch up.
 
         Raises:
             NoHandlerError: the request type has no handler.
@@ -301,7 +320,15 @@ class Producer:
         name = name or type(request).message_name
         if name in self._recurring:
             raise ValueError(f"a recurring job named {name!r} is already registered")
-        entry = RecurringJob(name=name, request=request, schedule=CronSchedule(cron, tz))
+        grace = to_seconds(misfire_grace)
+        if grace is not None and grace < 0:
+            raise ValueError(f"misfire_grace must be zero or more, got {grace} s")
+        entry = RecurringJob(
+            name=name,
+            request=request,
+            schedule=CronSchedule(cron, tz),
+            misfire_grace=None if grace is None else timedelta(seconds=grace),
+        )
         self._recurring[name] = entry
         return entry
 
@@ -327,9 +354,17 @@ class Producer:
         """Enqueue one tick of *entry* under an id fixed by the tick; return whether this call added it."""
         job_id = f"recurring:{entry.name}:{int(tick.timestamp())}"
         spec = self._registry.handler_for(type(entry.request))
-        now = now_ms()
-        [(outcome, _)] = await self._push([self._pending(entry.request, spec, None, job_id, None, now, now)])
-        return outcome == ADDED
+        job, span = self._pending(entry.request, spec, None, job_id, None, now_ms(), 0)
+        try:
+            added = await self.jobs.enqueue_tick(entry.name, int(tick.timestamp() * 1000), job)
+        except BaseException as error:
+            record_failure(span, error)
+            raise
+        finally:
+            span.end()
+        if added:
+            jobs_enqueued.add(1, {"messaging.destination.name": job.queue})
+        return added
 
     async def stats(self) -> Stats:
         """Return per-queue counts (ready, running, deferred, failed), live workers, and totals."""
@@ -342,6 +377,13 @@ class Producer:
         return await self.jobs.failed(queue, limit)
 
     async def requeue(self, job_id: str) -> JobHandle[Any]:
-        """Put failed job *job_id* back on its queue with all its tries; return its handle."""
-        queue = await self.jobs.requeue(job_id)
-        return JobHandle(self.jobs, job_id, queue, None)
+        """Put failed (or aborted) job *job_id* back on its queue with all its tries; return its handle.
+
+        The handle's ``enqueued`` is ``False`` when a job with that id was already queued or running, so
+        nothing was requeued.
+
+        Raises:
+            JobNotFound: no failed job with that id is kept.
+        """
+        queue, requeued = await self.jobs.requeue(job_id)
+        return JobHandle(self.jobs, job_id, queue, None, enqueued=requeued)

@@ -99,7 +99,8 @@ class ResultWaiter:
         delay = 0.1
         while self._waiting or pubsub.subscribed:
             try:
-                message: dict[str, Any] | None = await pubsub.get_message(timeout=None)
+                # A bounded wait, not a blocking read: the client's command timeout would end that one.
+                message: dict[str, Any] | None = await pubsub.get_message(timeout=1.0)
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
                 logger.warning("result channel lost (%s); reconnecting in %.1fs", error, delay)
                 await asyncio.sleep(delay)

@@ -1,7 +1,10 @@
 """Lua scripts: every change to a job's state is one atomic script call, one round trip.
 
-Keys are built inside the scripts from arq's prefixes, as arq's own layout is not hash-tagged; like arq,
-this needs a single Redis server (or a sentinel-managed one), not Redis Cluster.
+Time comes from the Redis server (``TIME``) inside each script, so due dates and lease deadlines do not
+depend on the clocks of producers and workers. Every claim takes a *fenced* lease: its token names the
+claim, and only the holder of that token can settle, retry or give back the job (see `_FENCE`). Keys are
+built inside the scripts from arq's prefixes, as arq's own layout is not hash-tagged; like arq, this needs a
+single Redis server (or a sentinel-managed one), not Redis Cluster.
 """
 
 from __future__ import annotations
@@ -23,26 +26,47 @@ _PREFIXES = {
     "RESULT": _keys.RESULT_PREFIX,
     "DELIVERIES": _keys.DELIVERIES_PREFIX,
     "FAILED": _keys.FAILED_PREFIX,
+    "RUNNING": _keys.RUNNING_PREFIX,
     "ABORT_FLAG": _keys.ABORT_PREFIX,
-    # The value a lease holds between a failed try and its retry: no worker holds the job then.
-    "RETRY_MARK": "retry",
+    "RECURRING": _keys.RECURRING_PREFIX,
+    "RETRY_MARK": _keys.RETRY_MARK,
 }
 
-# ARGV: groups of (id, queue, score_ms, body). Returns per job a pair: 1 added, 0 already queued or
-# running, 2 already finished (its result is still kept); then the queue the job is on (or was).
-# Idle workers of each touched queue are woken once.
-ENQUEUE = """
-local out = {}
-local touched = {}
+# The server's clock in ms, read once per script call.
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+"""
+
+# A lease token names one claim ('<worker instance>.<claim number>'). The caller holds the job when the lease
+# holds its token, or when the lease lapsed and nobody claimed the job since (the delivery counter still
+# says the caller's delivery). Any other holder, the retry mark included, means the caller lost it.
+_FENCE = """
+local function get(key)
+  local reply = redis.pcall('GET', key)
+  if type(reply) == 'table' then return nil end
+  return reply
+end
+local function holds(id, token, deliveries)
+  local holder = get('{LEASE}' .. id)
+  if holder then return holder == token end
+  return get('{DELIVERIES}' .. id) == deliveries
+end
+"""
+
+# Adds one job unless its id is queued, running or still has a result: 1 added, 0 already there, 2
+# already finished; then the queue the job is on (or was).
+_ENQUEUE_ONE = """
 local function queue_of(body, fallback)
   local ok, record = pcall(cjson.decode, body)
   if ok and type(record) == 'table' and type(record.queue) == 'string' then return record.queue end
   return fallback
 end
-for i = 1, #ARGV, 4 do
-  local id, queue = ARGV[i], ARGV[i + 1]
-  local existing = redis.call('GET', '{JOB}' .. id)
-  local finished = (not existing) and redis.call('GET', '{RESULT}' .. id)
+local touched = {}
+local function enqueue_one(id, queue, delay, body, out)
+  local existing = redis.pcall('GET', '{JOB}' .. id)
+  if type(existing) == 'table' then existing = '' end
+  local finished = (not existing) and get('{RESULT}' .. id)
   if existing then
     out[#out + 1] = 0
     out[#out + 1] = queue_of(existing, queue)
@@ -50,192 +74,339 @@ for i = 1, #ARGV, 4 do
     out[#out + 1] = 2
     out[#out + 1] = queue_of(finished, queue)
   else
-    redis.call('SET', '{JOB}' .. id, ARGV[i + 3])
-    redis.call('ZADD', '{QUEUE}' .. queue, ARGV[i + 2], id)
-    touched[queue] = ARGV[i + 2]
+    local score = now + tonumber(delay)
+    redis.call('SET', '{JOB}' .. id, body)
+    redis.call('ZADD', '{QUEUE}' .. queue, score, id)
+    touched[queue] = score
     out[#out + 1] = 1
     out[#out + 1] = queue
   end
 end
-for queue, score in pairs(touched) do
-  redis.call('PUBLISH', '{WAKE}' .. queue, score)
+local function wake_touched()
+  for queue, score in pairs(touched) do redis.call('PUBLISH', '{WAKE}' .. queue, score) end
 end
-return out
 """
 
-# ARGV: now_ms, how many, lease_ms, lease token, number of queues, queue names by priority, then ids
-# the caller runs already (their lease may have lapsed in an outage; they must not start twice). Takes
-# ready jobs whose lease is free, highest-priority queue first, leasing each. Returns {next_due_ms or -1,
-# then per job: id, queue, deliveries, body}. Queue entries whose body is gone are stale and dropped.
-CLAIM = """
-local now, want, lease, token = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+# ARGV: groups of (id, queue, delay_ms, body). Returns per job a pair from `enqueue_one`. Idle workers of
+# each touched queue are woken once.
+ENQUEUE = (
+    _NOW
+    + _FENCE
+    + _ENQUEUE_ONE
+    + """
+local out = {}
+for i = 1, #ARGV, 4 do enqueue_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], out) end
+wake_touched()
+return out
+"""
+)
+
+# ARGV: schedule key, tick_ms, then one job as in ENQUEUE. Enqueues the tick of a recurring job unless this
+# tick or a later one was enqueued already (by any worker, whatever became of its job). Returns
+# {1 added / 0 not, queue}.
+ENQUEUE_TICK = (
+    _NOW
+    + _FENCE
+    + _ENQUEUE_ONE
+    + """
+local last = tonumber(get(ARGV[1]) or '')
+if last and last >= tonumber(ARGV[2]) then return {0, ARGV[4]} end
+redis.call('SET', ARGV[1], ARGV[2])
+local out = {}
+enqueue_one(ARGV[3], ARGV[4], ARGV[5], ARGV[6], out)
+wake_touched()
+return out
+"""
+)
+
+# ARGV: how many, lease_ms, token prefix, max envelope bytes, number of queues, queue names by priority,
+# then ids the caller runs already (their lease may have lapsed in an outage; they must not start twice).
+# Takes ready jobs whose lease is free (or holds the retry mark: a retry due now), highest-priority queue
+# first, leasing each under the token prefix (this claim's token). Returns {server now, next due or -1,
+# bad queues joined by newlines, then per job: id, queue, deliveries, score, body, problem}. A job that
+# cannot run as it stands (a key of the wrong type, an oversized body, a delivery counter that is no
+# count) comes back with its problem and as much of its body as is safe, for the caller to fail it.
+CLAIM = (
+    _NOW
+    + _FENCE
+    + """
+local want, lease, prefix, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local last_queue = 5 + tonumber(ARGV[5])
 local mine = {}
 for i = last_queue + 1, #ARGV do mine[ARGV[i]] = true end
-local out = {-1}
+local out = {now, -1, ''}
+local bad_queues = {}
 local next_due = -1
+local function take(id)
+  if redis.call('SET', '{LEASE}' .. id, prefix, 'NX', 'PX', lease) then return true end
+  local holder = redis.pcall('GET', '{LEASE}' .. id)
+  if holder == '{RETRY_MARK}' or type(holder) == 'table' then
+    redis.call('SET', '{LEASE}' .. id, prefix, 'PX', lease)
+    return true
+  end
+  return false
+end
+local function read(id)  -- returns the body (nil: gone) and a problem ('' when none)
+  local key = '{JOB}' .. id
+  local size = redis.pcall('STRLEN', key)
+  if type(size) == 'table' then
+    return '', 'its job key holds a ' .. redis.call('TYPE', key).ok .. ', not a JSON envelope'
+  end
+  if size > max_bytes then
+    local problem = 'its envelope is ' .. size .. ' bytes, over the limit of ' .. max_bytes
+    return redis.call('GETRANGE', key, 0, 4095), problem
+  end
+  return redis.call('GET', key), ''
+end
+local function count_delivery(id, problem)
+  local key = '{DELIVERIES}' .. id
+  local deliveries = redis.pcall('INCR', key)
+  if type(deliveries) == 'number' and deliveries >= 1 then return deliveries, problem end
+  if problem == '' then problem = 'its delivery counter holds ' .. tostring(get(key)) .. ', not a count' end
+  redis.call('DEL', key)
+  return redis.call('INCR', key), problem
+end
 for qi = 6, last_queue do
   local queue = ARGV[qi]
   local qkey = '{QUEUE}' .. queue
+  local running = '{RUNNING}' .. queue
+  redis.pcall('ZREMRANGEBYSCORE', running, '-inf', now)
   local offset = 0
   while want > 0 do
-    local ids = redis.call('ZRANGEBYSCORE', qkey, '-inf', now, 'LIMIT', offset, want + 32)
+    local ids = redis.pcall('ZRANGEBYSCORE', qkey, '-inf', now, 'WITHSCORES', 'LIMIT', offset, want + 32)
+    if ids.err then
+      bad_queues[#bad_queues + 1] = queue .. ': ' .. ids.err
+      break
+    end
     if #ids == 0 then break end
-    for _, id in ipairs(ids) do
-      if want > 0 and not mine[id] and redis.call('SET', '{LEASE}' .. id, token, 'NX', 'PX', lease) then
-        local body = redis.call('GET', '{JOB}' .. id)
+    for i = 1, #ids, 2 do
+      local id, score = ids[i], ids[i + 1]
+      if want > 0 and not mine[id] and take(id) then
+        local body, problem = read(id)
         if body then
-          out[#out + 1] = id
-          out[#out + 1] = queue
-          out[#out + 1] = redis.call('INCR', '{DELIVERIES}' .. id)
-          out[#out + 1] = body
+          local deliveries
+          deliveries, problem = count_delivery(id, problem)
+          redis.pcall('ZADD', running, now + lease, id)
+          for _, value in ipairs({id, queue, deliveries, score, body, problem}) do out[#out + 1] = value end
           want = want - 1
-        else
+        else  -- a queue entry whose job is gone: stale, dropped
           redis.call('ZREM', qkey, id)
           redis.call('DEL', '{LEASE}' .. id)
         end
       end
     end
-    offset = offset + #ids
+    offset = offset + math.floor(#ids / 2)
   end
-  local first = redis.call('ZRANGEBYSCORE', qkey, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  if #first > 0 then
+  local first = redis.pcall('ZRANGEBYSCORE', qkey, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if not first.err and #first > 0 then
     local due = tonumber(first[2])
     if next_due < 0 or due < next_due then next_due = due end
   end
 end
-out[1] = next_due
+out[2] = next_due
+out[3] = table.concat(bad_queues, '\\n')
 return out
 """
+)
 
-# ARGV: id, queue, result record, keep_ms, failed (1/0), now_ms. Stores the result, forgets the job,
-# lists it as failed when it failed, and publishes the record to whoever awaits it.
-COMPLETE = """
-local id, queue, record = ARGV[1], ARGV[2], ARGV[3]
-redis.call('SET', '{RESULT}' .. id, record, 'PX', ARGV[4])
+# ARGV: id, token, deliveries, queue, result record, keep_ms, failed (1/0), record id (the id the record
+# is kept under; differs from the id only for an id that is not text). Stores the result, forgets the
+# job, lists it as failed (scored by when its record expires) when it failed, and publishes the record to
+# whoever awaits it. Returns 1, or 0 when the caller no longer holds the job: a late outcome, dropped.
+COMPLETE = (
+    _NOW
+    + _FENCE
+    + """
+local id, queue, record = ARGV[1], ARGV[4], ARGV[5]
+if not holds(id, ARGV[2], ARGV[3]) then return 0 end
+local keep = tonumber(ARGV[6])
+local record_id = ARGV[8]
+redis.call('SET', '{RESULT}' .. record_id, record, 'PX', keep)
 redis.call('DEL', '{JOB}' .. id, '{LEASE}' .. id, '{DELIVERIES}' .. id, '{ABORT_FLAG}' .. id)
 redis.call('ZREM', '{QUEUE}' .. queue, id)
-if ARGV[5] == '1' then redis.call('ZADD', '{FAILED}' .. queue, ARGV[6], id) end
-redis.call('PUBLISH', '{DONE}' .. id, record)
+redis.call('ZREM', '{RUNNING}' .. queue, id)
+if ARGV[7] == '1' then
+  local failed = '{FAILED}' .. queue
+  redis.call('ZADD', failed, now + keep, record_id)
+  local expired = redis.call('ZRANGEBYSCORE', failed, '-inf', now, 'LIMIT', 0, 100)
+  if #expired > 0 then redis.call('ZREM', failed, unpack(expired)) end
+end
+redis.call('PUBLISH', '{DONE}' .. record_id, record)
 return 1
 """
+)
 
-# ARGV: id, queue, new body, due_ms, now_ms. Puts a failed try back for a later try. The lease becomes a
-# marker that lapses when the retry is due, so a heartbeat already on its way cannot re-take it.
-RETRY = """
-local id, queue = ARGV[1], ARGV[2]
-local wait = tonumber(ARGV[4]) - tonumber(ARGV[5])
-redis.call('SET', '{JOB}' .. id, ARGV[3])
-redis.call('ZADD', '{QUEUE}' .. queue, ARGV[4], id)
-if wait > 0 then
-  redis.call('SET', '{LEASE}' .. id, '{RETRY_MARK}', 'PX', wait)
+# ARGV: id, token, deliveries, queue, new body, delay_ms, lease_ms. Puts a failed try back for a later
+# try. The lease becomes the retry mark: no worker holds the job, a claim may take it once it is due,
+# and a heartbeat already on its way cannot take it back. Returns 1, 0 when the caller no longer holds
+# the job, 2 when the job was asked to abort (the caller then records it aborted instead).
+RETRY = (
+    _NOW
+    + _FENCE
+    + """
+local id, queue = ARGV[1], ARGV[4]
+if not holds(id, ARGV[2], ARGV[3]) then return 0 end
+if redis.call('EXISTS', '{ABORT_FLAG}' .. id) == 1 then return 2 end
+local due = now + tonumber(ARGV[6])
+redis.call('SET', '{JOB}' .. id, ARGV[5])
+redis.call('ZADD', '{QUEUE}' .. queue, due, id)
+redis.call('ZREM', '{RUNNING}' .. queue, id)
+redis.call('SET', '{LEASE}' .. id, '{RETRY_MARK}', 'PX', tonumber(ARGV[6]) + tonumber(ARGV[7]))
+redis.call('PUBLISH', '{WAKE}' .. queue, due)
+return 1
+"""
+)
+
+# ARGV: id, token, deliveries, queue, delay_ms, lease_ms. Gives a job back untried (shutdown, or a type
+# this worker cannot run): its delivery does not count. With a delay it becomes due again only then.
+# Returns as RETRY.
+RELEASE = (
+    _NOW
+    + _FENCE
+    + """
+local id, queue, delay = ARGV[1], ARGV[4], tonumber(ARGV[5])
+if not holds(id, ARGV[2], ARGV[3]) then return 0 end
+if redis.call('EXISTS', '{ABORT_FLAG}' .. id) == 1 then return 2 end
+local deliveries = tonumber(get('{DELIVERIES}' .. id) or '0') or 0
+if deliveries > 0 then redis.call('DECR', '{DELIVERIES}' .. id) end
+redis.call('ZREM', '{RUNNING}' .. queue, id)
+if delay > 0 then
+  redis.call('ZADD', '{QUEUE}' .. queue, 'XX', now + delay, id)
+  redis.call('SET', '{LEASE}' .. id, '{RETRY_MARK}', 'PX', delay + tonumber(ARGV[6]))
 else
   redis.call('DEL', '{LEASE}' .. id)
 end
-redis.call('PUBLISH', '{WAKE}' .. queue, ARGV[4])
+redis.call('PUBLISH', '{WAKE}' .. queue, now + delay)
 return 1
 """
+)
 
-# ARGV: id, queue. Gives a job back untried (graceful shutdown): its delivery does not count.
-RELEASE = """
-local id, queue = ARGV[1], ARGV[2]
-redis.call('DEL', '{LEASE}' .. id)
-if tonumber(redis.call('GET', '{DELIVERIES}' .. id) or '0') > 0 then
-  redis.call('DECR', '{DELIVERIES}' .. id)
-end
-redis.call('PUBLISH', '{WAKE}' .. queue, '0')
-return 1
-"""
-
-# ARGV: worker key, worker record, ttl_ms, lease_ms, lease token, now_ms, number of queues, the worker's
-# queues, then ids of running jobs. Renews the heartbeat and every lease, re-taking a lease that lapsed
-# (an outage longer than the lease) unless another worker holds it now or the job was settled meanwhile.
-# Returns the depth (ready or running) of each queue, then the ids asked to abort.
-HEARTBEAT = """
+# ARGV: worker key, worker record, ttl_ms, lease_ms, number of queues, the worker's queues, then (id, queue,
+# token, deliveries) of each running job. Renews the heartbeat and every lease the worker still holds
+# (taking back one that lapsed in an outage if nobody claimed the job since). Returns the depth (ready
+# or running) of each queue, the number of jobs it no longer holds and their ids, then the ids asked to
+# abort.
+HEARTBEAT = (
+    _NOW
+    + _FENCE
+    + """
+local lease = tonumber(ARGV[4])
 redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
 local out = {}
-local last_queue = 7 + tonumber(ARGV[7])
-for i = 8, last_queue do out[#out + 1] = redis.call('ZCOUNT', '{QUEUE}' .. ARGV[i], '-inf', ARGV[6]) end
-for i = last_queue + 1, #ARGV do
-  local key = '{LEASE}' .. ARGV[i]
-  local holder = redis.call('GET', key)
-  if holder == ARGV[5] or (not holder and redis.call('EXISTS', '{JOB}' .. ARGV[i]) == 1) then
-    redis.call('SET', key, ARGV[5], 'PX', ARGV[4])
-  end
-  if redis.call('EXISTS', '{ABORT_FLAG}' .. ARGV[i]) == 1 then out[#out + 1] = ARGV[i] end
+local last_queue = 5 + tonumber(ARGV[5])
+for i = 6, last_queue do
+  local depth = redis.pcall('ZCOUNT', '{QUEUE}' .. ARGV[i], '-inf', now)
+  out[#out + 1] = type(depth) == 'number' and depth or 0
 end
+local lost, aborts = {}, {}
+for i = last_queue + 1, #ARGV, 4 do
+  local id, queue, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if holds(id, token, ARGV[i + 3]) then
+    redis.call('SET', '{LEASE}' .. id, token, 'PX', lease)
+    redis.call('ZADD', '{RUNNING}' .. queue, now + lease, id)
+    if redis.call('EXISTS', '{ABORT_FLAG}' .. id) == 1 then aborts[#aborts + 1] = id end
+  else
+    lost[#lost + 1] = id
+  end
+end
+out[#out + 1] = #lost
+for _, id in ipairs(lost) do out[#out + 1] = id end
+for _, id in ipairs(aborts) do out[#out + 1] = id end
 return out
 """
+)
 
-# ARGV: id, now_ms. Returns {state, detail}: 'finished' + result record, 'running', 'queued' or
-# 'deferred' + body, or 'missing'.
-STATUS = """
+# ARGV: id. Returns {state, detail}: 'finished' + result record, 'running', 'queued' or 'deferred' + body,
+# or 'missing'.
+STATUS = (
+    _NOW
+    + _FENCE
+    + """
 local id = ARGV[1]
-local result = redis.call('GET', '{RESULT}' .. id)
+local result = get('{RESULT}' .. id)
 if result then return {'finished', result} end
-local body = redis.call('GET', '{JOB}' .. id)
+local body = get('{JOB}' .. id)
 if not body then return {'missing', ''} end
-local holder = redis.call('GET', '{LEASE}' .. id)
+local holder = get('{LEASE}' .. id)
 if holder and holder ~= '{RETRY_MARK}' then return {'running', body} end
 local ok, job = pcall(cjson.decode, body)
 if not ok or type(job) ~= 'table' or type(job.queue) ~= 'string' then return {'queued', body} end
-local score = redis.call('ZSCORE', '{QUEUE}' .. job.queue, id)
-if score and tonumber(score) > tonumber(ARGV[2]) then return {'deferred', body} end
+local score = redis.pcall('ZSCORE', '{QUEUE}' .. job.queue, id)
+if type(score) == 'string' and tonumber(score) > now then return {'deferred', body} end
 return {'queued', body}
 """
+)
 
-# ARGV: id, body as read, aborted record, keep_ms, now_ms, then the queues it may be on. Returns 1
-# removed before it ran, 2 running: its worker was asked to cancel it, 0 already finished, -1 unknown,
-# -2 changed meanwhile (try again).
-ABORT = """
+# ARGV: id, body as read, aborted record, keep_ms, then the queues it may be on. Returns 1 removed before
+# it ran (recorded as failed by JobAborted, like a job aborted while running), 2 running: its worker was
+# asked to cancel it, 0 already finished, -1 unknown, -2 changed meanwhile (try again).
+ABORT = (
+    _NOW
+    + _FENCE
+    + """
 local id = ARGV[1]
 if redis.call('EXISTS', '{RESULT}' .. id) == 1 then return 0 end
-local holder = redis.call('GET', '{LEASE}' .. id)
+local holder = get('{LEASE}' .. id)
 if holder and holder ~= '{RETRY_MARK}' then
   redis.call('SET', '{ABORT_FLAG}' .. id, '1', 'PX', 86400000)
   redis.call('PUBLISH', '{ABORT_CHANNEL}', id)
   return 2
 end
-local body = redis.call('GET', '{JOB}' .. id)
+local body = get('{JOB}' .. id)
 if not body then return -1 end
 if body ~= ARGV[2] then return -2 end
-for i = 6, #ARGV do redis.call('ZREM', '{QUEUE}' .. ARGV[i], id) end
-redis.call('DEL', '{JOB}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id)
-redis.call('SET', '{RESULT}' .. id, ARGV[3], 'PX', ARGV[4])
+local keep = tonumber(ARGV[4])
+for i = 5, #ARGV do
+  if redis.call('ZREM', '{QUEUE}' .. ARGV[i], id) == 1 then
+    redis.call('ZADD', '{FAILED}' .. ARGV[i], now + keep, id)
+  end
+end
+redis.call('DEL', '{JOB}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id, '{ABORT_FLAG}' .. id)
+redis.call('SET', '{RESULT}' .. id, ARGV[3], 'PX', keep)
 redis.call('PUBLISH', '{DONE}' .. id, ARGV[3])
 return 1
 """
+)
 
-# ARGV: id, queue, new body, now_ms. Puts a failed job back on its queue as a fresh job.
-REQUEUE = """
+# ARGV: id, queue, new body. Puts a failed job back on its queue as a fresh job. Returns 1, or 0 when a job
+# with that id is queued or running already (nothing changed).
+REQUEUE = (
+    _NOW
+    + """
 local id, queue = ARGV[1], ARGV[2]
 if redis.call('EXISTS', '{JOB}' .. id) == 1 then return 0 end
 redis.call('SET', '{JOB}' .. id, ARGV[3])
-redis.call('ZADD', '{QUEUE}' .. queue, ARGV[4], id)
-redis.call('DEL', '{RESULT}' .. id, '{DELIVERIES}' .. id)
+redis.call('ZADD', '{QUEUE}' .. queue, now, id)
+redis.call('DEL', '{RESULT}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id, '{ABORT_FLAG}' .. id)
 redis.call('ZREM', '{FAILED}' .. queue, id)
-redis.call('PUBLISH', '{WAKE}' .. queue, ARGV[4])
+redis.call('PUBLISH', '{WAKE}' .. queue, now)
 return 1
 """
+)
 
-# ARGV: now_ms, then queue names. Returns per queue: ready (not running), running, deferred, failed.
-QUEUE_STATS = """
-local now = ARGV[1]
+# ARGV: queue names. Returns per queue: ready (not running), running, deferred, failed; each a count on a
+# sorted set, so the cost does not grow with the backlog.
+QUEUE_STATS = (
+    _NOW
+    + """
 local out = {}
-for i = 2, #ARGV do
-  local qkey = '{QUEUE}' .. ARGV[i]
-  local ids = redis.call('ZRANGEBYSCORE', qkey, '-inf', now)
-  local running = 0
-  for _, id in ipairs(ids) do
-    if redis.call('EXISTS', '{LEASE}' .. id) == 1 then running = running + 1 end
-  end
-  out[#out + 1] = #ids - running
+local function count(key, low, high)
+  local reply = redis.pcall('ZCOUNT', key, low, high)
+  if type(reply) == 'number' then return reply end
+  return 0
+end
+for i = 1, #ARGV do
+  local queue = ARGV[i]
+  local due = count('{QUEUE}' .. queue, '-inf', now)
+  local running = count('{RUNNING}' .. queue, '(' .. now, '+inf')
+  out[#out + 1] = math.max(due - running, 0)
   out[#out + 1] = running
-  out[#out + 1] = redis.call('ZCOUNT', qkey, '(' .. now, '+inf')
-  out[#out + 1] = redis.call('ZCARD', '{FAILED}' .. ARGV[i])
+  out[#out + 1] = count('{QUEUE}' .. queue, '(' .. now, '+inf')
+  out[#out + 1] = count('{FAILED}' .. queue, '(' .. now, '+inf')
 end
 return out
 """
+)
 
 
 def _render(source: str, channels: Channels) -> str:
@@ -257,6 +428,7 @@ class Scripts:
             return redis.register_script(_render(source, channels))
 
         self.enqueue: AsyncScript = register(ENQUEUE)
+        self.enqueue_tick: AsyncScript = register(ENQUEUE_TICK)
         self.claim: AsyncScript = register(CLAIM)
         self.complete: AsyncScript = register(COMPLETE)
         self.retry: AsyncScript = register(RETRY)

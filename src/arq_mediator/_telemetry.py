@@ -36,6 +36,16 @@ jobs_processed = meter.create_counter(
 jobs_retried = meter.create_counter(
     "arq_mediator.jobs.retried", unit="{job}", description="Failed tries scheduled for another try."
 )
+leases_lost = meter.create_counter(
+    "arq_mediator.jobs.leases_lost",
+    unit="{job}",
+    description="Tries a worker stopped because another claim took the job's lease (stalled or cut off).",
+)
+outcomes_dropped = meter.create_counter(
+    "arq_mediator.jobs.outcomes_dropped",
+    unit="{job}",
+    description="Outcomes (results, retries) a worker wrote after its lease had passed to another claim.",
+)
 job_duration = meter.create_histogram(
     "arq_mediator.job.duration", unit="s", description="Time a handler ran, per try."
 )

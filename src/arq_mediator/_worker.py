@@ -10,26 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import signal
 import socket
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from pydantic import TypeAdapter
 from redis.exceptions import RedisError
 
-from ._execution import REDIS_DOWN, Counters, JobRunner
-from ._jobs import now_ms
+from ._claims import Claim, ClaimReply, read_claim_reply
+from ._execution import Counters, JobRunner
+from ._jobs import WorkerState, now_ms
 from ._keys import worker_key
+from ._outcomes import Outcomes, stopped_for
 from ._recurring import run_schedules
+from ._resilience import LoopHealth
 from ._telemetry import queue_depths
+from ._worker_settings import WorkerSettings, describe_capabilities
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -37,46 +39,12 @@ if TYPE_CHECKING:
     from ._mediator import Mediator
 
 logger = logging.getLogger("arq_mediator.worker")
+# Seconds the listener waits for a message before looking again: short enough that a connection Redis
+# dropped is noticed, long enough to cost nothing.
+LISTEN_POLL = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """How one worker process runs: its queues in priority order and its concurrency cap.
-
-    Attributes:
-        queues: Queues to take jobs from, the first highest in priority.
-        max_jobs: Jobs running at once, at most, across all its queues.
-        name: A readable name for logs and stats; host and pid by default.
-        lease: Seconds a job stays claimed without a heartbeat; a crashed worker's jobs return after this.
-        heartbeat: Seconds between heartbeats (which renew leases and the worker's registry entry).
-        idle_check: Seconds between claims when no wake-up arrives (picks up jobs whose lease expired).
-        grace: Seconds running jobs get to finish after a stop request before they are given back.
-        max_lost: Times a job may lose its worker before it is failed as poison.
-    """
-
-    queues: Sequence[str]
-    max_jobs: int = 10
-    name: str | None = None
-    lease: float = 10.0
-    heartbeat: float = 2.0
-    idle_check: float = 1.0
-    grace: float = 25.0
-    max_lost: int = 5
-
-    def __post_init__(self) -> None:
-        if not self.queues or any(not queue for queue in self.queues):
-            raise ValueError("a worker needs one or more non-empty queue names")
-        if len(set(self.queues)) != len(self.queues):
-            raise ValueError(f"a worker's queues must be distinct, got {list(self.queues)}")
-        if self.max_jobs < 1:
-            raise ValueError(f"max_jobs must be at least 1, got {self.max_jobs}")
-        if not 0 < self.heartbeat < self.lease:
-            raise ValueError(
-                f"heartbeat ({self.heartbeat}s) must be positive and shorter than the lease ({self.lease}s)"
-            )
-
-
-class Worker(JobRunner):
+class Worker:
     """Run background jobs of a mediator from an ordered set of queues; see `WorkerSettings`.
 
     The constructor only records configuration; `run` connects, works until `stop`, then drains.
@@ -87,15 +55,16 @@ class Worker(JobRunner):
         self.settings = settings
         self.instance = uuid.uuid4().hex[:12]
         self.name = settings.name or f"{socket.gethostname()}-{os.getpid()}"
-        self.counters = Counters()
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._aborting: set[str] = set()
+        self._claims = itertools.count(1)
+        self._running: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
         self._attention = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stopped_at: int | None = None
-        self._adapters: dict[type, TypeAdapter[Any]] = {}
-        self._to_record: list[tuple[list[Any], asyncio.Future[None]]] = []
-        self._recorder: asyncio.Task[None] | None = None
+        self._peers: list[WorkerState] = []
+        self._peers_read_at = 0.0
+        self._outcomes: Outcomes | None = None
+        self._runner: JobRunner | None = None
+        self.counters = Counters()
 
     @property
     def running(self) -> int:
@@ -121,21 +90,24 @@ class Worker(JobRunner):
 
     async def _work(self) -> None:
         jobs = self.mediator.jobs
+        settings = self.settings
+        self._outcomes = Outcomes(
+            jobs, self.name, settings.lease, lambda: stopped_for(self._stopped_at, settings.grace)
+        )
+        self._runner = JobRunner(
+            self.mediator, settings, self.name, self._outcomes, self._peers_can_run, self._settled
+        )
+        self.counters = self._runner.counters
         pubsub = jobs.redis.pubsub(ignore_subscribe_messages=True)
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name} heartbeat")
-        helpers: list[asyncio.Task[None]] = [heartbeat]
+        helpers: list[asyncio.Task[None]] = [
+            heartbeat,
+            asyncio.create_task(self._listen(pubsub), name=f"{self.name} listener"),
+        ]
+        if self.mediator.recurring_jobs:
+            helpers.append(asyncio.create_task(run_schedules(self.mediator, self._stopping)))
+        describe_capabilities(self.mediator, self.name, settings.queues, settings.max_jobs)
         try:
-            channels = jobs.channels
-            await pubsub.subscribe(*(channels.wake(q) for q in self.settings.queues), channels.abort)
-            helpers.append(asyncio.create_task(self._listen(pubsub), name=f"{self.name} listener"))
-            if self.mediator.recurring_jobs:
-                helpers.append(asyncio.create_task(run_schedules(self.mediator, self._stopping)))
-            logger.info(
-                "worker %s started: queues %s, max %d jobs",
-                self.name,
-                ", ".join(self.settings.queues),
-                self.settings.max_jobs,
-            )
             await self._claim_loop()
         finally:
             await self._drain(heartbeat)
@@ -150,12 +122,14 @@ class Worker(JobRunner):
 
     def _describe_counts(self) -> str:
         counts = self.counters
-        return f"{counts.succeeded} succeeded, {counts.failed} failed, {counts.retried} retried"
+        return (
+            f"{counts.succeeded} succeeded, {counts.failed} failed, {counts.retried} retried, "
+            f"{counts.lost} lost to another claim, {self._outcomes.dropped if self._outcomes else 0} late "
+            "outcome(s) dropped"
+        )
 
     async def _claim_loop(self) -> None:
-        claim = self.mediator.jobs.scripts.claim
-        lease_ms = int(self.settings.lease * 1000)
-        backoff = 0.1
+        health = LoopHealth(logger, f"worker {self.name} claiming jobs")
         while not self._stopping.is_set():
             free = self.settings.max_jobs - len(self._running)
             if free <= 0:
@@ -166,49 +140,58 @@ class Worker(JobRunner):
             # Cleared before the claim, so a wake-up arriving during the round trip is not lost.
             self._attention.clear()
             try:
-                queues = self.settings.queues
-                arguments: list[str | int] = [
-                    now_ms(),
-                    free,
-                    lease_ms,
-                    self.instance,
-                    len(queues),
-                    *queues,
-                    *self._running,
-                ]
-                reply = await claim(args=arguments)
-            except REDIS_DOWN as error:
-                logger.warning(
-                    "worker %s cannot reach Redis (%s); retrying in %.1fs", self.name, error, backoff
-                )
-                await self._pause(backoff)
-                backoff = min(backoff * 2, 5.0)
+                reply = await self._claim(free)
+            except Exception as error:  # any error reply or unreadable answer: back off and go on
+                await self._pause(health.failed(error))
                 continue
-            backoff = 0.1
-            next_due = int(reply[0])
-            for index in range(1, len(reply), 4):
-                job_id = reply[index].decode()
-                job = self._run_job(
-                    job_id, reply[index + 1].decode(), int(reply[index + 2]), reply[index + 3]
-                )
-                task = asyncio.create_task(job)
-                self._running[job_id] = task
-                task.add_done_callback(partial(self._finished, job_id))
-            if (len(reply) - 1) // 4 < free:
+            health.succeeded()
+            for claim in reply.claims:
+                self._start(claim)
+            if len(reply.claims) < free:
                 wait = self.settings.idle_check
-                if next_due >= 0:
-                    wait = min(wait, max(next_due - now_ms(), 0) / 1000)
+                if reply.next_due >= 0:
+                    wait = min(wait, max(reply.next_due - reply.now, 0) / 1000)
                 await self._pause(wait)
+
+    async def _claim(self, free: int) -> ClaimReply:
+        queues = self.settings.queues
+        token = f"{self.instance}.{next(self._claims)}"
+        arguments: list[str | int | bytes] = [
+            free,
+            int(self.settings.lease * 1000),
+            token,
+            self.mediator.max_job_bytes,
+            len(queues),
+            *queues,
+            *(claim.key_id for claim, _ in self._running.values()),
+        ]
+        reply = read_claim_reply(await self.mediator.jobs.scripts.claim(args=arguments), token)
+        for problem in reply.bad_queues:
+            logger.error("worker %s cannot read queue %s; skipping it", self.name, problem)
+        return reply
+
+    def _start(self, claim: Claim) -> None:
+        assert self._runner is not None
+        if claim.id in self._running:  # the same id twice (a hostile id colliding with invalid-id:...)
+            claim.id = f"{claim.id}#{claim.token}"
+        task = asyncio.create_task(self._runner.run(claim), name=f"job {claim.id}")
+        self._running[claim.id] = (claim, task)
+        task.add_done_callback(partial(self._finished, claim))
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._attention.wait()
 
-    def _finished(self, job_id: str, task: asyncio.Task[None]) -> None:
-        if self._running.get(job_id) is task:
-            del self._running[job_id]
-        self._aborting.discard(job_id)
+    def _settled(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
+
+    def _finished(self, claim: Claim, task: asyncio.Task[None]) -> None:
+        running = self._running.get(claim.id)
+        if running is not None and running[1] is task:
+            del self._running[claim.id]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("worker %s: job %s ended with %r", self.name, claim.id, task.exception())
         self._attention.set()
 
     async def _drain(self, heartbeat: asyncio.Task[None]) -> None:
@@ -219,11 +202,11 @@ class Worker(JobRunner):
                 len(self._running),
                 self.settings.grace,
             )
-            await asyncio.wait(list(self._running.values()), timeout=self.settings.grace)
+            await asyncio.wait([task for _, task in self._running.values()], timeout=self.settings.grace)
         # No renewal may be in flight while jobs are given back, or it could re-take a returned job's lease.
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
-        remaining = list(self._running.values())
+        remaining = [task for _, task in self._running.values()]
         for task in remaining:
             task.cancel()
         if remaining:
@@ -231,37 +214,57 @@ class Worker(JobRunner):
                 "worker %s gave %d unfinished job(s) back to their queues", self.name, len(remaining)
             )
             await asyncio.gather(*remaining, return_exceptions=True)
-        if self._recorder is not None:  # outcomes still on their way must arrive before the pool closes
-            await asyncio.gather(self._recorder, return_exceptions=True)
+        if self._outcomes is not None:  # outcomes still on their way must arrive before the pool closes
+            await self._outcomes.flush()
 
-    def _abort(self, job_id: str) -> None:
-        task = self._running.get(job_id)
-        if task is not None and job_id not in self._aborting:
-            self._aborting.add(job_id)
-            task.cancel()
+    def _cancel(self, job_id: str, *, lost: bool) -> None:
+        running = self._running.get(job_id)
+        if running is None:
+            return
+        claim, task = running
+        if claim.aborting or claim.lost:
+            return
+        if lost:
+            claim.lost = True
+        else:
+            claim.aborting = True
+        task.cancel()
 
     async def _listen(self, pubsub: PubSub) -> None:
+        """Hear wake-ups and abort requests; nothing on these server-wide channels can stop the listener."""
         channels = self.mediator.jobs.channels
-        delay = 0.1
+        health = LoopHealth(logger, f"worker {self.name} listening for wake-ups")
+        subscribed = False
         while True:
             try:
-                message = await pubsub.get_message(timeout=None)
-            except REDIS_DOWN as error:
-                logger.warning(
-                    "worker %s lost its wake-up channel (%s); reconnecting in %.1fs", self.name, error, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                self._attention.set()  # wake-ups may have been missed meanwhile
+                if not subscribed:
+                    await pubsub.subscribe(*(channels.wake(q) for q in self.settings.queues), channels.abort)
+                    subscribed = True
+                    self._attention.set()  # wake-ups may have been missed meanwhile
+                message = await pubsub.get_message(timeout=LISTEN_POLL)
+                health.succeeded()
+            except Exception as error:
+                subscribed = False
+                await asyncio.sleep(health.failed(error))
+                with contextlib.suppress(Exception):
+                    await pubsub.reset()
                 continue
-            delay = 0.1
-            if message is None or message["type"] != "message":
-                continue
-            channel = message["channel"].decode()
-            if channel == channels.abort:
-                self._abort(message["data"].decode())
-            elif channel.startswith(channels.wake_prefix):
-                self._attention.set()
+            if message is not None and message.get("type") == "message":
+                self._heard(message, channels.abort, channels.wake_prefix)
+
+    def _heard(self, message: dict[str, Any], abort_channel: str, wake_prefix: str) -> None:
+        channel = message.get("channel")
+        data = message.get("data")
+        if not isinstance(channel, bytes) or not isinstance(data, bytes):
+            return
+        name = channel.decode(errors="replace")
+        if name == abort_channel:
+            try:
+                self._cancel(data.decode(), lost=False)
+            except UnicodeDecodeError:
+                logger.debug("worker %s ignored an abort request that names no text id", self.name)
+        elif name.startswith(wake_prefix):
+            self._attention.set()
 
     def _record(self) -> str:
         counts = self.counters
@@ -277,38 +280,65 @@ class Worker(JobRunner):
                 "succeeded": counts.succeeded,
                 "failed": counts.failed,
                 "retried": counts.retried,
+                "lost": counts.lost,
                 "started_at": counts.started_at,
                 "last_seen": now_ms(),
+                "types": self.mediator.registry.registered_names(),
             }
         )
 
     async def _heartbeat_loop(self) -> None:
-        heartbeat = self.mediator.jobs.scripts.heartbeat
-        ttl_ms = int(self.settings.heartbeat * 3000)
-        lease_ms = int(self.settings.lease * 1000)
+        health = LoopHealth(logger, f"worker {self.name} heartbeat")
         while True:
             try:
-                queues = self.settings.queues
-                reply = await heartbeat(
-                    args=[
-                        worker_key(self.instance),
-                        self._record(),
-                        ttl_ms,
-                        lease_ms,
-                        self.instance,
-                        now_ms(),
-                        len(queues),
-                        *queues,
-                        *self._running,
-                    ]
-                )
-                # Feeds the queue-depth gauge, read whenever metrics are collected.
-                queue_depths.update(zip(queues, (int(depth) for depth in reply[: len(queues)]), strict=True))
-                for job_id in reply[len(queues) :]:
-                    self._abort(job_id.decode())
-            except REDIS_DOWN as error:
-                logger.warning("worker %s missed a heartbeat (%s)", self.name, error)
+                await self._beat()
+                health.succeeded()
+            except Exception as error:  # any error reply (OOM, READONLY, ...) or unreadable answer
+                health.failed(error)
             await asyncio.sleep(self.settings.heartbeat)
+
+    async def _beat(self) -> None:
+        queues = self.settings.queues
+        held: list[str | int | bytes] = []
+        for claim, _ in self._running.values():
+            held += (claim.key_id, claim.queue, claim.token, claim.deliveries)
+        reply = await self.mediator.jobs.scripts.heartbeat(
+            args=[
+                worker_key(self.instance),
+                self._record(),
+                int(self.settings.heartbeat * 3000),
+                int(self.settings.lease * 1000),
+                len(queues),
+                *queues,
+                *held,
+            ]
+        )
+        # Feeds the queue-depth gauge, read whenever metrics are collected.
+        queue_depths.update(zip(queues, (int(depth) for depth in reply[: len(queues)]), strict=True))
+        lost_count = int(reply[len(queues)])
+        lost = reply[len(queues) + 1 : len(queues) + 1 + lost_count]
+        aborts = reply[len(queues) + 1 + lost_count :]
+        by_key = {claim.key_id: claim.id for claim, _ in self._running.values()}
+        for key_id in lost:
+            if key_id in by_key:
+                self._cancel(by_key[key_id], lost=True)
+        for key_id in aborts:
+            if key_id in by_key:
+                self._cancel(by_key[key_id], lost=False)
+
+    async def _peers_can_run(self, message_type: str, queue: str) -> bool:
+        """Return whether another live worker serving *queue* has a handler for *message_type*."""
+        clock = asyncio.get_running_loop().time()
+        if clock - self._peers_read_at > self.settings.heartbeat:
+            try:
+                self._peers = await self.mediator.jobs.workers()
+            except (RedisError, OSError):
+                return True  # cannot tell now: give the job back rather than fail it on a guess
+            self._peers_read_at = clock
+        return any(
+            peer.instance != self.instance and queue in peer.queues and message_type in peer.types
+            for peer in self._peers
+        )
 
 
 async def run_worker(mediator: Mediator, settings: WorkerSettings, *, handle_signals: bool = True) -> Worker:

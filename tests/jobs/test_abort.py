@@ -73,11 +73,12 @@ async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
 
 
 async def test_aborting_a_queued_job_removes_it(mediator: Mediator, redis: Redis, probe: Probe) -> None:
-    """A queued job that is aborted is removed, recorded as FAILED with JobAborted, and never runs."""
+    """A queued job that is aborted is removed, recorded as ABORTED (listed as failed), and never runs."""
     handle = await mediator.enqueue(Quick(n=1))
 
     assert await handle.abort() is True
-    assert await handle.status() is JobStatus.FAILED
+    assert await handle.status() is JobStatus.ABORTED
+    assert [record.id for record in await mediator.failed_jobs("default")] == [handle.id]
     record = await handle.record()
     assert record is not None
     assert record.error is not None
@@ -119,7 +120,7 @@ async def test_aborting_an_unreadable_queued_job_removes_it(mediator: Mediator, 
     assert await handle.status() is JobStatus.QUEUED
 
     assert await handle.abort() is True
-    assert await handle.status() is JobStatus.FAILED
+    assert await handle.status() is JobStatus.ABORTED
     assert await redis.zscore(queue_key("default"), legacy) is None
 
 
@@ -129,7 +130,7 @@ async def test_aborting_a_deferred_job_removes_it(mediator: Mediator, redis: Red
     assert await handle.status() is JobStatus.DEFERRED
 
     assert await handle.abort() is True
-    assert await handle.status() is JobStatus.FAILED
+    assert await handle.status() is JobStatus.ABORTED
     assert await redis.zcard(queue_key("default")) == 0
 
 
@@ -214,4 +215,4 @@ async def test_abort_reads_again_when_the_job_changed_meanwhile(
 
     assert await handle.abort() is True
     assert reads == 2
-    assert await handle.status() is JobStatus.FAILED
+    assert await handle.status() is JobStatus.ABORTED

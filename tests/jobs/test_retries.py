@@ -331,7 +331,7 @@ async def test_a_heartbeat_in_flight_does_not_hold_a_retry_back(
     handle = await mediator.enqueue(Overlapped())
 
     async def heartbeat_in_flight(*, args: list[Any]) -> Any:
-        if handle.id in args[5:] and not probe.beaten.is_set():
+        if handle.id.encode() in args[5:] and not probe.beaten.is_set():
             probe.beaten.set()  # the try fails now, while this heartbeat is still on its way
 
             async def retry_recorded() -> bool:

@@ -1,0 +1,99 @@
+"""What a worker holds while it runs a job: the claim the CLAIM script handed it, read defensively.
+
+Every field of a claim comes from Redis, where any client may have written anything; reading a claim
+never raises, and what cannot be read becomes the claim's `problem`, for the worker to fail the job with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# The id a job whose id is not text is recorded under, since nobody could type or print the real one.
+INVALID_ID_PREFIX = "invalid-id:"
+_FIELDS = 6
+
+
+@dataclass(slots=True)
+class Claim:
+    """One job a worker took, under a fenced lease.
+
+    Attributes:
+        id: The job id as text (for an id that is not UTF-8, ``invalid-id:<hex>``).
+        key_id: The id as stored in Redis, to address the job's keys.
+        queue: The queue it was taken from.
+        token: The lease token of this claim; only its holder can settle the job.
+        deliveries: How many times the job was handed to a worker, this time included.
+        due_at: When (ms, server time) the job became due.
+        claimed_at: When (ms, server time) it was claimed.
+        body: The job's envelope as stored (cut short when it is oversized).
+        problem: Why the job cannot run as it stands; empty when it can.
+        aborting: Set when someone asked to abort the job while it runs.
+        lost: Set when the worker found its lease taken by another claim.
+    """
+
+    id: str
+    key_id: bytes
+    queue: str
+    token: str
+    deliveries: int
+    due_at: int
+    claimed_at: int
+    body: bytes
+    problem: str = ""
+    aborting: bool = False
+    lost: bool = False
+
+    def fence(self) -> list[bytes | str | int]:
+        """Return the arguments that prove this claim holds the job: key id, token, deliveries."""
+        return [self.key_id, self.token, self.deliveries]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimReply:
+    """The CLAIM script's answer: the server's time, the next due job, queues it could not read, claims."""
+
+    now: int
+    next_due: int
+    bad_queues: list[str]
+    claims: list[Claim]
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _number(value: Any) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def read_claim_reply(reply: list[Any], token: str) -> ClaimReply:
+    """Read the CLAIM script's *reply* to a claim made with lease *token*."""
+    now, next_due = _number(reply[0]), _number(reply[1])
+    bad_queues = [line for line in _text(reply[2]).split("\n") if line]
+    claims = []
+    for index in range(3, len(reply) - _FIELDS + 1, _FIELDS):
+        key_id, queue, deliveries, due_at, body, problem = reply[index : index + _FIELDS]
+        key_id = key_id if isinstance(key_id, bytes) else str(key_id).encode()
+        try:
+            job_id = key_id.decode()
+        except UnicodeDecodeError:
+            job_id = INVALID_ID_PREFIX + key_id.hex()
+            problem = problem or f"its id {key_id!r} is not UTF-8 text"
+        claims.append(
+            Claim(
+                id=job_id,
+                key_id=key_id,
+                queue=_text(queue),
+                token=token,
+                deliveries=_number(deliveries),
+                due_at=_number(due_at),
+                claimed_at=now,
+                body=body if isinstance(body, bytes) else _text(body).encode(),
+                problem=_text(problem),
+            )
+        )
+    return ClaimReply(now=now, next_due=next_due, bad_queues=bad_queues, claims=claims)
