@@ -30,6 +30,7 @@ class Claim:
         problem: Why the job cannot run as it stands; empty when it can.
         aborting: Set when someone asked to abort the job while it runs.
         lost: Set when the worker found its lease taken by another claim.
+        settling: Set once the worker writes the job's outcome; cancelling it then would change nothing.
     """
 
     id: str
@@ -43,6 +44,7 @@ class Claim:
     problem: str = ""
     aborting: bool = False
     lost: bool = False
+    settling: bool = False
 
     def fence(self) -> list[bytes | str | int]:
         """Return the arguments that prove this claim holds the job: key id, token, deliveries."""

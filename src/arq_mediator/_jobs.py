@@ -16,9 +16,9 @@ from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, qualified_name
 from ._errors import JobAborted, JobNotFound
 from ._handle import JobStatus
 from ._keys import (
-    QUEUE_PREFIX,
+    QUEUES_KEY,
     RESULT_PREFIX,
-    WORKER_PREFIX,
+    WORKERS_KEY,
     Channels,
     failed_key,
     job_key,
@@ -294,18 +294,19 @@ class JobClient:
         return records
 
     async def workers(self) -> list[WorkerState]:
-        """Return every worker whose heartbeat has not expired, found with SCAN (never KEYS)."""
-        keys = [key async for key in self.redis.scan_iter(match=WORKER_PREFIX + "*", count=500)]
+        """Return every worker whose heartbeat has not expired, from the registry their heartbeats keep."""
+        keys: list[bytes] = await self.redis.zrange(WORKERS_KEY, 0, -1)
         raws = await self.redis.mget(keys) if keys else []
+        gone = [key for key, raw in zip(keys, raws, strict=True) if raw is None]
+        if gone:
+            await self.redis.zrem(WORKERS_KEY, *gone)
         states = [state for raw in raws if raw is not None and (state := _worker_state(raw)) is not None]
         return sorted(states, key=lambda state: (state.name, state.instance))
 
     async def queue_names(self) -> set[str]:
-        """Return the queues that exist in Redis now, found with SCAN."""
-        pattern = QUEUE_PREFIX + "*"
-        return {
-            key.decode()[len(QUEUE_PREFIX) :] async for key in self.redis.scan_iter(match=pattern, count=500)
-        }
+        """Return every queue a job was enqueued on, from the registry the enqueue script keeps."""
+        names: set[bytes] = await self.redis.smembers(QUEUES_KEY)  # type: ignore[misc]
+        return {name.decode(errors="replace") for name in names}
 
     async def stats(self, known_queues: set[str]) -> Stats:
         """Return counts for *known_queues*, the queues in Redis and the queues of live workers."""

@@ -21,6 +21,10 @@ WORKER_PREFIX = "arqm:worker:"
 ABORT_PREFIX = "arqm:abort:"
 RUNNING_PREFIX = "arqm:running:"
 RECURRING_PREFIX = "arqm:recurring:"
+# The set of every queue name a job was ever enqueued on, and the sorted set of worker heartbeat keys
+# scored by when each expires: what introspection reads instead of scanning the keyspace.
+QUEUES_KEY = "arqm:queues"
+WORKERS_KEY = "arqm:workers"
 # The value a lease holds between a failed try and its retry: no worker holds the job then.
 RETRY_MARK = "retry"
 

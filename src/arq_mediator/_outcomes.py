@@ -56,6 +56,7 @@ class Outcomes:
         self, claim: Claim, record: ResultRecord, keep_seconds: float, *, failed: bool
     ) -> bool:
         """Store a finished job's result record; return whether it was recorded (the fence held)."""
+        claim.settling = True
         arguments = [
             *claim.fence(),
             claim.queue,
@@ -82,6 +83,7 @@ class Outcomes:
 
     async def retry(self, claim: Claim, body: str, delay_ms: int) -> int:
         """Put the job back for another try after *delay_ms*; return DONE, NOT_HELD or ABORT_ASKED."""
+        claim.settling = True
         arguments = [*claim.fence(), claim.queue, body, delay_ms, self._lease_ms]
         outcome = await self._persist(lambda: self._client.scripts.retry(args=arguments))
         if outcome == NOT_HELD:

@@ -30,6 +30,8 @@ _PREFIXES = {
     "ABORT_FLAG": _keys.ABORT_PREFIX,
     "RECURRING": _keys.RECURRING_PREFIX,
     "RETRY_MARK": _keys.RETRY_MARK,
+    "QUEUES": _keys.QUEUES_KEY,
+    "WORKERS": _keys.WORKERS_KEY,
 }
 
 # The server's clock in ms, read once per script call.
@@ -83,7 +85,10 @@ local function enqueue_one(id, queue, delay, body, out)
   end
 end
 local function wake_touched()
-  for queue, score in pairs(touched) do redis.call('PUBLISH', '{WAKE}' .. queue, score) end
+  for queue, score in pairs(touched) do
+    redis.call('SADD', '{QUEUES}', queue)
+    redis.call('PUBLISH', '{WAKE}' .. queue, score)
+  end
 end
 """
 
@@ -292,6 +297,8 @@ HEARTBEAT = (
     + """
 local lease = tonumber(ARGV[4])
 redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', '{WORKERS}', now + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', '{WORKERS}', '-inf', now)
 local out = {}
 local last_queue = 5 + tonumber(ARGV[5])
 for i = 6, last_queue do

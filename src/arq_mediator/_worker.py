@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from ._claims import Claim, ClaimReply, read_claim_reply
 from ._execution import Counters, JobRunner
 from ._jobs import WorkerState, now_ms
-from ._keys import worker_key
+from ._keys import WORKERS_KEY, worker_key
 from ._outcomes import Outcomes, stopped_for
 from ._recurring import run_schedules
 from ._resilience import LoopHealth
@@ -116,6 +116,7 @@ class Worker:
             await asyncio.gather(*helpers, return_exceptions=True)
             with contextlib.suppress(RedisError, OSError):
                 await jobs.redis.delete(worker_key(self.instance))
+                await jobs.redis.zrem(WORKERS_KEY, worker_key(self.instance))
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             logger.info("worker %s stopped: %s", self.name, self._describe_counts())
@@ -222,7 +223,7 @@ class Worker:
         if running is None:
             return
         claim, task = running
-        if claim.aborting or claim.lost:
+        if claim.aborting or claim.lost or claim.settling:
             return
         if lost:
             claim.lost = True

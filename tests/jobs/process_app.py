@@ -29,7 +29,7 @@ from typing import ClassVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from arq_mediator import Context, JobInfo, Mediator, Request
+from arq_mediator import Backoff, Context, JobInfo, Mediator, Request
 
 URL_ENV = "ARQM_TEST_REDIS_URL"
 RAN_BY = "test:ran_by"
@@ -108,6 +108,12 @@ class Chore(Work):
     """Work on the ``default`` queue."""
 
     message_name: ClassVar[str] = "process_app.Chore"
+
+
+class Doomed(Work):
+    """Work on the ``default`` queue, then fail; it has two tries, the second soon after the first."""
+
+    message_name: ClassVar[str] = "process_app.Doomed"
 
 
 class Block(Request[str]):
@@ -194,6 +200,12 @@ async def handle_chore(request: Chore, ctx: Context) -> str:
     return await _work(request, ctx)
 
 
+async def handle_doomed(request: Doomed, ctx: Context) -> str:
+    """Run a `Doomed` job, then fail it."""
+    await _work(request, ctx)
+    raise RuntimeError(f"doomed try {_job_of(ctx).try_number}")
+
+
 async def handle_block(request: Block, ctx: Context) -> str:
     """Mark the start, then wait for the gate's key (polling, so cancellation is prompt); count the run."""
     recorder = ctx.resource(Recorder)
@@ -219,6 +231,8 @@ def build(url: str | None) -> Mediator:
     mediator.handler(queue="cleanup")(handle_cleanup)
     mediator.handler(queue="default")(handle_chore)
     mediator.handler(queue="default", timeout=None)(handle_block)
+    soon = Backoff(initial=0.05, jitter=0.0)
+    mediator.handler(queue="default", max_tries=2, backoff=soon)(handle_doomed)
 
     @mediator.lifespan
     async def recorder(mediator: Mediator) -> AsyncIterator[None]:
