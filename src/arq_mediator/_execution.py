@@ -272,15 +272,6 @@ class JobRunner:
             await self._fail(claim, envelope, error, started)
             return
         delay = spec.policy.backoff.delay(try_number)
-        logger.warning(
-            "job %s (%s) try %d/%d failed with %r; retrying in %.2fs",
-            claim.id,
-            envelope.type,
-            try_number,
-            envelope.max_tries,
-            error,
-            delay,
-        )
         delay_ms = int(delay * 1000)
         retried = envelope.model_copy(update={"failures": try_number, "due_at": now_ms() + delay_ms})
         span = trace.get_current_span()
@@ -291,6 +282,15 @@ class JobRunner:
             return
         if outcome != DONE:
             return
+        logger.warning(
+            "job %s (%s) try %d/%d failed with %r; retrying in %.2fs",
+            claim.id,
+            envelope.type,
+            try_number,
+            envelope.max_tries,
+            error,
+            delay,
+        )
         span.set_attribute("arq_mediator.job.outcome", "retried")
         jobs_retried.add(1, {"messaging.destination.name": claim.queue})
         self._recorded(claim, "retried")

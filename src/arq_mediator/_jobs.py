@@ -16,6 +16,7 @@ from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, qualified_name
 from ._errors import JobAborted, JobNotFound
 from ._handle import JobStatus
 from ._keys import (
+    QUEUE_PREFIX,
     QUEUES_KEY,
     RESULT_PREFIX,
     WORKERS_KEY,
@@ -239,8 +240,9 @@ class JobClient:
             body = await self.redis.get(job_key(job_id))
             envelope = _envelope_of(body)
             queue = envelope.queue if envelope else ""
-            # An unreadable body (a legacy pickled arq job) names no queue: look for it in every queue.
-            queues = [queue] if queue else sorted(await self.queue_names()) if body else []
+            # An unreadable body (a legacy pickled arq job) names no queue: look for it in every queue,
+            # those arq-mediator never enqueued on included (a rare case: a scan is affordable here).
+            queues = [queue] if queue else sorted(await self._every_queue()) if body else []
             record = ResultRecord(
                 id=job_id,
                 queue=queue,
@@ -307,6 +309,12 @@ class JobClient:
         """Return every queue a job was enqueued on, from the registry the enqueue script keeps."""
         names: set[bytes] = await self.redis.smembers(QUEUES_KEY)  # type: ignore[misc]
         return {name.decode(errors="replace") for name in names}
+
+    async def _every_queue(self) -> set[str]:
+        """Return every queue in Redis, those found only by a SCAN of the keyspace included."""
+        pattern = QUEUE_PREFIX + "*"
+        scanned = {key[len(QUEUE_PREFIX) :] async for key in self.redis.scan_iter(match=pattern, count=500)}
+        return await self.queue_names() | {name.decode(errors="replace") for name in scanned}
 
     async def stats(self, known_queues: set[str]) -> Stats:
         """Return counts for *known_queues*, the queues in Redis and the queues of live workers."""
