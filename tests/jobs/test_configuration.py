@@ -94,7 +94,7 @@ async def test_a_mediator_opens_while_redis_is_down_and_fails_fast_on_use() -> N
     mediator = Mediator(redis="redis://127.0.0.1:1/0", connect_timeout=0.5)
     mediator.handler(ping)
     async with mediator:
-        with pytest.raises(RedisConnectionError, match="connecting to 127.0.0.1:1"):
+        with pytest.raises(RedisConnectionError, match=r"connecting to 127\.0\.0\.1:1"):
             await mediator.enqueue(Ping())
 
 
