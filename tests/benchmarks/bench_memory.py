@@ -1,0 +1,146 @@
+"""Benchmark: Redis memory per job, for arq-mediator and raw arq, on a private redis-server.
+
+Measured as the growth of ``used_memory`` over N jobs, divided by N:
+
+1. a queued job (envelope, queue entry);
+2. a succeeded job's retained result (with ``keep_result``'s default of a day);
+3. a failed job's retained record (``keep_failed``, a week, listed for requeue), with a short traceback.
+
+Run from the repository root: python tests/benchmarks/bench_memory.py [--jobs 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from arq.connections import RedisSettings, create_pool
+from redis.asyncio import Redis
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from arq_mediator import Mediator, Request, Worker, WorkerSettings  # noqa: E402
+from tests.processes import free_port  # noqa: E402
+
+
+class Noop(Request[None]):
+    """The smallest job: no fields, no result."""
+
+
+class Broken(Request[None]):
+    """A job that fails at once."""
+
+
+async def noop(request: Noop) -> None:
+    """Do nothing."""
+
+
+async def broken(request: Broken) -> None:
+    """Fail."""
+    raise ValueError("broken on purpose")
+
+
+async def used_memory(redis: Redis) -> int:
+    """Return the server's used_memory, in bytes."""
+    info = await redis.info("memory")
+    return int(info["used_memory"])
+
+
+async def drained(mediator: Mediator, jobs: int) -> None:
+    """Run a worker until *jobs* jobs finished."""
+    worker = Worker(mediator, WorkerSettings(queues=["default"], max_jobs=50, idle_check=0.05))
+    running = asyncio.create_task(worker.run())
+    while worker.counters.succeeded + worker.counters.failed < jobs:  # noqa: ASYNC110 - counters, no event
+        await asyncio.sleep(0.05)
+    worker.stop()
+    await running
+
+
+async def measure(url: str, jobs: int) -> dict[str, float]:
+    """Return bytes per job for each measure, arq-mediator's and raw arq's."""
+    client: Redis = Redis.from_url(url)
+    mediator = Mediator(redis=url)
+    mediator.handler(noop)
+    mediator.handler(broken)
+    figures: dict[str, float] = {}
+    async with mediator:
+        await client.flushall()
+        await mediator.enqueue(Noop())  # the queue's own keys exist before the baseline is taken
+        base = await used_memory(client)
+        for start in range(0, jobs, 1000):
+            await mediator.enqueue_many([Noop() for _ in range(min(1000, jobs - start))])
+        figures["arq-mediator queued job"] = (await used_memory(client) - base) / jobs
+        base = await used_memory(client)
+        await drained(mediator, jobs + 1)
+        # Finished, each job's envelope went and its result came: the growth since is result minus job.
+        growth = (await used_memory(client) - base) / jobs
+        figures["arq-mediator retained result"] = growth + figures["arq-mediator queued job"]
+        await client.flushall()
+        base = await used_memory(client)
+        failures = jobs // 10
+        for start in range(0, failures, 1000):
+            await mediator.enqueue_many([Broken() for _ in range(min(1000, failures - start))])
+        await drained(mediator, failures)
+        figures["arq-mediator retained failure"] = (await used_memory(client) - base) / failures
+    arq = await create_pool(RedisSettings.from_dsn(url))
+    await client.flushall()
+    await arq.enqueue_job("noop")
+    base = await used_memory(client)
+    for _ in range(jobs):
+        await arq.enqueue_job("noop")
+    figures["raw arq queued job"] = (await used_memory(client) - base) / jobs
+    await arq.aclose()
+    await client.aclose()
+    return figures
+
+
+def main() -> None:
+    """Start a private redis-server, measure, print, stop it."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    options = parser.parse_args()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        command = [
+            "redis-server",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+        ]
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            asyncio.run(_when_ready(url))
+            figures = asyncio.run(measure(url, options.jobs))
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    print(f"Redis memory per job, {options.jobs:,} jobs (used_memory growth / jobs)")
+    for label, value in figures.items():
+        print(f"  {label:34} {value:8.0f} B")
+
+
+async def _when_ready(url: str) -> None:
+    client: Redis = Redis.from_url(url)
+    for _ in range(100):
+        try:
+            await client.ping()
+            break
+        except Exception:  # refused while the server starts
+            await asyncio.sleep(0.05)
+    await client.aclose()
+
+
+if __name__ == "__main__":
+    main()
