@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 
-from arq_mediator import Context, JobFailed, Mediator, Request, Worker, WorkerSettings
+from arq_mediator import Context, JobFailedError, Mediator, Request, Worker, WorkerSettings
 
 
 class Report(BaseModel):
@@ -55,7 +55,7 @@ async def main() -> None:
         failing = await mediator.enqueue(Explode(reason="disk full"))
         try:
             await failing.result(timeout=10)
-        except JobFailed as error:  # the remote error, as data: type, message, traceback
+        except JobFailedError as error:  # the remote error, as data: type, message, traceback
             print(f"job failed remotely with {error.remote_type}: {error.remote_message}")
 
         worker.stop()

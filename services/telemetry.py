@@ -23,7 +23,6 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from arq_mediator import TraceContextFilter
-from arq_mediator._telemetry import tracing_enabled
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s]: %(message)s"
 SUPPORTED_PROTOCOL = "http/protobuf"
@@ -98,7 +97,7 @@ def correlate_logs(root: logging.Logger | None = None) -> None:
 
 def instrument_engine(engine: AsyncEngine) -> None:
     """Trace *engine*'s queries (spans under the handler that ran them) when an SDK is set."""
-    if tracing_enabled():
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         # Imported here: without an SDK the instrumentation is never loaded.
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 

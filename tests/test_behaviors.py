@@ -208,7 +208,7 @@ async def test_applies_to_a_type_scopes_the_behavior(handled: Mediator, calls: l
     await handled.send(CreateUser(email="a@example.com"))
     await handled.send(Ping())
     assert calls == ["create_user a@example.com", "pings_only Ping", "ping"]
-    assert handled.registry.behaviors[0].applies_to == (Ping,)
+    assert handled._registry.behaviors[0].applies_to == (Ping,)
 
 
 async def test_applies_to_a_tuple_scopes_the_behavior(handled: Mediator, calls: list[str]) -> None:
@@ -245,9 +245,9 @@ async def _object_annotated(request: object, call_next: CallNext) -> Any:
 async def test_unscoped_behavior_applies_to_all(handled: Mediator, calls: list[str], behavior: Any) -> None:
     """A behaviour unannotated, or annotated Any, Message or object, wraps every message type."""
     handled.behavior(behavior)
-    assert handled.registry.behaviors[0].applies_to is None
+    assert handled._registry.behaviors[0].applies_to is None
     for message_type in (CreateUser, CreateAdmin, Ping, UserCreated):
-        assert handled.registry.behaviors_for(message_type) == (behavior,)
+        assert handled._registry.behaviors_for(message_type) == (behavior,)
 
 
 async def test_behavior_wraps_each_notification_handler(mediator: Mediator) -> None:
@@ -316,7 +316,7 @@ def test_behavior_decorators_return_the_function(mediator: Mediator) -> None:
     """Both decorator forms of `@mediator.behavior` hand back the function they were given."""
     assert mediator.behavior(_any_annotated) is _any_annotated
     assert mediator.behavior(applies_to=Ping)(_any_annotated) is _any_annotated
-    assert [b.function for b in mediator.registry.behaviors] == [_any_annotated, _any_annotated]
+    assert [b.function for b in mediator._registry.behaviors] == [_any_annotated, _any_annotated]
 
 
 def test_sync_behavior_is_rejected(mediator: Mediator) -> None:
@@ -329,7 +329,7 @@ def test_sync_behavior_is_rejected(mediator: Mediator) -> None:
         HandlerRegistrationError, match=re.escape(f"behavior {__name__}.{log.__qualname__} must")
     ):
         mediator.behavior(log)
-    assert mediator.registry.behaviors == []
+    assert mediator._registry.behaviors == []
 
 
 async def _one_parameter(request: Any) -> Any: ...

@@ -16,12 +16,12 @@ from arq_mediator import (
     Backoff,
     Context,
     HandlerRegistrationError,
-    JobPolicy,
     Mediator,
     Message,
     Notification,
     Request,
 )
+from arq_mediator._policy import JobPolicy
 
 if TYPE_CHECKING:
     # Imported for type checkers only, so the name cannot be resolved when the handler is registered.
@@ -98,7 +98,7 @@ def test_sync_function_is_rejected(mediator: Mediator) -> None:
 
     with pytest.raises(HandlerRegistrationError, match=registration_error(create_user, "async def")):
         mediator.handler(create_user)  # type: ignore[type-var]
-    assert mediator.registry.requests == {}
+    assert mediator._registry.requests == {}
 
 
 def test_registration_error_is_a_type_error_and_a_library_error() -> None:
@@ -203,7 +203,7 @@ def test_second_handler_for_a_request_is_rejected_naming_both(mediator: Mediator
     assert f"{__name__}.{second.__qualname__}" in message
     assert "CreateUser already has a handler" in message
     assert "use a Notification" in message
-    assert mediator.registry.requests[CreateUser].function is first
+    assert mediator._registry.requests[CreateUser].function is first
 
 
 def test_return_annotation_must_match_the_response_type(mediator: Mediator) -> None:
@@ -296,7 +296,7 @@ def test_bare_request_subclass_without_return_annotation_is_accepted(mediator: M
         return None
 
     mediator.handler(handle)
-    assert mediator.registry.requests[BareRequest].function is handle
+    assert mediator._registry.requests[BareRequest].function is handle
 
 
 def test_unresolvable_annotation_is_rejected(mediator: Mediator) -> None:
@@ -343,8 +343,8 @@ def test_two_types_sharing_a_message_name_are_rejected(mediator: Mediator) -> No
         ),
     ):
         mediator.handler(create_other)
-    assert mediator.registry.by_name == {"users.create": RenamedCreate}
-    assert OtherRenamedCreate not in mediator.registry.requests
+    assert mediator._registry.by_name == {"users.create": RenamedCreate}
+    assert OtherRenamedCreate not in mediator._registry.requests
 
 
 def test_default_message_name_is_module_and_qualname() -> None:
@@ -389,7 +389,7 @@ def test_missing_return_annotation_is_accepted(mediator: Mediator) -> None:
         return UserOut(id=1, email=request.email)
 
     assert mediator.handler(create_user) is create_user
-    assert mediator.registry.requests[CreateUser].function is create_user
+    assert mediator._registry.requests[CreateUser].function is create_user
 
 
 def test_matching_none_and_any_return_annotations_are_accepted(mediator: Mediator) -> None:
@@ -406,8 +406,8 @@ def test_matching_none_and_any_return_annotations_are_accepted(mediator: Mediato
 
     for function in (delete_user, on_created, anything):
         mediator.handler(function)
-    assert set(mediator.registry.requests) == {DeleteUser, Anything}
-    assert set(mediator.registry.notifications) == {UserCreated}
+    assert set(mediator._registry.requests) == {DeleteUser, Anything}
+    assert set(mediator._registry.notifications) == {UserCreated}
 
 
 def test_handler_name_is_module_and_qualname(mediator: Mediator) -> None:
@@ -417,7 +417,7 @@ def test_handler_name_is_module_and_qualname(mediator: Mediator) -> None:
     async def create_user(request: CreateUser) -> UserOut:
         raise NotImplementedError
 
-    assert mediator.registry.requests[CreateUser].name == f"{__name__}.{create_user.__qualname__}"
+    assert mediator._registry.requests[CreateUser].name == f"{__name__}.{create_user.__qualname__}"
 
 
 def test_decorator_with_options_stores_a_job_policy(mediator: Mediator) -> None:
@@ -435,7 +435,7 @@ def test_decorator_with_options_stores_a_job_policy(mediator: Mediator) -> None:
     async def create_user(request: CreateUser, ctx: Context) -> UserOut:
         raise NotImplementedError
 
-    assert mediator.registry.requests[CreateUser].policy == JobPolicy(
+    assert mediator._registry.requests[CreateUser].policy == JobPolicy(
         queue="critical",
         max_tries=3,
         timeout=5.0,
@@ -456,7 +456,7 @@ def test_default_job_policy(mediator: Mediator) -> None:
     async def delete_user(request: DeleteUser) -> None:
         raise NotImplementedError
 
-    assert mediator.registry.requests[CreateUser].policy == JobPolicy()
+    assert mediator._registry.requests[CreateUser].policy == JobPolicy()
     assert JobPolicy() == JobPolicy(
         queue="default",
         max_tries=1,
@@ -466,7 +466,7 @@ def test_default_job_policy(mediator: Mediator) -> None:
         keep_result=None,  # the mediator's keep_result and keep_failed apply
         keep_failed=None,
     )
-    assert mediator.registry.requests[DeleteUser].policy.timeout is None
+    assert mediator._registry.requests[DeleteUser].policy.timeout is None
 
 
 def test_many_notification_handlers_are_allowed(mediator: Mediator) -> None:
@@ -481,10 +481,10 @@ def test_many_notification_handlers_are_allowed(mediator: Mediator) -> None:
     @mediator.handler
     async def third(event: UserCreated, ctx: Context) -> None: ...
 
-    specs = mediator.registry.notifications[UserCreated]
+    specs = mediator._registry.notifications[UserCreated]
     assert [spec.function for spec in specs] == [first, second, third]
     assert specs[1].policy.queue == "emails"
-    assert mediator.registry.by_name == {UserCreated.message_name: UserCreated}
+    assert mediator._registry.by_name == {UserCreated.message_name: UserCreated}
 
 
 def test_decorators_return_the_function_unchanged(mediator: Mediator) -> None:

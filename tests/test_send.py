@@ -120,7 +120,8 @@ async def test_unregistered_type_raises_no_handler_error(mediator: Mediator) -> 
     names = [f"{__name__}.{name}" for name in ("CountUsers", "CreateUser", "UserCreated")]
     assert error.registered == names
     assert str(error) == (
-        "no handler is registered for Unregistered; register one with @mediator.handler. "
+        "no handler is registered for Unregistered; register one with @mediator.handler, and make sure "
+        "the process imports the module that registers it. "
         f"Message types with handlers: {', '.join(names)}"
     )
 

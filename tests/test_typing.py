@@ -139,7 +139,7 @@ def test_type_checker_rejects_misuse(mediator: Mediator) -> None:
         _ = mediator.send(UserCreated(user_id=1))  # type: ignore[arg-type]
         mediator.handler(sync_handler)  # type: ignore[type-var]
         _ = mediator.context.resource(Database).missing  # type: ignore[attr-defined]
-    assert mediator.registry.requests == {}
+    assert mediator._registry.requests == {}
 
 
 # The package as shipped ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Parameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_408_REQUEST_TIMEOUT
 
-from arq_mediator import JobFailed, JobHandle, Mediator, Request
+from arq_mediator import JobFailedError, JobHandle, Mediator, Request
 from services.api.schemas import (
     ItemKind,
     JobError,
@@ -59,7 +59,7 @@ async def _outcome(index: int, kind: ItemKind, handle: JobHandle[Any], timeout: 
         value = await handle.result(timeout=timeout)
     except TimeoutError:
         return None
-    except JobFailed as error:
+    except JobFailedError as error:
         failure = JobError(type=error.remote_type, message=error.remote_message)
         return MixedItem(index=index, kind=kind, job_id=handle.id, status="failed", error=failure)
     return MixedItem(index=index, kind=kind, job_id=handle.id, status="succeeded", result=value)

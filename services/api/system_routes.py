@@ -58,7 +58,7 @@ def _down(error: BaseException) -> str:
 async def _check_redis(mediator: NamedDependency[Mediator]) -> str:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
-            await mediator.jobs.redis.ping()
+            await mediator.ping()
     except (RedisError, OSError, ArqMediatorError, TimeoutError) as error:
         return _down(error)
     return "ok"

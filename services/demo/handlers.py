@@ -58,7 +58,9 @@ async def create_user(request: CreateUser, ctx: Context) -> UserOut:
         except IntegrityError:
             raise DuplicateEmail(f"a user with email {request.email} exists already") from None
         created = UserOut.model_validate(user, from_attributes=True)
-    await ctx.mediator.enqueue(UserCreated(user_id=created.id, email=created.email, name=created.name))
+    await ctx.mediator.enqueue_publish(
+        UserCreated(user_id=created.id, email=created.email, name=created.name)
+    )
     return created
 
 

@@ -79,7 +79,7 @@ async def health(state: State) -> Response[WorkerHealth]:
     mediator: Mediator = state.mediator
 
     async def ping_redis() -> None:
-        await mediator.jobs.redis.ping()
+        await mediator.ping()
 
     async def ping_database() -> None:
         async with mediator.resources[AsyncEngine].connect() as connection:

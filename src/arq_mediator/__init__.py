@@ -1,25 +1,28 @@
 """arq-mediator: typed requests run inline or as arq background jobs, through one pipeline."""
 
+import warnings
+
 from ._context import Context, JobInfo
 from ._envelope import ErrorRecord, JobEnvelope, ResultRecord
 from ._errors import (
     ArqMediatorError,
     EnvelopeError,
-    HandlerNotFound,
     HandlerRegistrationError,
-    JobAborted,
-    JobFailed,
-    JobNotFound,
+    JobAbortedError,
+    JobFailedError,
+    JobIdConflictError,
+    JobNotFoundError,
     MissingResourceError,
     NoHandlerError,
     QueueNotConnectedError,
-    WorkerLost,
+    QueueUnavailableError,
+    WorkerLostError,
 )
 from ._handle import JobHandle, JobStatus
 from ._jobs import QueueStats, Stats, WorkerState
 from ._mediator import Mediator
 from ._messages import Message, Notification, Request
-from ._policy import Backoff, JobPolicy
+from ._policy import Backoff
 from ._producer import RecurringJob
 from ._registry import CallNext
 from ._telemetry import TraceContextFilter
@@ -33,15 +36,14 @@ __all__ = [
     "Context",
     "EnvelopeError",
     "ErrorRecord",
-    "HandlerNotFound",
     "HandlerRegistrationError",
-    "JobAborted",
+    "JobAbortedError",
     "JobEnvelope",
-    "JobFailed",
+    "JobFailedError",
     "JobHandle",
+    "JobIdConflictError",
     "JobInfo",
-    "JobNotFound",
-    "JobPolicy",
+    "JobNotFoundError",
     "JobStatus",
     "Mediator",
     "Message",
@@ -50,14 +52,37 @@ __all__ = [
     "Notification",
     "QueueNotConnectedError",
     "QueueStats",
+    "QueueUnavailableError",
     "RecurringJob",
     "Request",
     "ResultRecord",
     "Stats",
     "TraceContextFilter",
     "Worker",
-    "WorkerLost",
+    "WorkerLostError",
     "WorkerSettings",
     "WorkerState",
     "run_worker",
 ]
+
+# Names before 1.0, kept for one release: each still works, with a DeprecationWarning naming its successor.
+_RENAMED = {
+    "JobFailed": "JobFailedError",
+    "JobNotFound": "JobNotFoundError",
+    "JobAborted": "JobAbortedError",
+    "WorkerLost": "WorkerLostError",
+    "HandlerNotFound": "NoHandlerError",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Resolve a pre-1.0 name to its successor, with a DeprecationWarning."""
+    successor = _RENAMED.get(name)
+    if successor is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"arq_mediator.{name} is deprecated and will be removed after 1.0; use {successor}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[successor]

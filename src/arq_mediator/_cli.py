@@ -68,7 +68,7 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
         "--unknown-type-timeout",
         type=float,
         default=300.0,
-        help="seconds after which such a job fails with HandlerNotFound",
+        help="seconds after which such a job fails with NoHandlerError",
     )
     worker.add_argument("--log-level", default="INFO")
     return parser.parse_args(arguments)

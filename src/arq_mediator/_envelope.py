@@ -86,6 +86,7 @@ class ResultRecord(BaseModel):
 
     Attributes:
         ok: Whether the last try succeeded.
+        type: The message type's stable name ("" when the job could not be read).
         value: The handler's return value as JSON, when ``ok``.
         error: What made the job fail, when not ``ok``.
         job: The envelope of the last try, kept so a failed job can be requeued as it was.
@@ -101,6 +102,7 @@ class ResultRecord(BaseModel):
     id: str
     queue: str
     ok: bool
+    type: str = ""
     value: Any = None
     error: ErrorRecord | None = None
     job: JobEnvelope | None = None

@@ -1,6 +1,12 @@
-"""Exceptions raised by arq-mediator; every one derives from `ArqMediatorError`."""
+"""Exceptions raised by arq-mediator: one family under `ArqMediatorError`, every name ending in ``Error``."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class ArqMediatorError(Exception):
@@ -12,16 +18,24 @@ class HandlerRegistrationError(ArqMediatorError, TypeError):
 
 
 class NoHandlerError(ArqMediatorError, LookupError):
-    """No handler is registered for the type of message that was sent."""
+    """No handler is registered for a message type: where it was sent, enqueued, or taken by a worker.
 
-    def __init__(self, message_type: type, registered: list[str]) -> None:
+    Attributes:
+        message_type: The type (or, in a worker, the type's message name) that has no handler.
+        registered: The message names that do have handlers there.
+    """
+
+    def __init__(self, message_type: type | str, registered: list[str], *, where: str = "") -> None:
         self.message_type = message_type
         self.registered = registered
+        name = message_type if isinstance(message_type, str) else message_type.__qualname__
         listed = ", ".join(registered) if registered else "none"
-        super().__init__(
-            f"no handler is registered for {message_type.__qualname__}; "
-            f"register one with @mediator.handler. Message types with handlers: {listed}"
+        place = f"{where} has no handler" if where else "no handler is registered"
+        hint = (
+            "; register one with @mediator.handler, and make sure the process imports the module that "
+            "registers it"
         )
+        super().__init__(f"{place} for {name}{hint}. Message types with handlers: {listed}")
 
 
 class MissingResourceError(ArqMediatorError, LookupError):
@@ -36,7 +50,19 @@ class QueueNotConnectedError(ArqMediatorError, RuntimeError):
     """A queue operation was called on a mediator with no Redis connection open."""
 
 
-class JobFailed(ArqMediatorError):
+class QueueUnavailableError(ArqMediatorError, ConnectionError):
+    """Redis could not be reached, or did not answer in time; the cause is chained.
+
+    Nothing was changed by the call that raised it, unless the call was already under way in Redis when
+    the answer was lost (then it may have been carried out: an idempotent ``job_id`` makes a retry safe).
+    """
+
+
+class JobIdConflictError(ArqMediatorError, ValueError):
+    """A job id given to ``enqueue`` belongs to a job of another message type."""
+
+
+class JobFailedError(ArqMediatorError):
     """A background job failed; its remote exception is described, not re-created.
 
     Attributes:
@@ -46,25 +72,46 @@ class JobFailed(ArqMediatorError):
         remote_traceback: The formatted traceback from the worker.
     """
 
-    def __init__(self, job_id: str, remote_type: str, remote_message: str, remote_traceback: str) -> None:
+    def __init__(
+        self, job_id: str, remote_type: str, remote_message: str, remote_traceback: str = ""
+    ) -> None:
         self.job_id = job_id
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
-        super().__init__(f"job {job_id} failed with {remote_type}: {remote_message}")
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        return f"job {self.job_id} failed with {self.remote_type}: {self.remote_message}"
 
 
-class JobNotFound(ArqMediatorError, LookupError):
+class JobAbortedError(JobFailedError):
+    """A background job was aborted, before it started or while it ran (a kind of failure)."""
+
+    def _describe(self) -> str:
+        return f"job {self.job_id} was aborted: {self.remote_message}"
+
+
+class JobNotFoundError(ArqMediatorError, LookupError):
     """No job with that id is queued, running, or has a result kept."""
 
 
-class JobAborted(ArqMediatorError):
-    """The job was aborted before it finished (recorded as its error)."""
-
-
-class WorkerLost(ArqMediatorError):
+class WorkerLostError(ArqMediatorError):
     """The job's worker stopped heart-beating too many times while running it (recorded as its error)."""
 
 
-class HandlerNotFound(ArqMediatorError, LookupError):
-    """A worker took a job whose type it has no handler for (recorded as the job's error)."""
+# The Redis client's errors that mean "unreachable or not answering", as opposed to an error reply.
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@contextmanager
+def redis_unavailable_as_queue_error() -> Iterator[None]:
+    """Turn the Redis client's connection errors and timeouts into `QueueUnavailableError`."""
+    try:
+        yield
+    except TimeoutError:  # the caller's own deadline (asyncio's TimeoutError is an OSError too)
+        raise
+    except REDIS_UNAVAILABLE as error:
+        raise QueueUnavailableError(
+            f"the job queue's Redis is unavailable: {error or type(error).__name__}"
+        ) from error

@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from ._context import Context, JobInfo
-from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, decode_envelope, encode_raw
-from ._errors import EnvelopeError, HandlerNotFound, JobAborted, WorkerLost
+from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, decode_envelope, encode_raw, qualified_name
+from ._errors import EnvelopeError, JobAbortedError, NoHandlerError, WorkerLostError
 from ._jobs import now_ms
 from ._messages import Request, response_type_of
 from ._outcomes import ABORT_ASKED, DONE
@@ -41,6 +42,13 @@ if TYPE_CHECKING:
     from ._worker_settings import WorkerSettings
 
 logger = logging.getLogger("arq_mediator.worker")
+
+
+def aborted(how: str) -> ErrorRecord:
+    """Return the error record of a job aborted *how* ("aborted while running", say)."""
+    return ErrorRecord(type=qualified_name(JobAbortedError), message=how)
+
+
 # How much of an unreadable job's body its failure record keeps.
 RAW_BODY_LIMIT = 16 * 1024
 
@@ -111,7 +119,7 @@ class JobRunner:
             return
         lost = claim.deliveries - envelope.failures - 1
         if lost >= self._settings.max_lost:
-            poison = WorkerLost(f"job {claim.id} lost its worker {lost} times; failed as poison")
+            poison = WorkerLostError(f"job {claim.id} lost its worker {lost} times; failed as poison")
             await self._fail(claim, envelope, poison, started)
             return
         attributes = {"messaging.destination.name": claim.queue}
@@ -124,7 +132,7 @@ class JobRunner:
         with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
             try:
                 spec = self._spec_for(envelope)
-            except HandlerNotFound as error:
+            except NoHandlerError as error:
                 await self._unknown_type(claim, envelope, error, started)
                 return
             try:
@@ -142,7 +150,7 @@ class JobRunner:
             return None
 
     def _spec_for(self, envelope: JobEnvelope) -> HandlerSpec:
-        registry = self._mediator.registry
+        registry = self._mediator._registry
         message_type = registry.by_name.get(envelope.type)
         if message_type is None:
             specs = []
@@ -153,14 +161,15 @@ class JobRunner:
         for spec in specs:
             if envelope.handler is None or spec.name == envelope.handler:
                 return spec
-        raise HandlerNotFound(
-            f"worker {self._worker} (queues {', '.join(self._settings.queues)}) has no handler "
-            f"{envelope.handler or ''} for {envelope.type}; "
-            f"it handles: {', '.join(registry.registered_names()) or 'nothing'}"
+        handler = f" (handler {envelope.handler})" if envelope.handler else ""
+        raise NoHandlerError(
+            envelope.type + handler,
+            registry.registered_names(),
+            where=f"worker {self._worker} (queues {', '.join(self._settings.queues)})",
         )
 
     async def _unknown_type(
-        self, claim: Claim, envelope: JobEnvelope, error: HandlerNotFound, started: int
+        self, claim: Claim, envelope: JobEnvelope, error: NoHandlerError, started: int
     ) -> None:
         """Give a job this worker cannot run back to a worker that can; fail it when none can."""
         waited = (now_ms() - (envelope.due_at or envelope.enqueued_at)) / 1000
@@ -175,7 +184,7 @@ class JobRunner:
             )
             delay_ms = int(self._settings.unknown_type_delay * 1000)
             if await self._outcomes.release(claim, delay_ms) == ABORT_ASKED:
-                await self._fail(claim, envelope, JobAborted("aborted while waiting for a worker"), started)
+                await self._fail(claim, envelope, aborted("aborted while waiting for a worker"), started)
             return
         logger.error("worker %s failed job %s: %s", self._worker, claim.id, error)
         await self._fail(claim, envelope, error, started)
@@ -194,7 +203,7 @@ class JobRunner:
         mediator = self._mediator
         job_logger = logging.LoggerAdapter(mediator.logger, {"job_id": envelope.id, "queue": claim.queue})
         ctx = Context(mediator=mediator, logger=job_logger, resources=mediator.resources, job=job)
-        head, tail = mediator.registry.route(spec, ctx)
+        head, tail = mediator._registry.route(spec, ctx)
         clock = asyncio.get_running_loop().time
         began = clock()
         try:
@@ -222,7 +231,7 @@ class JobRunner:
                 return
             if claim.aborting:
                 task.uncancel()
-                await self._fail(claim, envelope, JobAborted("aborted while running"), started)
+                await self._fail(claim, envelope, aborted("aborted while running"), started)
                 return
             trace.get_current_span().set_attribute("arq_mediator.job.outcome", "given back")
             await self._give_back(claim, envelope, started)
@@ -237,6 +246,7 @@ class JobRunner:
             id=claim.id,
             queue=claim.queue,
             ok=True,
+            type=envelope.type,
             value=encoded,
             try_number=job.try_number,
             worker=self._worker,
@@ -262,7 +272,7 @@ class JobRunner:
     async def _give_back(self, claim: Claim, envelope: JobEnvelope, started: int) -> None:
         """Return a cancelled job to its queue untried; record it aborted if that was asked meanwhile."""
         if await self._outcomes.release(claim) == ABORT_ASKED:
-            await self._fail(claim, envelope, JobAborted("aborted while running"), started)
+            await self._fail(claim, envelope, aborted("aborted while running"), started)
 
     async def _after_failure(
         self, claim: Claim, envelope: JobEnvelope, spec: HandlerSpec, error: BaseException, started: int
@@ -278,7 +288,7 @@ class JobRunner:
         record_failure(span, error)
         outcome = await self._outcomes.retry(claim, retried.model_dump_json(), delay_ms)
         if outcome == ABORT_ASKED:
-            await self._fail(claim, envelope, JobAborted("aborted while running"), started)
+            await self._fail(claim, envelope, aborted("aborted while running"), started)
             return
         if outcome != DONE:
             return
@@ -300,20 +310,27 @@ class JobRunner:
         self,
         claim: Claim,
         envelope: JobEnvelope | None,
-        error: BaseException,
+        error: BaseException | ErrorRecord,
         started: int,
         raw: str | None = None,
     ) -> None:
-        if not isinstance(error, (EnvelopeError, WorkerLost, JobAborted, HandlerNotFound)):
-            logger.error("job %s failed for good: %r", claim.id, error)
         span = trace.get_current_span()  # the job's CONSUMER span, when it got as far as having one
-        record_failure(span, error)
+        if isinstance(error, BaseException):
+            if not isinstance(error, (EnvelopeError, WorkerLostError, NoHandlerError)):
+                logger.error("job %s failed for good: %r", claim.id, error)
+            record_failure(span, error)
+            described = ErrorRecord.from_exception(error)
+        else:
+            span.set_status(Status(StatusCode.ERROR, error.message))
+            span.set_attribute("error.type", error.type)
+            described = error
         span.set_attribute("arq_mediator.job.outcome", "failed")
         record = ResultRecord(
             id=claim.id,
             queue=claim.queue,
             ok=False,
-            error=ErrorRecord.from_exception(error),
+            type=envelope.type if envelope is not None else "",
+            error=described,
             job=envelope,
             raw=raw,
             try_number=0 if envelope is None else envelope.failures + 1,
@@ -326,7 +343,7 @@ class JobRunner:
         if envelope is not None:
             try:
                 spec = self._spec_for(envelope)
-            except HandlerNotFound:
+            except NoHandlerError:
                 spec = None
         if spec is not None and spec.policy.keep_failed:
             keep = spec.policy.keep_failed

@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from pydantic import TypeAdapter
 
 from ._envelope import ResultRecord
-from ._errors import JobFailed
+from ._errors import JobAbortedError, JobFailedError, redis_unavailable_as_queue_error
 
 if TYPE_CHECKING:
     from ._jobs import JobClient
 
 R = TypeVar("R")
+# The type names an aborted job's error record carries (the second: before 1.0).
+ABORTED_TYPES = frozenset(
+    {f"{JobAbortedError.__module__}.JobAbortedError", "arq_mediator._errors.JobAborted"}
+)
 
 
 class JobStatus(enum.StrEnum):
@@ -68,13 +72,19 @@ class JobHandle(Generic[R]):
         return hash(self.id)
 
     async def status(self) -> JobStatus:
-        """Return where the job stands now."""
-        state, _ = await self._client.status(self.id)
+        """Return where the job stands now.
+
+        Raises:
+            QueueUnavailableError: Redis could not be reached or did not answer in time.
+        """
+        with redis_unavailable_as_queue_error():
+            state, _ = await self._client.status(self.id)
         return state
 
     async def record(self) -> ResultRecord | None:
         """Return the finished job's result record (value or error, worker, timings), or ``None``."""
-        _, record = await self._client.status(self.id)
+        with redis_unavailable_as_queue_error():
+            _, record = await self._client.status(self.id)
         return record
 
     async def result(self, timeout: float | None = None) -> R:
@@ -86,18 +96,22 @@ class JobHandle(Generic[R]):
             timeout: Seconds to wait; ``None`` waits as long as it takes.
 
         Raises:
-            JobFailed: the job failed; the exception carries the remote type, message and traceback.
-            JobNotFound: no such job is queued, running or finished (or its result has expired).
+            JobFailedError: the job failed; the exception carries the remote type, message and traceback.
+            JobAbortedError: the job was aborted (a `JobFailedError` too).
+            QueueUnavailableError: Redis could not be reached or did not answer in time.
+            JobNotFoundError: no such job is queued, running or finished (or its result has expired).
             TimeoutError: *timeout* passed first; the job goes on.
         """
-        record = await self._client.wait(self.id, timeout)
+        with redis_unavailable_as_queue_error():
+            record = await self._client.wait(self.id, timeout)
         return self._value_of(record)
 
     def _value_of(self, record: ResultRecord) -> R:
         if not record.ok:
             error = record.error
             assert error is not None  # a failed record always carries one
-            raise JobFailed(self.id, error.type, error.message, error.traceback)
+            failure = JobAbortedError if error.type in ABORTED_TYPES else JobFailedError
+            raise failure(self.id, error.type, error.message, error.traceback)
         if self._adapter is None:
             value: Any = record.value
             return value  # type: ignore[no-any-return]
@@ -106,13 +120,14 @@ class JobHandle(Generic[R]):
     async def abort(self) -> bool:
         """Abort the job: remove it if it has not started, cancel it on its worker if it is running.
 
-        Either way it ends as failed by `JobAborted`: listed with the failed jobs, and requeueable.
+        Either way it ends as failed by `JobAbortedError`: listed with the failed jobs, and requeueable.
 
         Returns:
             ``True`` if it was removed or its worker was asked to cancel it; ``False`` if it had already
             finished.
 
         Raises:
-            JobNotFound: no such job exists.
+            JobNotFoundError: no such job exists.
         """
-        return await self._client.abort(self.id, int(self._client.keep_failed * 1000))
+        with redis_unavailable_as_queue_error():
+            return await self._client.abort(self.id, int(self._client.keep_failed * 1000))

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from redis.exceptions import NoScriptError, RedisError
 
 from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, qualified_name
-from ._errors import JobAborted, JobNotFound
-from ._handle import JobStatus
+from ._errors import JobAbortedError, JobNotFoundError
+from ._handle import ABORTED_TYPES, JobStatus
 from ._keys import (
     QUEUE_PREFIX,
     QUEUES_KEY,
@@ -41,7 +41,6 @@ _STATES = {
     b"deferred": JobStatus.DEFERRED,
     b"missing": JobStatus.NOT_FOUND,
 }
-_ABORTED = qualified_name(JobAborted)
 # Seconds a timed-out wait may spend on saying where the job stands.
 _DESCRIBE_WITHIN = 0.5
 
@@ -117,18 +116,22 @@ class JobClient:
         self.scripts = Scripts(redis, self.channels)
         self.results = ResultWaiter(redis, self.channels)
 
-    async def push(self, jobs: list[PendingJob]) -> list[tuple[int, str]]:
+    async def push(self, jobs: list[PendingJob]) -> list[tuple[int, str, str]]:
         """Store and queue *jobs* in one round trip.
 
         Returns:
-            Per job, ADDED, ALREADY_QUEUED or ALREADY_FINISHED, and the queue the job is on: for a job id
-            that existed already, the existing job's queue, whatever this call asked for.
+            Per job, ADDED, ALREADY_QUEUED or ALREADY_FINISHED; the queue the job is on (for a job id that
+            existed already, the existing job's queue, whatever this call asked for); and for such a job
+            its message type, when it can be read ("" otherwise).
         """
         arguments: list[str | int] = []
         for job in jobs:
             arguments += (job.id, job.queue, job.delay_ms, job.body)
         reply = await self.scripts.enqueue(args=arguments)
-        return [(int(reply[i]), reply[i + 1].decode()) for i in range(0, len(reply), 2)]
+        return [
+            (int(reply[i]), reply[i + 1].decode(errors="replace"), reply[i + 2].decode(errors="replace"))
+            for i in range(0, len(reply), 3)
+        ]
 
     async def enqueue_tick(self, schedule: str, tick_ms: int, job: PendingJob) -> bool:
         """Push the job of one tick of recurring *schedule* unless that tick or a later one was pushed."""
@@ -140,7 +143,7 @@ class JobClient:
             job.delay_ms,
             job.body,
         ]
-        outcome, _ = await self.scripts.enqueue_tick(args=arguments)
+        outcome, _, _ = await self.scripts.enqueue_tick(args=arguments)
         return int(outcome) == ADDED
 
     async def complete_many(self, batch: list[list[Any]]) -> list[bool]:
@@ -178,7 +181,7 @@ class JobClient:
         """Wait for *job_id* to finish; return its result record.
 
         Raises:
-            JobNotFound: the job is neither queued, running nor finished.
+            JobNotFoundError: the job is neither queued, running nor finished.
             TimeoutError: *timeout* seconds passed first; the message says where the job stands.
         """
         if timeout is not None and timeout <= 0:  # a look, not a wait
@@ -217,24 +220,24 @@ class JobClient:
         """Return the job's result record if it finished, ``None`` if it is still to come.
 
         Raises:
-            JobNotFound: the job is neither queued, running nor finished.
+            JobNotFoundError: the job is neither queued, running nor finished.
         """
         state, record = await self.status(job_id)
         if state is JobStatus.NOT_FOUND:
-            raise JobNotFound(f"no job {job_id} is queued, running or finished (results expire)")
+            raise JobNotFoundError(f"no job {job_id} is queued, running or finished (results expire)")
         return record
 
     async def abort(self, job_id: str, keep_ms: int) -> bool:
         """Remove *job_id* if it has not started, else ask its worker to cancel it.
 
-        Either way it ends recorded as failed by `JobAborted`, kept *keep_ms* and listed with the failed
+        Either way it ends recorded as failed by `JobAbortedError`, kept *keep_ms* and listed with the failed
         jobs, from where it can be requeued.
 
         Returns:
             ``False`` when the job had already finished.
 
         Raises:
-            JobNotFound: no such job exists.
+            JobNotFoundError: no such job exists.
         """
         while True:
             body = await self.redis.get(job_key(job_id))
@@ -247,7 +250,8 @@ class JobClient:
                 id=job_id,
                 queue=queue,
                 ok=False,
-                error=ErrorRecord(type=qualified_name(JobAborted), message="aborted before it started"),
+                type=envelope.type if envelope else "",
+                error=ErrorRecord(type=qualified_name(JobAbortedError), message="aborted before it started"),
                 job=envelope,
                 finished_at=now_ms(),
             )
@@ -255,7 +259,7 @@ class JobClient:
                 args=[job_id, body or "", record.model_dump_json(), keep_ms, *queues]
             )
             if outcome == -1:
-                raise JobNotFound(f"no job {job_id} to abort")
+                raise JobNotFoundError(f"no job {job_id} to abort")
             if outcome != -2:  # -2: the job changed between our read and the script; read again
                 return bool(outcome)
 
@@ -266,12 +270,12 @@ class JobClient:
             Its queue, and whether it was requeued (``False``: a job with that id is queued or running).
 
         Raises:
-            JobNotFound: no failed job with that id is kept (or it cannot be rebuilt).
+            JobNotFoundError: no failed job with that id is kept (or it cannot be rebuilt).
         """
         raw = await self.redis.get(result_key(job_id))
         record = None if raw is None else ResultRecord.model_validate_json(raw)
         if record is None or record.ok or record.job is None:
-            raise JobNotFound(f"no failed job {job_id} with its envelope is kept; nothing to requeue")
+            raise JobNotFoundError(f"no failed job {job_id} with its envelope is kept; nothing to requeue")
         fresh = record.job.model_copy(update={"failures": 0, "due_at": now_ms()})
         requeued = await self.scripts.requeue(args=[job_id, fresh.queue, fresh.model_dump_json()])
         return fresh.queue, bool(requeued)
@@ -357,6 +361,6 @@ def status_of(record: ResultRecord) -> JobStatus:
     """Return the final status a result record stands for: succeeded, failed or aborted."""
     if record.ok:
         return JobStatus.SUCCEEDED
-    if record.error is not None and record.error.type == _ABORTED:
+    if record.error is not None and record.error.type in ABORTED_TYPES:
         return JobStatus.ABORTED
     return JobStatus.FAILED

@@ -87,11 +87,6 @@ class Mediator(Producer):
         self._inline_fanouts: dict[type, list[Route]] = {}
 
     @property
-    def registry(self) -> Registry:
-        """Return the registry of handlers and behaviours (for workers and introspection)."""
-        return self._registry
-
-    @property
     def resources(self) -> MappingProxyType[type[Any], Any]:
         """Return a read-only view of the resources provided so far, keyed by type."""
         return MappingProxyType(self._resources)
@@ -214,8 +209,15 @@ class Mediator(Producer):
         return function
 
     async def connect(self, redis: Redis) -> None:
-        """Use an already open Redis client for the job queues; the caller keeps it and closes it."""
+        """Use an already open Redis client for the job queues; the caller keeps it and closes it.
+
+        `disconnect` undoes it: it stops waiting for results, and leaves the client open.
+        """
         self._client = JobClient(redis, keep_failed=self.keep_failed)
+
+    async def disconnect(self) -> None:
+        """Stop using the Redis client given to `connect`: close the result listener, keep the client."""
+        await self._disconnect()
 
     async def __aenter__(self) -> Self:
         """Open the Redis pool (when configured), then enter every lifespan in registration order.

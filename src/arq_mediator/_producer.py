@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from pydantic import TypeAdapter
 
 from ._cron import CronSchedule
 from ._envelope import ResultRecord, dumps
-from ._errors import QueueNotConnectedError
+from ._errors import JobIdConflictError, QueueNotConnectedError, redis_unavailable_as_queue_error
 from ._handle import JobHandle
 from ._jobs import ADDED, JobClient, PendingJob, Stats, now_ms
 from ._messages import Message, Notification, Request, response_type_of
@@ -54,7 +55,7 @@ class Producer:
     keep_failed: float
 
     @property
-    def jobs(self) -> JobClient:
+    def _jobs(self) -> JobClient:
         """Return the open Redis job client.
 
         Raises:
@@ -67,135 +68,110 @@ class Producer:
             )
         return self._client
 
-    @overload
     async def enqueue(
         self,
-        message: Request[R],
+        request: Request[R],
         *,
         queue: str | None = None,
         job_id: str | None = None,
         max_tries: int | None = None,
-    ) -> JobHandle[R]: ...
-
-    @overload
-    async def enqueue(
-        self,
-        message: Notification,
-        *,
-        queue: str | None = None,
-        job_id: str | None = None,
-        max_tries: int | None = None,
-    ) -> list[JobHandle[None]]: ...
-
-    async def enqueue(
-        self,
-        message: Message,
-        *,
-        queue: str | None = None,
-        job_id: str | None = None,
-        max_tries: int | None = None,
-    ) -> JobHandle[Any] | list[JobHandle[None]]:
-        """Queue *message* to run in a worker now; return a handle to its result.
-
-        A request becomes one job on its handler's queue (or *queue*). A notification becomes one job per
-        handler, each on that handler's queue with its own tries, and a list of handles comes back.
+    ) -> JobHandle[R]:
+        """Queue *request* to run in a worker now; return a handle to its typed result.
 
         Args:
-            message: The request or notification.
-            queue: Send the job(s) here instead of the handler's queue.
+            request: The request; its handler's policy says where and how it runs.
+            queue: Send the job here instead of the handler's queue.
             job_id: An idempotency key: while a job with this id is queued, running or its result is kept,
-                enqueueing it again returns the existing job's handle and adds nothing.
+                enqueueing it again adds nothing and returns the existing job's handle (``enqueued`` is
+                then ``False``).
             max_tries: Tries in all for this job, overriding the handler's policy.
 
         Raises:
-            NoHandlerError: a request type with no handler, before anything reaches Redis.
+            NoHandlerError: the request's type has no handler (nothing reaches Redis).
+            JobIdConflictError: *job_id* belongs to a job of another message type.
+            QueueUnavailableError: Redis could not be reached or did not answer in time.
+            ValueError: the job is over ``max_job_bytes``, or *max_tries* is below 1.
+            TypeError: *request* is a `Notification`: use `enqueue_publish`.
         """
-        return await self._schedule(message, queue=queue, job_id=job_id, max_tries=max_tries, delay_ms=0)
+        [handle] = await self._enqueue_requests([request], queue, [job_id], max_tries, 0)
+        return handle
 
-    @overload
     async def defer(
         self,
-        message: Request[R],
+        request: Request[R],
         *,
         by: timedelta | float | None = None,
         at: datetime | None = None,
         queue: str | None = None,
         job_id: str | None = None,
-    ) -> JobHandle[R]: ...
+        max_tries: int | None = None,
+    ) -> JobHandle[R]:
+        """Queue *request* to run later: *by* a delay (seconds or timedelta) or *at* an aware datetime.
 
-    @overload
-    async def defer(
-        self,
-        message: Notification,
-        *,
-        by: timedelta | float | None = None,
-        at: datetime | None = None,
-        queue: str | None = None,
-        job_id: str | None = None,
-    ) -> list[JobHandle[None]]: ...
-
-    async def defer(
-        self,
-        message: Message,
-        *,
-        by: timedelta | float | None = None,
-        at: datetime | None = None,
-        queue: str | None = None,
-        job_id: str | None = None,
-    ) -> JobHandle[Any] | list[JobHandle[None]]:
-        """Queue *message* to run later: *by* a delay (seconds or timedelta) or *at* an aware datetime.
+        The other options are `enqueue`'s. The delay is counted on the Redis server's clock.
 
         Raises:
             ValueError: both or neither of *by* and *at*, a negative delay, or a naive *at*.
         """
-        if (by is None) == (at is None):
-            raise ValueError("defer() takes exactly one of by= (a delay) or at= (an aware datetime)")
-        if at is not None:
-            if at.tzinfo is None or at.utcoffset() is None:
-                raise ValueError(
-                    "defer(at=...) needs a timezone-aware datetime, e.g. datetime.now(UTC) + delta"
-                )
-            delay_ms = int(at.timestamp() * 1000) - now_ms()
-        else:
-            seconds = to_seconds(by) or 0.0
-            if seconds < 0:
-                raise ValueError(f"defer(by=...) needs a delay of zero or more, got {seconds} s")
-            delay_ms = int(seconds * 1000)
-        return await self._schedule(
-            message, queue=queue, job_id=job_id, max_tries=None, delay_ms=max(delay_ms, 0)
-        )
+        delay_ms = _delay_ms(by, at, required=True)
+        [handle] = await self._enqueue_requests([request], queue, [job_id], max_tries, delay_ms)
+        return handle
 
     async def enqueue_many(
-        self, messages: Sequence[Request[R]], *, queue: str | None = None
+        self,
+        requests: Sequence[Request[R]],
+        *,
+        queue: str | None = None,
+        job_ids: Sequence[str | None] | None = None,
+        max_tries: int | None = None,
+        by: timedelta | float | None = None,
+        at: datetime | None = None,
     ) -> list[JobHandle[R]]:
         """Queue many requests in one round trip to Redis; return their handles in order.
 
+        Args:
+            requests: The requests, of one type or several.
+            queue: Send every job here instead of each handler's queue.
+            job_ids: One idempotency key (or ``None``) per request, as in `enqueue`.
+            max_tries: Tries in all for every job, overriding the handlers' policies.
+            by: Delay every job by this much, as in `defer`.
+            at: Or start every job at this aware datetime.
+
         Raises:
             NoHandlerError: any request type lacks a handler; nothing is queued then.
+            JobIdConflictError: a job id belongs to a job of another type (the others were queued).
         """
-        now = now_ms()
-        jobs = [
-            self._pending(m, self._registry.handler_for(type(m)), queue, None, None, now, 0) for m in messages
-        ]
-        outcomes = await self._push(jobs)
-        return [
-            self._handle_for(type(m), job.id, placed, outcome == ADDED)
-            for m, (job, _), (outcome, placed) in zip(messages, jobs, outcomes, strict=True)
-        ]
+        ids = list(job_ids) if job_ids is not None else [None] * len(requests)
+        if len(ids) != len(requests):
+            raise ValueError(f"enqueue_many got {len(requests)} requests but {len(ids)} job ids")
+        return await self._enqueue_requests(requests, queue, ids, max_tries, _delay_ms(by, at))
 
-    async def _schedule(
-        self, message: Message, *, queue: str | None, job_id: str | None, max_tries: int | None, delay_ms: int
-    ) -> JobHandle[Any] | list[JobHandle[None]]:
+    async def enqueue_publish(
+        self,
+        notification: Notification,
+        *,
+        queue: str | None = None,
+        job_id: str | None = None,
+        max_tries: int | None = None,
+        by: timedelta | float | None = None,
+        at: datetime | None = None,
+    ) -> list[JobHandle[None]]:
+        """Publish *notification* in the background: one job per handler, each with its own tries.
+
+        Each job goes to its handler's queue (or *queue*); with *job_id*, each handler's job gets the id
+        ``<job_id>:<handler name>``, an idempotency key as in `enqueue`. *by* or *at* delay them all, as in
+        `defer`. A notification with no handler queues nothing and returns an empty list.
+
+        Raises:
+            QueueUnavailableError: Redis could not be reached or did not answer in time.
+        """
+        if not isinstance(notification, Notification):
+            raise TypeError("enqueue_publish() takes a Notification; for a request use enqueue()")
+        delay_ms = _delay_ms(by, at)
         now = now_ms()
-        if isinstance(message, Request):
-            spec = self._registry.handler_for(type(message))
-            pending = self._pending(message, spec, queue, job_id, max_tries, now, delay_ms)
-            [(outcome, placed)] = await self._push([pending])
-            return self._handle_for(type(message), pending[0].id, placed, outcome == ADDED)
-        specs = self._registry.handlers_of(type(message))
         jobs = [
             self._pending(
-                message,
+                notification,
                 spec,
                 queue,
                 f"{job_id}:{spec.name}" if job_id else None,
@@ -203,25 +179,61 @@ class Producer:
                 now,
                 delay_ms,
             )
-            for spec in specs
+            for spec in self._registry.handlers_of(type(notification))
         ]
         outcomes = await self._push(jobs) if jobs else []
         return [
-            JobHandle(self.jobs, job.id, placed, None, enqueued=outcome == ADDED)
-            for (job, _), (outcome, placed) in zip(jobs, outcomes, strict=True)
+            JobHandle(self._jobs, job.id, placed, None, enqueued=outcome == ADDED)
+            for (job, _), (outcome, placed, _) in zip(jobs, outcomes, strict=True)
         ]
 
-    async def _push(self, prepared: list[tuple[PendingJob, Span]]) -> list[tuple[int, str]]:
+    async def _enqueue_requests(
+        self,
+        requests: Sequence[Request[R]],
+        queue: str | None,
+        job_ids: Sequence[str | None],
+        max_tries: int | None,
+        delay_ms: int,
+    ) -> list[JobHandle[R]]:
+        now = now_ms()
+        jobs = []
+        for request, job_id in zip(requests, job_ids, strict=True):
+            if not isinstance(request, Request):
+                raise TypeError(
+                    f"enqueue() takes a Request; to run the handlers of {type(request).__qualname__} in the "
+                    "background use enqueue_publish()"
+                )
+            spec = self._registry.handler_for(type(request))
+            jobs.append(self._pending(request, spec, queue, job_id, max_tries, now, delay_ms))
+        outcomes = await self._push(jobs)
+        conflicts = [
+            (job.id, existing)
+            for (job, _), request, (_, _, existing) in zip(jobs, requests, outcomes, strict=True)
+            if existing and existing != type(request).message_name
+        ]
+        if conflicts:
+            described = "; ".join(f"job {job_id} is a {existing}" for job_id, existing in conflicts)
+            raise JobIdConflictError(
+                f"{described}: a job id names one job, whatever its type. Use another id, or wait until the "
+                "existing job's result expires"
+            )
+        return [
+            self._handle_for(type(request), job.id, placed, outcome == ADDED)
+            for request, (job, _), (outcome, placed, _) in zip(requests, jobs, outcomes, strict=True)
+        ]
+
+    async def _push(self, prepared: list[tuple[PendingJob, Span]]) -> list[tuple[int, str, str]]:
         """Push jobs in one round trip and end their PRODUCER spans, marking failures and duplicates."""
         try:
-            outcomes = await self.jobs.push([job for job, _ in prepared])
+            with redis_unavailable_as_queue_error():
+                outcomes = await self._jobs.push([job for job, _ in prepared])
         except BaseException as error:
             for _, span in prepared:
                 record_failure(span, error)
                 span.end()
             raise
         added: Counter[str] = Counter()
-        for (job, span), (outcome, _) in zip(prepared, outcomes, strict=True):
+        for (job, span), (outcome, _, _) in zip(prepared, outcomes, strict=True):
             if outcome == ADDED:
                 added[job.queue] += 1
             else:  # an idempotent repeat: nothing was sent
@@ -274,7 +286,7 @@ class Producer:
     def _handle_for(
         self, request_type: type[Request[R]], job_id: str, queue: str, enqueued: bool
     ) -> JobHandle[R]:
-        return JobHandle(self.jobs, job_id, queue, self._adapter(request_type), enqueued=enqueued)
+        return JobHandle(self._jobs, job_id, queue, self._adapter(request_type), enqueued=enqueued)
 
     def _adapter(self, request_type: type[Request[Any]]) -> TypeAdapter[Any]:
         adapter = self._adapters.get(request_type)
@@ -291,7 +303,7 @@ class Producer:
     def job(self, job_id: str, request_type: type[Request[R]] | None = None) -> JobHandle[R] | JobHandle[Any]:
         """Rebuild the handle of job *job_id*; with *request_type*, its result is validated and typed."""
         adapter = None if request_type is None else self._adapter(request_type)
-        return JobHandle(self.jobs, job_id, None, adapter)
+        return JobHandle(self._jobs, job_id, None, adapter)
 
     def recurring(
         self,
@@ -356,7 +368,7 @@ class Producer:
         spec = self._registry.handler_for(type(entry.request))
         job, span = self._pending(entry.request, spec, None, job_id, None, now_ms(), 0)
         try:
-            added = await self.jobs.enqueue_tick(entry.name, int(tick.timestamp() * 1000), job)
+            added = await self._jobs.enqueue_tick(entry.name, int(tick.timestamp() * 1000), job)
         except BaseException as error:
             record_failure(span, error)
             raise
@@ -366,15 +378,29 @@ class Producer:
             jobs_enqueued.add(1, {"messaging.destination.name": job.queue})
         return added
 
+    async def ping(self) -> float:
+        """Check that the job queue's Redis answers; return the round trip in seconds (for health checks).
+
+        Raises:
+            QueueNotConnectedError: the mediator has no Redis connection open.
+            QueueUnavailableError: Redis could not be reached or did not answer in time.
+        """
+        began = time.perf_counter()
+        with redis_unavailable_as_queue_error():
+            await self._jobs.redis.ping()
+        return time.perf_counter() - began
+
     async def stats(self) -> Stats:
         """Return per-queue counts (ready, running, deferred, failed), live workers, and totals."""
         known = {spec.policy.queue for spec in self._registry.requests.values()}
         known |= {spec.policy.queue for specs in self._registry.notifications.values() for spec in specs}
-        return await self.jobs.stats(known)
+        with redis_unavailable_as_queue_error():
+            return await self._jobs.stats(known)
 
     async def failed_jobs(self, queue: str, limit: int = 100) -> list[ResultRecord]:
         """Return the newest failed jobs of *queue* with their error records."""
-        return await self.jobs.failed(queue, limit)
+        with redis_unavailable_as_queue_error():
+            return await self._jobs.failed(queue, limit)
 
     async def requeue(self, job_id: str) -> JobHandle[Any]:
         """Put failed (or aborted) job *job_id* back on its queue with all its tries; return its handle.
@@ -383,7 +409,26 @@ class Producer:
         nothing was requeued.
 
         Raises:
-            JobNotFound: no failed job with that id is kept.
+            JobNotFoundError: no failed job with that id is kept.
         """
-        queue, requeued = await self.jobs.requeue(job_id)
-        return JobHandle(self.jobs, job_id, queue, None, enqueued=requeued)
+        with redis_unavailable_as_queue_error():
+            queue, requeued = await self._jobs.requeue(job_id)
+        return JobHandle(self._jobs, job_id, queue, None, enqueued=requeued)
+
+
+def _delay_ms(by: timedelta | float | None, at: datetime | None, *, required: bool = False) -> int:
+    """Return the delay in ms that *by* (a delay) or *at* (an aware datetime) asks for; 0 for neither.
+
+    Raises:
+        ValueError: both are given (or neither, when *required*), a negative delay, or a naive *at*.
+    """
+    if (by is not None and at is not None) or (required and by is None and at is None):
+        raise ValueError("give exactly one of by= (a delay) or at= (an aware datetime)")
+    if at is not None:
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError("at= needs a timezone-aware datetime, e.g. datetime.now(UTC) + delta")
+        return max(int(at.timestamp() * 1000) - now_ms(), 0)
+    seconds = to_seconds(by) or 0.0
+    if seconds < 0:
+        raise ValueError(f"by= needs a delay of zero or more, got {seconds} s")
+    return int(seconds * 1000)

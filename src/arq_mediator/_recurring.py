@@ -53,7 +53,7 @@ async def _first_tick(mediator: Mediator, entry: RecurringJob) -> datetime:
     now = datetime.now(UTC)
     following = entry.schedule.next_after(now)
     try:
-        raw = await mediator.jobs.redis.get(recurring_key(entry.name))
+        raw = await mediator._jobs.redis.get(recurring_key(entry.name))
         last_ms = int(raw) if raw is not None else None
     except Exception:  # Redis down, or a value that is not a tick: no catching up, the schedule goes on
         return following

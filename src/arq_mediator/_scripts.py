@@ -57,12 +57,14 @@ end
 """
 
 # Adds one job unless its id is queued, running or still has a result: 1 added, 0 already there, 2
-# already finished; then the queue the job is on (or was).
+# already finished; then the queue the job is on (or was) and, for an existing job, its message type.
 _ENQUEUE_ONE = """
-local function queue_of(body, fallback)
+local function facts_of(body, fallback, out)
   local ok, record = pcall(cjson.decode, body)
-  if ok and type(record) == 'table' and type(record.queue) == 'string' then return record.queue end
-  return fallback
+  if not ok or type(record) ~= 'table' then record = {} end
+  if type(record.job) == 'table' then record.type = record.type or record.job.type end
+  out[#out + 1] = type(record.queue) == 'string' and record.queue or fallback
+  out[#out + 1] = type(record.type) == 'string' and record.type or ''
 end
 local touched = {}
 local function enqueue_one(id, queue, delay, body, out)
@@ -71,10 +73,10 @@ local function enqueue_one(id, queue, delay, body, out)
   local finished = (not existing) and get('{RESULT}' .. id)
   if existing then
     out[#out + 1] = 0
-    out[#out + 1] = queue_of(existing, queue)
+    facts_of(existing, queue, out)
   elseif finished then
     out[#out + 1] = 2
-    out[#out + 1] = queue_of(finished, queue)
+    facts_of(finished, queue, out)
   else
     local score = now + tonumber(delay)
     redis.call('SET', '{JOB}' .. id, body)
@@ -82,6 +84,7 @@ local function enqueue_one(id, queue, delay, body, out)
     touched[queue] = score
     out[#out + 1] = 1
     out[#out + 1] = queue
+    out[#out + 1] = ''
   end
 end
 local function wake_touched()
@@ -108,14 +111,14 @@ return out
 
 # ARGV: schedule key, tick_ms, then one job as in ENQUEUE. Enqueues the tick of a recurring job unless this
 # tick or a later one was enqueued already (by any worker, whatever became of its job). Returns
-# {1 added / 0 not, queue}.
+# {1 added / 0 not, queue, type}.
 ENQUEUE_TICK = (
     _NOW
     + _FENCE
     + _ENQUEUE_ONE
     + """
 local last = tonumber(get(ARGV[1]) or '')
-if last and last >= tonumber(ARGV[2]) then return {0, ARGV[4]} end
+if last and last >= tonumber(ARGV[2]) then return {0, ARGV[4], ''} end
 redis.call('SET', ARGV[1], ARGV[2])
 local out = {}
 enqueue_one(ARGV[3], ARGV[4], ARGV[5], ARGV[6], out)
@@ -345,7 +348,7 @@ return {'queued', body}
 )
 
 # ARGV: id, body as read, aborted record, keep_ms, then the queues it may be on. Returns 1 removed before
-# it ran (recorded as failed by JobAborted, like a job aborted while running), 2 running: its worker was
+# it ran (recorded as failed by JobAbortedError, like a job aborted while running), 2 running: its worker was
 # asked to cancel it, 0 already finished, -1 unknown, -2 changed meanwhile (try again).
 ABORT = (
     _NOW

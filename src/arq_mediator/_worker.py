@@ -89,7 +89,7 @@ class Worker:
             otel_context.detach(detached)
 
     async def _work(self) -> None:
-        jobs = self.mediator.jobs
+        jobs = self.mediator._jobs
         settings = self.settings
         self._outcomes = Outcomes(
             jobs, self.name, settings.lease, lambda: stopped_for(self._stopped_at, settings.grace)
@@ -166,7 +166,7 @@ class Worker:
             *queues,
             *(claim.key_id for claim, _ in self._running.values()),
         ]
-        reply = read_claim_reply(await self.mediator.jobs.scripts.claim(args=arguments), token)
+        reply = read_claim_reply(await self.mediator._jobs.scripts.claim(args=arguments), token)
         for problem in reply.bad_queues:
             logger.error("worker %s cannot read queue %s; skipping it", self.name, problem)
         return reply
@@ -233,7 +233,7 @@ class Worker:
 
     async def _listen(self, pubsub: PubSub) -> None:
         """Hear wake-ups and abort requests; nothing on these server-wide channels can stop the listener."""
-        channels = self.mediator.jobs.channels
+        channels = self.mediator._jobs.channels
         health = LoopHealth(logger, f"worker {self.name} listening for wake-ups")
         subscribed = False
         while True:
@@ -284,7 +284,7 @@ class Worker:
                 "lost": counts.lost,
                 "started_at": counts.started_at,
                 "last_seen": now_ms(),
-                "types": self.mediator.registry.registered_names(),
+                "types": self.mediator._registry.registered_names(),
             }
         )
 
@@ -303,7 +303,7 @@ class Worker:
         held: list[str | int | bytes] = []
         for claim, _ in self._running.values():
             held += (claim.key_id, claim.queue, claim.token, claim.deliveries)
-        reply = await self.mediator.jobs.scripts.heartbeat(
+        reply = await self.mediator._jobs.scripts.heartbeat(
             args=[
                 worker_key(self.instance),
                 self._record(),
@@ -332,7 +332,7 @@ class Worker:
         clock = asyncio.get_running_loop().time()
         if clock - self._peers_read_at > self.settings.heartbeat:
             try:
-                self._peers = await self.mediator.jobs.workers()
+                self._peers = await self.mediator._jobs.workers()
             except (RedisError, OSError):
                 return True  # cannot tell now: give the job back rather than fail it on a guess
             self._peers_read_at = clock

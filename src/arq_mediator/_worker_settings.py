@@ -28,7 +28,7 @@ class WorkerSettings:
         max_lost: Times a job may lose its worker before it is failed as poison.
         unknown_type_delay: Seconds a job whose type this worker has no handler for waits before another
             worker may take it, when a live worker serving its queue has a handler (a rolling deploy).
-        unknown_type_timeout: Seconds after which such a job fails anyway with `HandlerNotFound`.
+        unknown_type_timeout: Seconds after which such a job fails anyway with `NoHandlerError`.
     """
 
     queues: Sequence[str]
@@ -68,7 +68,7 @@ def describe_capabilities(mediator: Mediator, worker: str, queues: Sequence[str]
     Any handler runs from any queue, but a queue none of the handlers names as its own usually means a
     typo, or a module of handlers the worker's mediator never imported.
     """
-    registry = mediator.registry
+    registry = mediator._registry
     specs = list(registry.requests.values()) + [s for group in registry.notifications.values() for s in group]
     logger.info("worker %s started: queues %s, max %d jobs", worker, ", ".join(queues), max_jobs)
     if not specs:

@@ -14,7 +14,7 @@ from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_503_SERVICE_UNAVAILAB
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._errors import JobNotFound, QueueNotConnectedError
+from ._errors import JobNotFoundError, QueueNotConnectedError, QueueUnavailableError
 from ._mediator import Mediator
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ class MediatorPlugin(InitPlugin):
         app_config.lifespan.append(self.mediator)
         app_config.dependencies[self.dependency_key] = Provide(self._provide, sync_to_thread=False)
         app_config.signature_namespace["Mediator"] = Mediator
-        for error_type in (RedisConnectionError, RedisTimeoutError, QueueNotConnectedError):
+        unavailable = (RedisConnectionError, RedisTimeoutError, QueueNotConnectedError, QueueUnavailableError)
+        for error_type in unavailable:
             app_config.exception_handlers.setdefault(error_type, _queue_unavailable)
-        app_config.exception_handlers.setdefault(JobNotFound, _job_not_found)
+        app_config.exception_handlers.setdefault(JobNotFoundError, _job_not_found)
         return app_config

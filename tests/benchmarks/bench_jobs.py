@@ -49,7 +49,7 @@ from arq.connections import ArqRedis, create_pool  # noqa: E402
 from arq.jobs import ResultNotFound  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
-from arq_mediator import JobNotFound  # noqa: E402
+from arq_mediator import JobNotFoundError  # noqa: E402
 from tests.benchmarks import jobs_app  # noqa: E402
 from tests.benchmarks.jobs_app import NoopRequest, StampRequest  # noqa: E402
 
@@ -424,7 +424,7 @@ class Bench:
                     start, result = await self.stamp(kind, tag, result_poll, 60)
                 except TimeoutError:
                     raise worker.failure(f"to run job {tag}") from None
-                except (ResultNotFound, JobNotFound, SampleLost) as error:
+                except (ResultNotFound, JobNotFoundError, SampleLost) as error:
                     # A job or its record can only vanish when something else flushed our database:
                     # take the sample again (a few times at most), and say so in the report.
                     warning = await self.foreign_flush()

@@ -158,11 +158,11 @@ class StampRequest(Request[float]):
 async def handle_noop(request: NoopRequest, ctx: Context) -> None:
     """Do nothing (but count toward the drain when the parent asked for it)."""
     if EXPECT and (report := _tally()) is not None:
-        await _push(ctx.mediator.jobs.redis, DRAINED_KEY, report)
+        await _push(ctx.mediator._jobs.redis, DRAINED_KEY, report)
 
 
 @mediator.handler(queue=MEDIATOR_QUEUE)
 async def handle_stamp(request: StampRequest, ctx: Context) -> float:
     """Record the start time under the request's tag; return the end time."""
-    await _stamp_start(ctx.mediator.jobs.redis, request.tag)
+    await _stamp_start(ctx.mediator._jobs.redis, request.tag)
     return time.time()

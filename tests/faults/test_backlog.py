@@ -29,7 +29,7 @@ SLOW_US = 5_000
 
 async def test_stats_and_scripts_stay_fast_on_a_deep_backlog(app: Mediator, workers: Workers) -> None:
     """stats() answers in milliseconds on 500k queued jobs, and no engine script reaches Redis's slow log."""
-    redis = app.jobs.redis
+    redis = app._jobs.redis
     template = await _envelope_template(app, redis)
     for first in range(1, BACKLOG, CHUNK):  # in chunks, each well within the client's command timeout
         last = first + CHUNK - 1

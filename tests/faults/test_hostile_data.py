@@ -82,7 +82,7 @@ async def test_a_bad_entry_is_failed_with_its_reason_and_the_worker_goes_on(
     app: Mediator, workers: Workers, plant: Plant
 ) -> None:
     """A bad queue entry is recorded as failed, saying why; the jobs around it run once; the worker lives."""
-    redis = app.jobs.redis
+    redis = app._jobs.redis
     key_id, reason = await plant(app, redis)
     healthy = [await app.enqueue(Chore(tag=f"healthy{i}")) for i in range(3)]
     worker = workers.start("target", ["default"], max_jobs=10)
@@ -111,7 +111,7 @@ async def test_a_bad_entry_is_failed_with_its_reason_and_the_worker_goes_on(
 
 async def test_an_unreadable_queue_is_skipped_and_the_others_served(app: Mediator, workers: Workers) -> None:
     """A queue key of the wrong type is reported and skipped; the worker serves its other queues."""
-    await app.jobs.redis.set(queue_key("critical"), "not a sorted set")
+    await app._jobs.redis.set(queue_key("critical"), "not a sorted set")
     worker = workers.start("target", ["critical", "default"], max_jobs=2)
     canary = await app.enqueue(Chore(tag="canary"))
     assert await results([canary], timeout=10.0, diagnose=workers.logs) == ["canary@target"]
@@ -123,7 +123,7 @@ async def test_garbage_on_the_control_channels_leaves_pickup_fast(app: Mediator,
     """Bytes that are not text on the abort and wake-up channels do not slow an idle worker's pickup."""
     worker = workers.start("target", ["default"], max_jobs=1)
     await wait_for_workers(app, "target", diagnose=workers.logs)
-    redis = app.jobs.redis
+    redis = app._jobs.redis
     channels = Channels(db=0)
     for channel in (channels.abort, channels.wake("default")):
         await redis.publish(channel, b"\xff\xfe\x00 not text")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from arq_mediator import JobFailed, JobStatus, Mediator
+from arq_mediator import JobFailedError, JobStatus, Mediator
 from tests.jobs.process_app import Chore, Doomed, runs_key
 from tests.jobs.worker_processes import Workers, wait_for_workers, wait_until
 
@@ -27,7 +27,7 @@ async def test_a_stalled_worker_cannot_overwrite_the_result_of_the_worker_that_t
     app: Mediator, workers: Workers
 ) -> None:
     """A worker frozen past its lease finds its result refused: the job's record is the new holder's."""
-    redis = app.jobs.redis
+    redis = app._jobs.redis
     stalled = workers.start("stalled", ["default"], max_jobs=1, **LEASE)
     await wait_for_workers(app, "stalled", diagnose=workers.logs)
     handle = await app.enqueue(Chore(duration=2.0, tag="slow"))
@@ -55,7 +55,7 @@ async def test_a_stalled_worker_cannot_retry_a_job_another_worker_settled(
     app: Mediator, workers: Workers
 ) -> None:
     """A frozen worker's retry of a job that another worker already failed for good is refused."""
-    redis = app.jobs.redis
+    redis = app._jobs.redis
     stalled = workers.start("stalled", ["default"], max_jobs=1, **LEASE)
     await wait_for_workers(app, "stalled", diagnose=workers.logs)
     handle = await app.enqueue(Doomed(duration=1.0, tag="doomed"))
@@ -81,7 +81,7 @@ async def test_a_stalled_worker_cannot_retry_a_job_another_worker_settled(
     # Nothing brought the job back: no fourth run, and it stays failed.
     assert await runs(redis, handle.id) == 3
     assert await handle.status() is JobStatus.FAILED
-    with pytest.raises(JobFailed, match="doomed try 2"):
+    with pytest.raises(JobFailedError, match="doomed try 2"):
         await handle.result(timeout=1)
 
 

@@ -69,7 +69,7 @@ async def test_a_worker_survives_error_replies_in_every_loop(
     app: Mediator, workers: Workers, server: RedisServer, tmp_path: Path, fault: Fault
 ) -> None:
     """Error replies to claims, heartbeats, listener and outcome writes: the worker stays, and works again."""
-    redis = app.jobs.redis
+    redis = app._jobs.redis
     worker = workers.start("target", ["default"], **PATIENT)
     await wait_for_workers(app, "target", diagnose=workers.logs)
     running = await app.enqueue(Chore(duration=0.5, tag="running"))
@@ -95,7 +95,7 @@ async def test_a_redis_that_hangs_past_a_lease_loses_no_job(
     app: Mediator, workers: Workers, server: RedisServer
 ) -> None:
     """Redis frozen (SIGSTOP) longer than a lease: callers fail fast, workers ride it out, every job ends."""
-    redis = app.jobs.redis
+    redis = app._jobs.redis
     for name in ("one", "two"):
         workers.start(name, ["default"], max_jobs=4, lease=2.0, heartbeat=0.3)
     await wait_for_workers(app, "one", "two", diagnose=workers.logs)
@@ -112,7 +112,7 @@ async def test_a_redis_that_hangs_past_a_lease_loses_no_job(
         try:
             began = time.monotonic()
             with pytest.raises((RedisError, OSError)):
-                await impatient.jobs.redis.ping()
+                await impatient._jobs.redis.ping()
             failed_after = time.monotonic() - began
             # What is asserted is survival over time: the freeze lasts past the 2 s lease.
             await stays_up(*workers.processes.started, seconds=3.0)
@@ -130,7 +130,7 @@ async def test_a_redis_that_hangs_past_a_lease_loses_no_job(
 
 async def test_workers_killed_under_load_lose_no_job(app: Mediator, workers: Workers) -> None:
     """SIGKILL a worker in the middle of a backlog, twice: every job still ends with its result."""
-    redis = app.jobs.redis
+    redis = app._jobs.redis
     handles = [await app.enqueue(Chore(duration=0.01, tag=f"job{i}")) for i in range(300)]
     workers.start("steady", ["default"], **QUICK)
     victim = workers.start("victim-1", ["default"], **QUICK)

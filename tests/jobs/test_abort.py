@@ -13,14 +13,14 @@ import pytest
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
-from arq_mediator import Context, JobFailed, JobHandle, JobNotFound, JobStatus, Mediator, Request
+from arq_mediator import Context, JobFailedError, JobHandle, JobNotFoundError, JobStatus, Mediator, Request
 from arq_mediator._jobs import now_ms
 from arq_mediator._keys import abort_key, job_key, queue_key
 
 from .conftest import CHANNELS, running_worker
 from .waiting import FAST, eventually
 
-ABORTED = "arq_mediator._errors.JobAborted"
+ABORTED = "arq_mediator._errors.JobAbortedError"
 
 
 class Blocked(Request[str]):
@@ -82,9 +82,9 @@ async def test_aborting_a_queued_job_removes_it(mediator: Mediator, redis: Redis
     record = await handle.record()
     assert record is not None
     assert record.error is not None
-    assert record.error.type.endswith("JobAborted")
+    assert record.error.type.endswith("JobAbortedError")
     assert record.error.message == "aborted before it started"
-    with pytest.raises(JobFailed) as caught:
+    with pytest.raises(JobFailedError) as caught:
         await handle.result(timeout=1)
     assert caught.value.remote_type == ABORTED
     assert await redis.zscore(queue_key("default"), handle.id) is None
@@ -107,7 +107,7 @@ async def test_aborting_a_queued_job_wakes_its_waiters(mediator: Mediator, redis
 
     await eventually(subscribed)
     assert await handle.abort() is True
-    with pytest.raises(JobFailed, match="aborted before it started"):
+    with pytest.raises(JobFailedError, match="aborted before it started"):
         await waiter
 
 
@@ -143,7 +143,7 @@ async def test_aborting_a_running_job_cancels_it_on_its_worker(mediator: Mediato
 
         asked = time.monotonic()
         assert await handle.abort() is True
-        with pytest.raises(JobFailed) as caught:
+        with pytest.raises(JobFailedError) as caught:
             await handle.result(timeout=2)
         assert time.monotonic() - asked < 2.0
         assert caught.value.remote_type == ABORTED
@@ -168,7 +168,7 @@ async def test_an_abort_flag_alone_is_picked_up_by_the_heartbeat(
         await asyncio.wait_for(probe.started.wait(), 3)
         await redis.set(abort_key(handle.id), "1", px=10_000)  # the flag, without the published message
 
-        with pytest.raises(JobFailed) as caught:
+        with pytest.raises(JobFailedError) as caught:
             await handle.result(timeout=2)
     assert caught.value.remote_type == ABORTED
     assert probe.cancelled == 1
@@ -187,8 +187,8 @@ async def test_aborting_a_finished_job_returns_false(mediator: Mediator) -> None
 
 
 async def test_aborting_an_unknown_job_raises_job_not_found(mediator: Mediator) -> None:
-    """Aborting an id that is neither queued, running nor finished raises JobNotFound."""
-    with pytest.raises(JobNotFound, match="no-such-job"):
+    """Aborting an id that is neither queued, running nor finished raises JobNotFoundError."""
+    with pytest.raises(JobNotFoundError, match="no-such-job"):
         await mediator.job("no-such-job").abort()
 
 
@@ -201,7 +201,7 @@ async def test_abort_reads_again_when_the_job_changed_meanwhile(
     assert current is not None
     stale = current.replace(b'"payload":{"n":1}', b'"payload":{"n":0}')
     reads = 0
-    get = mediator.jobs.redis.get
+    get = mediator._jobs.redis.get
 
     async def stale_once(name: str) -> bytes | None:
         nonlocal reads
@@ -211,7 +211,7 @@ async def test_abort_reads_again_when_the_job_changed_meanwhile(
         body: bytes | None = await get(name)
         return body
 
-    monkeypatch.setattr(mediator.jobs.redis, "get", stale_once)
+    monkeypatch.setattr(mediator._jobs.redis, "get", stale_once)
 
     assert await handle.abort() is True
     assert reads == 2

@@ -10,7 +10,7 @@ from arq.connections import RedisSettings
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from arq_mediator import Mediator, Request, WorkerSettings
+from arq_mediator import Mediator, QueueUnavailableError, Request, WorkerSettings
 from arq_mediator._connection import Timeouts, open_client
 from arq_mediator._worker_settings import describe_capabilities
 
@@ -90,12 +90,15 @@ def test_a_starting_worker_says_what_it_runs_and_what_looks_wrong(caplog: pytest
 
 
 async def test_a_mediator_opens_while_redis_is_down_and_fails_fast_on_use() -> None:
-    """Opening needs no Redis; a call fails within the connect timeout with Redis's own error."""
+    """Opening needs no Redis; a call then fails with QueueUnavailableError, Redis's error its cause."""
     mediator = Mediator(redis="redis://127.0.0.1:1/0", connect_timeout=0.5)
     mediator.handler(ping)
     async with mediator:
-        with pytest.raises(RedisConnectionError, match=r"connecting to 127\.0\.0\.1:1"):
+        with pytest.raises(QueueUnavailableError, match=r"connecting to 127\.0\.0\.1:1") as caught:
             await mediator.enqueue(Ping())
+        with pytest.raises(QueueUnavailableError):
+            await mediator.ping()
+    assert isinstance(caught.value.__cause__, RedisConnectionError)
 
 
 async def test_a_worker_serves_through_a_mediator_built_from_settings(redis_url: str) -> None:

@@ -291,7 +291,7 @@ async def test_notification_fans_out_one_job_per_handler(
     mediator: Mediator, redis: Redis, probe: Probe
 ) -> None:
     """A notification becomes one job per handler on that handler's queue, and each handler runs once."""
-    handles = await mediator.enqueue(Pinged(x=7))
+    handles = await mediator.enqueue_publish(Pinged(x=7))
     assert_type(handles, list[JobHandle[None]])
 
     assert [handle.queue for handle in handles] == ["alpha", "beta"]
@@ -310,8 +310,8 @@ async def test_notification_fans_out_one_job_per_handler(
 async def test_notification_job_id_gives_each_handler_its_own_id(mediator: Mediator, redis: Redis) -> None:
     """A notification's job_id becomes `<id>:<handler>` per handler, and is idempotent per handler."""
     event = f"evt-{uuid.uuid4().hex}"
-    handles = await mediator.enqueue(Pinged(x=1), job_id=event)
-    again = await mediator.enqueue(Pinged(x=2), job_id=event)
+    handles = await mediator.enqueue_publish(Pinged(x=1), job_id=event)
+    again = await mediator.enqueue_publish(Pinged(x=2), job_id=event)
 
     expected = [
         f"{event}:{on_pinged_alpha.__module__}.{on_pinged_alpha.__qualname__}",
@@ -328,7 +328,7 @@ async def test_notification_job_id_gives_each_handler_its_own_id(mediator: Media
 
 async def test_notification_queue_override_puts_every_handlers_job_there(mediator: Mediator) -> None:
     """`queue=` on a notification sends every handler's job to that one queue, where a worker runs both."""
-    handles = await mediator.enqueue(Pinged(x=3), queue="together")
+    handles = await mediator.enqueue_publish(Pinged(x=3), queue="together")
 
     assert [handle.queue for handle in handles] == ["together", "together"]
     async with running_worker(mediator, queues=["together"], **FAST):
@@ -338,9 +338,17 @@ async def test_notification_queue_override_puts_every_handlers_job_there(mediato
 
 async def test_notification_without_handlers_queues_nothing(mediator: Mediator, redis: Redis) -> None:
     """A notification nobody handles returns no handles and writes nothing."""
-    assert await mediator.enqueue(Unheard()) == []
-    assert await mediator.defer(Unheard(), by=1) == []
+    assert await mediator.enqueue_publish(Unheard()) == []
+    assert await mediator.enqueue_publish(Unheard(), by=1) == []
     assert await redis.dbsize() == 0
+
+
+async def test_enqueue_refuses_a_notification_and_points_to_enqueue_publish(mediator: Mediator) -> None:
+    """`enqueue` takes requests only; a notification gets a TypeError naming `enqueue_publish`."""
+    with pytest.raises(TypeError, match=r"use enqueue_publish\(\)"):
+        await mediator.enqueue(Pinged(x=1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"for a request use enqueue\(\)"):
+        await mediator.enqueue_publish(Double(n=1))  # type: ignore[arg-type]
 
 
 async def test_enqueue_without_a_connection_raises(redis_url: str, probe: Probe) -> None:
@@ -403,4 +411,4 @@ async def test_connect_uses_a_caller_owned_client(redis: Redis, probe: Probe) ->
         async with running_worker(mediator, queues=["counting"], **FAST):
             assert await handle.result(timeout=3) == 9
     finally:
-        await mediator.jobs.close()
+        await mediator._jobs.close()

@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from arq_mediator import (
     Backoff,
     Context,
-    HandlerNotFound,
-    JobFailed,
+    JobFailedError,
     JobStatus,
     Mediator,
+    NoHandlerError,
     Request,
 )
 from arq_mediator._envelope import MESSAGE_LIMIT, TRACEBACK_LIMIT
@@ -97,14 +97,14 @@ async def test_requeue_says_whether_it_requeued(mediator: Mediator) -> None:
     await handle.abort()
     assert (await mediator.requeue(handle.id)).enqueued is True
     assert await handle.status() is JobStatus.QUEUED
-    await mediator.jobs.redis.set(result_key(handle.id), (await _aborted_record(mediator)).encode())
+    await mediator._jobs.redis.set(result_key(handle.id), (await _aborted_record(mediator)).encode())
     assert (await mediator.requeue(handle.id)).enqueued is False
 
 
 async def _aborted_record(mediator: Mediator) -> str:
     other = await mediator.enqueue(Echo(n=9))
     await other.abort()
-    raw: bytes | None = await mediator.jobs.redis.get(result_key(other.id))
+    raw: bytes | None = await mediator._jobs.redis.get(result_key(other.id))
     assert raw is not None
     return raw.decode().replace(other.id, "ignored")
 
@@ -129,15 +129,15 @@ async def test_an_abort_asked_while_a_try_fails_ends_the_job_instead_of_retrying
         assert ctx.job is not None
         tries.append(ctx.job.try_number)
         # The abort arrives as the try fails: its flag is set, its message not yet heard.
-        await ctx.mediator.jobs.redis.set(abort_key(ctx.job.id), "1")
+        await ctx.mediator._jobs.redis.set(abort_key(ctx.job.id), "1")
         raise RuntimeError("flaky")
 
     async with mediator, running_worker(mediator, **FAST):
         handle = await mediator.enqueue(Shaky(n=1))
-        with pytest.raises(JobFailed, match="aborted while running"):
+        with pytest.raises(JobFailedError, match="aborted while running"):
             await handle.result(timeout=5)
         assert await handle.status() is JobStatus.ABORTED
-        assert not await mediator.jobs.redis.exists(abort_key(handle.id))
+        assert not await mediator._jobs.redis.exists(abort_key(handle.id))
     assert tries == [1]
 
 
@@ -159,7 +159,7 @@ async def test_aborted_jobs_are_listed_alike_whether_queued_or_running(redis_url
             running = await mediator.enqueue(Shaky(n=2))
             await asyncio.wait_for(started.wait(), 3)
             await running.abort()
-            with pytest.raises(JobFailed, match="aborted while running"):
+            with pytest.raises(JobFailedError, match="aborted while running"):
                 await running.result(timeout=3)
         for handle, queue in ((queued, "elsewhere"), (running, "default")):
             assert await handle.status() is JobStatus.ABORTED
@@ -177,15 +177,15 @@ async def test_a_job_of_a_type_this_worker_lacks_waits_for_a_worker_that_has_it(
         fast = FAST | {"unknown_type_delay": 0.1}
         async with running_worker(older, name="older", **fast) as worker:
             alone = await newer.enqueue(Newcomer())  # no worker that knows it is alive: it fails at once
-            with pytest.raises(JobFailed, match="has no handler"):
+            with pytest.raises(JobFailedError, match="has no handler"):
                 await alone.result(timeout=5)
-            assert (await alone.record()).error.type.endswith("HandlerNotFound")  # type: ignore[union-attr]
+            assert (await alone.record()).error.type.endswith("NoHandlerError")  # type: ignore[union-attr]
 
             async with running_worker(newer, name="newer", queues=["other"], **fast):
                 # A newer worker alive, but on other queues, does not count.
                 await eventually(lambda: _live(newer, "newer"), what="the newer worker's heartbeat")
                 elsewhere = await newer.enqueue(Newcomer())
-                with pytest.raises(JobFailed, match="has no handler"):
+                with pytest.raises(JobFailedError, match="has no handler"):
                     await elsewhere.result(timeout=5)
 
             async with running_worker(newer, name="newer-2", **fast):
@@ -201,7 +201,7 @@ async def _live(mediator: Mediator, name: str) -> bool:
 
 
 async def test_an_unknown_type_fails_once_its_wait_runs_out(redis_url: str) -> None:
-    """A job no worker can run fails with HandlerNotFound after unknown_type_timeout, even if one could."""
+    """A job no worker can run fails with NoHandlerError after unknown_type_timeout, even if one could."""
     older, newer = Mediator(redis=redis_url), Mediator(redis=redis_url)
     older.handler(echo)
     newer.handler(newcomer)
@@ -210,9 +210,9 @@ async def test_an_unknown_type_fails_once_its_wait_runs_out(redis_url: str) -> N
         await asyncio.sleep(0)
         settings = FAST | {"unknown_type_delay": 0.05, "unknown_type_timeout": 0.0}
         async with running_worker(older, name="older", **settings):
-            with pytest.raises(JobFailed) as caught:
+            with pytest.raises(JobFailedError) as caught:
                 await handle.result(timeout=5)
-    assert caught.value.remote_type.endswith(HandlerNotFound.__name__)
+    assert caught.value.remote_type.endswith(NoHandlerError.__name__)
 
 
 async def test_a_tick_missed_while_no_worker_ran_runs_once_when_workers_return(redis_url: str) -> None:
@@ -224,7 +224,7 @@ async def test_a_tick_missed_while_no_worker_ran_runs_once_when_workers_return(r
     now = datetime.now(UTC)
     missed = now.replace(second=0, microsecond=0)  # the tick of this minute, already past
     async with mediator:
-        redis: Redis = mediator.jobs.redis
+        redis: Redis = mediator._jobs.redis
         await redis.set(recurring_key(name), int((missed - timedelta(minutes=1)).timestamp() * 1000))
         async with running_worker(mediator, **FAST), running_worker(mediator, **FAST):
             handle = mediator.job(f"recurring:{name}:{int(missed.timestamp())}")
@@ -246,7 +246,7 @@ async def test_a_schedule_never_run_does_not_catch_up_and_grace_zero_never_does(
     mediator.recurring(Tick(), cron="* * * * *", name=fresh)
     mediator.recurring(Tick(), cron="* * * * *", name=strict, misfire_grace=0)
     async with mediator:
-        redis: Redis = mediator.jobs.redis
+        redis: Redis = mediator._jobs.redis
         await redis.set(recurring_key(strict), now_ms() - 120_000)
         async with running_worker(mediator, **FAST) as worker:
             await eventually(lambda: _live(mediator, worker.name), what="the worker's heartbeat")
@@ -265,7 +265,7 @@ async def test_failure_records_are_cut_to_a_bounded_size(redis_url: str) -> None
 
     async with mediator, running_worker(mediator, **FAST):
         handle = await mediator.enqueue(Loud())
-        with pytest.raises(JobFailed) as caught:
+        with pytest.raises(JobFailedError) as caught:
             await handle.result(timeout=5)
     assert len(caught.value.remote_message) < MESSAGE_LIMIT + 100
     assert "characters left out" in caught.value.remote_message
@@ -280,7 +280,7 @@ async def test_failed_jobs_past_their_retention_leave_the_failed_list(redis_url:
         old = [await mediator.enqueue(Echo(n=i)) for i in range(3)]
         for handle in old:
             await handle.abort()
-        redis: Redis = mediator.jobs.redis
+        redis: Redis = mediator._jobs.redis
         await eventually(lambda: _expired(redis, [h.id for h in old]), what="the failure records to expire")
         async with Mediator(redis=redis_url) as keeping:  # keeps its failures the default week
             keeping.handler(echo)
@@ -308,7 +308,7 @@ async def test_results_are_kept_as_long_as_the_mediator_says(redis_url: str) -> 
     async with mediator, running_worker(mediator, **FAST):
         short, long = await mediator.enqueue(Echo(n=1)), await mediator.enqueue(Newcomer())
         assert (await short.result(timeout=5), await long.result(timeout=5)) == (1, "kept")
-        redis: Redis = mediator.jobs.redis
+        redis: Redis = mediator._jobs.redis
         short_ttl, long_ttl = await redis.pttl(result_key(short.id)), await redis.pttl(result_key(long.id))
     assert 20_000 < short_ttl <= 30_000
     assert 100_000 < long_ttl <= 120_000

@@ -298,7 +298,7 @@ async def test_a_worker_rides_out_a_redis_outage(private_redis: RedisServer, wor
     async with process_app.build(private_redis.url) as mediator:
         await wait_for_workers(mediator, "survivor", diagnose=workers.logs)
         before = [await mediator.enqueue(Chore(duration=0.5, tag=f"old{i}")) for i in range(3)]
-        client = mediator.jobs.redis
+        client = mediator._jobs.redis
 
         async def two_started() -> bool:
             return sum(bool(run) for run in await client.mget([runs_key(h.id) for h in before])) >= 2
@@ -321,7 +321,7 @@ async def test_a_job_outliving_its_lease_in_an_outage_is_not_restarted_by_its_ow
     worker = workers.start("cut-off", ["default"], max_jobs=2, grace=0.5, redis_url=private_redis.url)
     async with process_app.build(private_redis.url) as mediator:
         await wait_for_workers(mediator, "cut-off", diagnose=workers.logs)
-        client = mediator.jobs.redis
+        client = mediator._jobs.redis
         long = await mediator.enqueue(Chore(duration=10.0, tag="long"))  # sleeps: no Redis use meanwhile
         await wait_until(
             lambda: client.get(runs_key(long.id)), "the long job to start", diagnose=workers.logs
@@ -342,7 +342,7 @@ async def test_a_result_timeout_holds_while_redis_stalls(private_redis: RedisSer
     await private_redis.ready()
     async with process_app.build(private_redis.url) as mediator:
         handle = await mediator.enqueue(Chore(tag="stalled"))  # no worker: it stays queued
-        await mediator.jobs.redis.client_pause(2000)
+        await mediator._jobs.redis.client_pause(2000)
         began = time.monotonic()
         with pytest.raises(TimeoutError):
             await handle.result(timeout=0.3)

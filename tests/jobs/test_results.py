@@ -16,9 +16,9 @@ from redis.asyncio.client import PubSub
 
 from arq_mediator import (
     Context,
-    JobFailed,
+    JobFailedError,
     JobHandle,
-    JobNotFound,
+    JobNotFoundError,
     JobStatus,
     Mediator,
     Request,
@@ -113,10 +113,10 @@ async def test_result_is_the_typed_response(mediator: Mediator) -> None:
 
 
 async def test_failed_job_raises_job_failed_describing_the_remote_error(mediator: Mediator) -> None:
-    """A failed job's result raises JobFailed naming the handler exception's type, message and traceback."""
+    """A failed job's result raises JobFailedError naming the handler exception's type, message, traceback."""
     handle = await mediator.enqueue(Explode(n=3))
     async with running_worker(mediator, **FAST):
-        with pytest.raises(JobFailed) as caught:
+        with pytest.raises(JobFailedError) as caught:
             await handle.result(timeout=3)
 
     failure = caught.value
@@ -141,10 +141,10 @@ async def test_result_timeout_leaves_the_job_queued(mediator: Mediator) -> None:
 
 
 async def test_result_of_an_unknown_job_raises_job_not_found(mediator: Mediator) -> None:
-    """An id that is neither queued, running nor finished raises JobNotFound instead of waiting forever."""
+    """An id neither queued, running nor finished raises JobNotFoundError instead of waiting forever."""
     unknown = mediator.job("no-such-job", Double)
 
-    with pytest.raises(JobNotFound, match="no-such-job"):
+    with pytest.raises(JobNotFoundError, match="no-such-job"):
         await unknown.result(timeout=1)
     assert await unknown.status() is JobStatus.NOT_FOUND
     assert await unknown.record() is None
@@ -209,14 +209,14 @@ async def test_a_waiter_joining_while_the_subscription_is_in_flight_sees_the_res
 
         entered, gate = hold_result_subscriptions(monkeypatch)
         status_read = asyncio.Event()
-        status = mediator.jobs.status
+        status = mediator._jobs.status
 
         async def observed_status(job_id: str) -> tuple[JobStatus, ResultRecord | None]:
             outcome = await status(job_id)
             status_read.set()
             return outcome
 
-        monkeypatch.setattr(mediator.jobs, "status", observed_status)
+        monkeypatch.setattr(mediator._jobs, "status", observed_status)
 
         first = asyncio.create_task(handle.result(timeout=3))
         await asyncio.wait_for(entered.wait(), 3)  # the first waiter's SUBSCRIBE is held back
@@ -276,12 +276,12 @@ async def test_result_with_a_zero_timeout_returns_a_finished_jobs_value(mediator
 
 
 async def test_result_with_a_zero_timeout_only_looks(mediator: Mediator) -> None:
-    """`result(timeout=0)` raises TimeoutError for an unfinished job and JobNotFound for an unknown one."""
+    """`result(timeout=0)` raises TimeoutError for an unfinished job, JobNotFoundError for an unknown one."""
     handle = await mediator.enqueue(Double(n=1))
 
     with pytest.raises(TimeoutError):
         await handle.result(timeout=0)
-    with pytest.raises(JobNotFound):
+    with pytest.raises(JobNotFoundError):
         await mediator.job("no-such-job", Double).result(timeout=0)
     assert await handle.status() is JobStatus.QUEUED
 
@@ -346,7 +346,7 @@ async def test_record_of_a_failed_job_keeps_error_and_envelope(mediator: Mediato
     """A failed job's record carries the error and the envelope it ran from."""
     handle = await mediator.enqueue(Explode(n=1))
     async with running_worker(mediator, name="recorder", **FAST):
-        with pytest.raises(JobFailed):
+        with pytest.raises(JobFailedError):
             await handle.result(timeout=3)
 
     record = await handle.record()
@@ -364,7 +364,7 @@ async def test_unserializable_return_value_fails_the_job(mediator: Mediator) -> 
     """A return value that cannot be turned into JSON fails the job with pydantic's serialization error."""
     handle = await mediator.enqueue(Unserializable())
     async with running_worker(mediator, **FAST):
-        with pytest.raises(JobFailed) as caught:
+        with pytest.raises(JobFailedError) as caught:
             await handle.result(timeout=3)
 
     assert caught.value.remote_type == "pydantic_core._pydantic_core.PydanticSerializationError"

@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from arq_mediator import (
     Backoff,
     Context,
-    JobFailed,
-    JobNotFound,
+    JobFailedError,
+    JobNotFoundError,
     JobStatus,
     Mediator,
     Request,
@@ -185,7 +185,7 @@ async def test_an_exception_outside_retry_on_fails_at_once(mediator: Mediator, p
     """An exception not in the handler's retry_on fails the job on its first try despite tries left."""
     handle = await mediator.enqueue(Picky())
     async with running_worker(mediator, **FAST) as worker:
-        with pytest.raises(JobFailed) as caught:
+        with pytest.raises(JobFailedError) as caught:
             await handle.result(timeout=3)
 
     assert caught.value.remote_type == "builtins.ValueError"
@@ -207,7 +207,7 @@ async def test_max_tries_given_to_enqueue_overrides_the_handlers(mediator: Media
     assert record.job is None  # a success keeps no envelope
     doomed_handle = await mediator.enqueue(Doomed(tag="x"), max_tries=3)
     async with running_worker(mediator, queues=["doomed"], **FAST):
-        with pytest.raises(JobFailed):
+        with pytest.raises(JobFailedError):
             await doomed_handle.result(timeout=3)
     assert probe.numbers("doomed") == [1, 2, 3]
 
@@ -218,7 +218,7 @@ async def test_exhausted_job_is_listed_failed_and_requeue_runs_it_again(
     """A job out of tries is FAILED and listed with its error and envelope; requeue runs it afresh."""
     handle = await mediator.enqueue(Doomed(tag="first"))
     async with running_worker(mediator, queues=["doomed"], **FAST):
-        with pytest.raises(JobFailed, match="doomed first"):
+        with pytest.raises(JobFailedError, match="doomed first"):
             await handle.result(timeout=3)
         assert await handle.status() is JobStatus.FAILED
 
@@ -244,16 +244,16 @@ async def test_exhausted_job_is_listed_failed_and_requeue_runs_it_again(
 
 
 async def test_requeue_refuses_jobs_that_did_not_fail(mediator: Mediator) -> None:
-    """`requeue` raises JobNotFound for an unknown id, a queued job and a job that succeeded."""
+    """`requeue` raises JobNotFoundError for an unknown id, a queued job and a job that succeeded."""
     queued = await mediator.enqueue(Plain())
-    with pytest.raises(JobNotFound):
+    with pytest.raises(JobNotFoundError):
         await mediator.requeue("no-such-job")
-    with pytest.raises(JobNotFound):
+    with pytest.raises(JobNotFoundError):
         await mediator.requeue(queued.id)
 
     async with running_worker(mediator, **FAST):
         await queued.result(timeout=3)
-    with pytest.raises(JobNotFound, match="nothing to requeue"):
+    with pytest.raises(JobNotFoundError, match="nothing to requeue"):
         await mediator.requeue(queued.id)
 
 
@@ -265,7 +265,7 @@ async def test_failed_jobs_are_listed_newest_first_and_expired_ones_forgotten(
         handles = []
         for tag in ("a", "b", "c"):
             handle = await mediator.enqueue(Doomed(tag=tag))
-            with pytest.raises(JobFailed):
+            with pytest.raises(JobFailedError):
                 await handle.result(timeout=3)
             handles.append(handle)
 
@@ -281,7 +281,7 @@ async def test_failed_jobs_with_limit_zero_lists_nothing(mediator: Mediator) -> 
     """`failed_jobs(queue, limit=0)` asks for no records and gets none."""
     async with running_worker(mediator, queues=["doomed"], **FAST):
         handle = await mediator.enqueue(Doomed(tag="z"))
-        with pytest.raises(JobFailed):
+        with pytest.raises(JobFailedError):
             await handle.result(timeout=3)
     assert len(await mediator.failed_jobs("doomed")) == 1
 
@@ -293,7 +293,7 @@ async def test_handler_timeout_fails_the_try_and_is_retried(mediator: Mediator, 
     handle = await mediator.enqueue(Stuck())
     started = time.monotonic()
     async with running_worker(mediator, **FAST) as worker:
-        with pytest.raises(JobFailed) as caught:
+        with pytest.raises(JobFailedError) as caught:
             await handle.result(timeout=3)
 
     assert time.monotonic() - started < 2.0
@@ -313,7 +313,7 @@ async def test_a_cancelled_error_raised_by_the_handler_fails_its_try(
     handle = await mediator.enqueue(Rogue())
     async with running_worker(mediator, **FAST):
         try:
-            with pytest.raises(JobFailed):
+            with pytest.raises(JobFailedError):
                 await handle.result(timeout=1)
         finally:
             runs = probe.rogue_runs
@@ -326,7 +326,7 @@ async def test_a_heartbeat_in_flight_does_not_hold_a_retry_back(
     mediator: Mediator, redis: Redis, probe: Probe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A heartbeat sent while a try is failing does not re-lease the job and hold its retry back."""
-    scripts = mediator.jobs.scripts
+    scripts = mediator._jobs.scripts
     heartbeat = scripts.heartbeat
     handle = await mediator.enqueue(Overlapped())
 
@@ -358,7 +358,7 @@ async def test_worker_counters_match_what_happened(mediator: Mediator) -> None:
         assert await flaky_handle.result(timeout=4) == 3
         assert await plain_handle.result(timeout=3) == 1
         for failing in (picky_handle, doomed_handle):
-            with pytest.raises(JobFailed):
+            with pytest.raises(JobFailedError):
                 await failing.result(timeout=3)
 
         await eventually(  # a result is published just before its worker counts it

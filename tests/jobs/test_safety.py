@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 from arq_mediator import (
     Context,
     JobEnvelope,
-    JobFailed,
+    JobFailedError,
     JobHandle,
     JobStatus,
     Mediator,
@@ -138,9 +138,9 @@ def envelope(job_id: str, **fields: Any) -> str:
     return JobEnvelope.model_validate(values | fields).model_dump_json()
 
 
-async def failure_of(mediator: Mediator, job_id: str) -> tuple[JobFailed, ResultRecord]:
-    """Await job *job_id*, which must fail; return the raised JobFailed and the job's record."""
-    with pytest.raises(JobFailed) as caught:
+async def failure_of(mediator: Mediator, job_id: str) -> tuple[JobFailedError, ResultRecord]:
+    """Await job *job_id*, which must fail; return the raised JobFailedError and the job's record."""
+    with pytest.raises(JobFailedError) as caught:
         await mediator.job(job_id).result(timeout=3)
     record = await mediator.job(job_id).record()
     assert record is not None
@@ -213,13 +213,13 @@ async def test_an_unreadable_body_fails_with_envelope_error(
 async def test_an_unknown_message_type_fails_with_handler_not_found(
     mediator: Mediator, redis: Redis, fields: dict[str, Any], named: str
 ) -> None:
-    """A job of a type (or handler) this worker does not know fails with HandlerNotFound naming both."""
+    """A job of a type (or handler) this worker does not know fails with NoHandlerError naming both."""
     unknown = unique("unknown")
     await plant(redis, unknown, envelope(unknown, **fields))
     async with running_worker(mediator, name="safety-worker", **FAST) as worker:
         failure, record = await failure_of(mediator, unknown)
 
-    assert failure.remote_type == "arq_mediator._errors.HandlerNotFound"
+    assert failure.remote_type == "arq_mediator._errors.NoHandlerError"
     assert "safety-worker" in failure.remote_message
     assert named in failure.remote_message
     assert record.job is not None  # kept, to requeue once a worker that knows it is deployed
@@ -247,14 +247,14 @@ async def test_a_payload_failing_validation_fails_without_retry(
 async def test_a_job_that_keeps_losing_its_worker_is_failed_as_poison(
     mediator: Mediator, redis: Redis, probe: Probe
 ) -> None:
-    """A job handed out max_lost times without finishing is failed with WorkerLost instead of run again."""
+    """A job handed out max_lost times without finishing fails with WorkerLostError, not run again."""
     handle = await mediator.enqueue(Strict(n=1))
     await redis.set(deliveries_key(handle.id), 5)  # five workers took it and died
 
     async with running_worker(mediator, **FAST):
         failure, record = await failure_of(mediator, handle.id)
 
-    assert failure.remote_type == "arq_mediator._errors.WorkerLost"
+    assert failure.remote_type == "arq_mediator._errors.WorkerLostError"
     assert "lost its worker 5 times" in failure.remote_message
     assert record.job is not None
     assert probe.ran == []
@@ -269,7 +269,9 @@ async def test_an_envelope_naming_another_id_cannot_finish_that_other_job(
     await plant(redis, claimed, envelope(someone_else, payload={"n": 3}))
     async with running_worker(mediator, **FAST):
         outcome: JobHandle[Any] = mediator.job(claimed)
-        with contextlib.suppress(JobFailed):  # rejecting the mismatched envelope is as good as running it
+        with contextlib.suppress(
+            JobFailedError
+        ):  # rejecting the mismatched envelope is as good as running it
             await outcome.result(timeout=1)
         assert await outcome.status() in (JobStatus.SUCCEEDED, JobStatus.FAILED)
         assert await mediator.job(someone_else).status() is JobStatus.NOT_FOUND
@@ -301,7 +303,7 @@ async def test_a_worker_records_only_its_configuration_until_run(mediator: Media
     assert worker.running == 0
     assert "-" in worker.name
     assert (worker.counters.succeeded, worker.counters.failed, worker.counters.retried) == (0, 0, 0)
-    assert await mediator.jobs.redis.dbsize() == 0
+    assert await mediator._jobs.redis.dbsize() == 0
 
 
 async def kill_pubsub_clients(redis: Redis) -> int:
@@ -387,11 +389,11 @@ async def test_a_worker_rides_out_redis_errors(
     mediator: Mediator, probe: Probe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A claim, heartbeat or completion failing on a Redis error is retried, and the job runs once."""
-    scripts = mediator.jobs.scripts
+    scripts = mediator._jobs.scripts
     calls: list[str] = []
     for name in ("claim", "heartbeat"):
         monkeypatch.setattr(scripts, name, failing_first(getattr(scripts, name), calls, name))
-    complete_many = mediator.jobs.complete_many
+    complete_many = mediator._jobs.complete_many
 
     async def failing_complete(batch: list[list[Any]]) -> list[bool]:
         calls.append("complete")
@@ -399,7 +401,7 @@ async def test_a_worker_rides_out_redis_errors(
             raise RedisConnectionError("complete: Redis is unreachable (simulated)")
         return await complete_many(batch)
 
-    monkeypatch.setattr(mediator.jobs, "complete_many", failing_complete)
+    monkeypatch.setattr(mediator._jobs, "complete_many", failing_complete)
 
     handle = await mediator.enqueue(Strict(n=6))
     async with running_worker(mediator, name="survivor", **FAST) as worker:
@@ -423,7 +425,7 @@ async def test_run_worker_works_until_sigterm_then_returns_the_stopped_worker(
 
     def ready() -> bool:
         try:
-            mediator.jobs  # noqa: B018 - raises until run_worker has opened the mediator
+            mediator._jobs  # noqa: B018 - raises until run_worker has opened the mediator
         except QueueNotConnectedError:
             return False
         return signal.getsignal(signal.SIGTERM) != before
@@ -442,7 +444,7 @@ async def test_run_worker_works_until_sigterm_then_returns_the_stopped_worker(
     assert worker.counters.succeeded == 1
     assert signal.getsignal(signal.SIGTERM) == before
     with pytest.raises(QueueNotConnectedError):
-        mediator.jobs  # noqa: B018 - the mediator was closed on the way out
+        mediator._jobs  # noqa: B018 - the mediator was closed on the way out
     worker.stop()  # stopping a stopped worker is harmless
 
 
@@ -462,9 +464,9 @@ async def neighbour(redis_url: str) -> AsyncIterator[tuple[Mediator, Probe, str]
         try:
             yield other, probe, token
         finally:
-            keys = [key async for key in other.jobs.redis.scan_iter(match=f"*{token}*")]
+            keys = [key async for key in other._jobs.redis.scan_iter(match=f"*{token}*")]
             if keys:
-                await other.jobs.redis.delete(*keys)
+                await other._jobs.redis.delete(*keys)
 
 
 async def test_a_result_published_in_another_database_is_not_taken_for_this_ones(
@@ -540,7 +542,7 @@ async def test_an_outcome_redis_refuses_is_recorded_when_it_takes_it(
     mediator: Mediator, probe: Probe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An outcome Redis refuses with an error reply is written again until it lands; the job runs once."""
-    complete_many = mediator.jobs.complete_many
+    complete_many = mediator._jobs.complete_many
     refusals: list[int] = []
 
     async def refusing_once(batch: list[list[Any]]) -> list[bool]:
@@ -549,7 +551,7 @@ async def test_an_outcome_redis_refuses_is_recorded_when_it_takes_it(
             raise ResponseError("simulated error reply while recording")
         return await complete_many(batch)
 
-    monkeypatch.setattr(mediator.jobs, "complete_many", refusing_once)
+    monkeypatch.setattr(mediator._jobs, "complete_many", refusing_once)
     handle = await mediator.enqueue(Strict(n=8))
     async with running_worker(mediator, **FAST) as worker:
         assert await handle.result(timeout=8) == 8

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from redis.asyncio import Redis
 
-from arq_mediator import Context, JobFailed, Mediator, QueueStats, Request, Stats
+from arq_mediator import Context, JobFailedError, Mediator, QueueStats, Request, Stats
 
 from .conftest import running_worker
 from .waiting import FAST, polled
@@ -75,7 +75,7 @@ async def test_stats_count_jobs_in_each_state_per_queue(mediator: Mediator, prob
     await mediator.defer(Idle(), by=60)
 
     async with running_worker(mediator, queues=["busy"], max_jobs=1, name="stats-worker", **FAST) as worker:
-        with pytest.raises(JobFailed):
+        with pytest.raises(JobFailedError):
             await (await mediator.enqueue(Broken())).result(timeout=3)
         held = await mediator.enqueue(Waiting(tag="held"))
         await asyncio.wait_for(probe.started.wait(), 3)

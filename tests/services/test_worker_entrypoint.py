@@ -268,7 +268,9 @@ async def test_the_heavy_worker_never_takes_a_job_outside_reports_and_cleanup(
     for i in range(4):
         outside.append(await demo.enqueue(CreateUser(email=f"heavy-{tag}-{i}@example.com", name=f"User {i}")))
         outside.append(await demo.enqueue(SendEmail(recipient=f"heavy-{tag}-{i}@example.com", subject="Hi")))
-        outside += await demo.enqueue(UserCreated(user_id=i, email=f"heavy-{tag}-{i}@example.com", name="U"))
+        outside += await demo.enqueue_publish(
+            UserCreated(user_id=i, email=f"heavy-{tag}-{i}@example.com", name="U")
+        )
     inside: list[JobHandle[Any]] = []
     for i in range(6):
         inside.append(await demo.enqueue(GenerateReport(title=f"Report {i}")))

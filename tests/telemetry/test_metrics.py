@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
-from arq_mediator import Backoff, Context, JobFailed, Mediator, Request, ResultRecord
+from arq_mediator import Backoff, Context, JobFailedError, Mediator, Request, ResultRecord
 from arq_mediator._jobs import now_ms
 from arq_mediator._keys import result_key
 from arq_mediator._telemetry import queue_depths
@@ -131,7 +131,7 @@ async def run_mixed_jobs(mediator: Mediator, telemetry: Telemetry) -> None:
     retried = await mediator.enqueue(Shaky())
     async with running_worker(mediator, queues=QUEUES, **FAST):
         assert await ok.result(timeout=5) == 1
-        with pytest.raises(JobFailed):
+        with pytest.raises(JobFailedError):
             await bad.result(timeout=5)
         assert await retried.result(timeout=5) == 2
         # A job's metrics are all recorded before its consumer span ends.
@@ -224,7 +224,7 @@ async def test_a_requeued_jobs_queue_wait_runs_from_the_requeue(
     """A failed job requeued an hour after it failed waits (in the histogram) from the requeue."""
     handle = await mediator.enqueue(Broken())
     async with running_worker(mediator, queues=["m-broken"], **FAST):
-        with pytest.raises(JobFailed):
+        with pytest.raises(JobFailedError):
             await handle.result(timeout=5)
         await telemetry.wait_for_spans(1, "process m-broken", SpanKind.CONSUMER)
     # Age the kept failure by an hour, as if it had failed then.
@@ -245,7 +245,7 @@ async def test_a_requeued_jobs_queue_wait_runs_from_the_requeue(
 
     requeued = await mediator.requeue(handle.id)
     async with running_worker(mediator, queues=["m-broken"], **FAST):
-        with pytest.raises(JobFailed):
+        with pytest.raises(JobFailedError):
             await requeued.result(timeout=5)
         await telemetry.wait_for_spans(2, "process m-broken", SpanKind.CONSUMER)
 

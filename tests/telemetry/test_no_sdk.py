@@ -33,7 +33,7 @@ async def main() -> None:
     async with mediator:
         assert await mediator.send(Double(n=2)) == 4
         handle = await mediator.enqueue(Double(n=21))
-        envelope = json.loads(await mediator.jobs.redis.get(job_key(handle.id)))
+        envelope = json.loads(await mediator._jobs.redis.get(job_key(handle.id)))
         settings = WorkerSettings(queues=["no-sdk"], heartbeat=0.2, lease=2.0, idle_check=0.2, grace=2.0)
         worker = Worker(mediator, settings)
         running = asyncio.create_task(worker.run())

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from redis.asyncio import Redis
 
-from arq_mediator import Backoff, Context, JobFailed, Mediator, Notification, RecurringJob, Request
+from arq_mediator import Backoff, Context, JobFailedError, Mediator, Notification, RecurringJob, Request
 from arq_mediator._jobs import now_ms
 from arq_mediator._keys import job_key, queue_key
 from arq_mediator._telemetry import tracer as library_tracer
@@ -303,7 +303,7 @@ async def test_a_notifications_fan_out_jobs_are_children_of_the_publishing_span(
 ) -> None:
     """A notification enqueued to N handlers: N producers under the publishing span, a consumer under each."""
     with tracer.start_as_current_span("http request") as request_span:
-        handles = await mediator.enqueue(SignedUp(user="ada"))
+        handles = await mediator.enqueue_publish(SignedUp(user="ada"))
     assert len(handles) == 3
     async with running_worker(mediator, queues=["signups"], **FAST):
         for handle in handles:
@@ -358,7 +358,7 @@ async def test_a_job_failing_for_good_marks_its_consumer_span_failed(
     """A job that fails with no try left: status ERROR, error.type, an exception event, outcome failed."""
     handle = await mediator.enqueue(Doomed())
     async with running_worker(mediator, queues=["doomed"], **FAST):
-        with pytest.raises(JobFailed):
+        with pytest.raises(JobFailedError):
             await handle.result(timeout=5)
         [consumer] = await telemetry.wait_for_spans(1, "process doomed", SpanKind.CONSUMER)
 
@@ -435,7 +435,7 @@ async def test_a_rejected_job_leaves_the_span_the_worker_runs_in_alone(
         await client.aclose()
     with tracer.start_as_current_span("service main") as main:
         async with running_worker(mediator, queues=["greet"], **FAST):
-            with pytest.raises(JobFailed):
+            with pytest.raises(JobFailedError):
                 await mediator.job(job_id).result(timeout=5)
 
     assert main.is_recording() is False
