@@ -247,7 +247,7 @@ async def test_unscoped_behavior_applies_to_all(handled: Mediator, calls: list[s
     handled.behavior(behavior)
     assert handled._registry.behaviors[0].applies_to is None
     for message_type in (CreateUser, CreateAdmin, Ping, UserCreated):
-        assert handled._registry.behaviors_for(message_type) == (behavior,)
+        assert [spec.function for spec in handled._registry.behaviors_for(message_type)] == [behavior]
 
 
 async def test_behavior_wraps_each_notification_handler(mediator: Mediator) -> None:
@@ -333,7 +333,7 @@ def test_sync_behavior_is_rejected(mediator: Mediator) -> None:
 
 
 async def _one_parameter(request: Any) -> Any: ...
-async def _three_parameters(request: Any, call_next: CallNext, extra: int) -> Any: ...
+async def _four_parameters(request: Any, call_next: CallNext, ctx: Context, extra: int) -> Any: ...
 async def _keyword_only_next(request: Any, *, call_next: CallNext) -> Any: ...
 
 
@@ -341,22 +341,40 @@ async def _keyword_only_next(request: Any, *, call_next: CallNext) -> Any: ...
     ("behavior", "takes"),
     [
         (_one_parameter, "(request)"),
-        (_three_parameters, "(request, call_next, extra)"),
+        (_four_parameters, "(request, call_next, ctx, extra)"),
         (_keyword_only_next, "(request, *, call_next)"),
     ],
 )
 def test_behavior_with_wrong_parameter_count_is_rejected(
     mediator: Mediator, behavior: Any, takes: str
 ) -> None:
-    """A behaviour must take exactly (request, call_next); the message names it and what it takes."""
+    """A behaviour takes (request, call_next) or (request, call_next, ctx); the message says what it took."""
     with pytest.raises(
         HandlerRegistrationError,
         match=re.escape(
-            f"behavior {__name__}.{behavior.__qualname__} must take two positional parameters "
-            f"(request, call_next); it takes {takes}"
+            f"behavior {__name__}.{behavior.__qualname__} must take (request, call_next) or "
+            f"(request, call_next, ctx) positionally; it takes {takes}"
         ),
     ):
         mediator.behavior(behavior)
+
+
+async def test_a_behavior_with_a_third_parameter_receives_the_context(mediator: Mediator) -> None:
+    """A behaviour declaring `ctx` gets the handler's context: inline, the mediator's own, with no job."""
+    seen: list[Context] = []
+
+    @mediator.behavior
+    async def noting(request: Any, call_next: CallNext, ctx: Context) -> Any:
+        seen.append(ctx)
+        return await call_next(request)
+
+    @mediator.handler
+    async def ping(request: Ping) -> Pong:
+        return Pong(value=request.value)
+
+    assert await mediator.send(Ping(value=3)) == Pong(value=3)
+    assert seen == [mediator.context]
+    assert seen[0].job is None
 
 
 async def test_union_annotation_scopes_to_each_member(mediator: Mediator) -> None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from arq_mediator import (
     ArqMediatorError,
@@ -289,14 +289,14 @@ def test_bare_request_subclass_with_return_annotation_is_rejected(mediator: Medi
         mediator.handler(handle)
 
 
-def test_bare_request_subclass_without_return_annotation_is_accepted(mediator: Mediator) -> None:
-    """Without a return annotation there is nothing to check, so a bare-Request subclass registers."""
+def test_bare_request_subclass_without_return_annotation_is_rejected(mediator: Mediator) -> None:
+    """A bare-Request subclass is refused even without a return annotation: it promises nothing."""
 
     async def handle(request: BareRequest):  # type: ignore[no-untyped-def]
         return None
 
-    mediator.handler(handle)
-    assert mediator._registry.requests[BareRequest].function is handle
+    with pytest.raises(HandlerRegistrationError, match="derives from the bare Request"):
+        mediator.handler(handle)
 
 
 def test_unresolvable_annotation_is_rejected(mediator: Mediator) -> None:
@@ -382,14 +382,14 @@ async def test_covariant_return_annotation_is_accepted(mediator: Mediator) -> No
     assert isinstance(result, AdminOut)
 
 
-def test_missing_return_annotation_is_accepted(mediator: Mediator) -> None:
-    """A handler without a return annotation registers; nothing is checked."""
+def test_missing_return_annotation_is_rejected(mediator: Mediator) -> None:
+    """A handler must annotate its return, or `send` would pass on a value nothing checked."""
 
     async def create_user(request: CreateUser, ctx: Context):  # type: ignore[no-untyped-def]
         return UserOut(id=1, email=request.email)
 
-    assert mediator.handler(create_user) is create_user
-    assert mediator._registry.requests[CreateUser].function is create_user
+    with pytest.raises(HandlerRegistrationError, match=r"must annotate its return type: `-> UserOut`"):
+        mediator.handler(create_user)
 
 
 def test_matching_none_and_any_return_annotations_are_accepted(mediator: Mediator) -> None:
@@ -652,3 +652,46 @@ def test_backoff_delay_stays_at_the_cap_for_huge_retry_numbers() -> None:
     backoff = Backoff(initial=1.0, factor=2.0, maximum=30.0, jitter=0.0)
     assert backoff.delay(1025) == 30.0
     assert backoff.delay(10**6) == 30.0
+
+
+class Opaque:
+    """A class pydantic can hold but JSON cannot carry."""
+
+
+class CarriesOpaque(Request[None]):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    thing: Opaque
+
+
+class CarriesText(Request[None]):
+    blob: bytes
+
+
+class CarriesBase64(Request[None]):
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+    blob: bytes
+
+
+def test_a_message_json_cannot_carry_is_refused_naming_the_field(mediator: Mediator) -> None:
+    """A field of a type JSON cannot describe is refused at registration, not first met at enqueue."""
+
+    async def handle(request: CarriesOpaque) -> None: ...
+
+    with pytest.raises(HandlerRegistrationError, match=r"CarriesOpaque\.thing cannot cross Redis as JSON"):
+        mediator.handler(handle)
+
+
+def test_bytes_kept_as_text_are_refused_and_base64_accepted(mediator: Mediator) -> None:
+    """A bytes field must travel as base64, or bytes that are not UTF-8 would fail only at enqueue."""
+
+    async def as_text(request: CarriesText) -> None: ...
+
+    async def as_base64(request: CarriesBase64) -> None: ...
+
+    with pytest.raises(HandlerRegistrationError, match=r"CarriesText\.blob .*ser_json_bytes='base64'"):
+        mediator.handler(as_text)
+    mediator.handler(as_base64)
+    assert (
+        CarriesBase64.model_validate_json(CarriesBase64(blob=b"\xff\x00").model_dump_json()).blob
+        == b"\xff\x00"
+    )

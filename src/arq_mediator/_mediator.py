@@ -19,7 +19,7 @@ from ._jobs import JobClient
 from ._messages import Notification, Request
 from ._policy import DEFAULT_QUEUE, KEEP_FAILED, KEEP_RESULT, MAX_JOB_BYTES, Backoff, JobPolicy, to_seconds
 from ._producer import Producer
-from ._registry import BehaviorFn, Registry, Route, inspect_behavior, inspect_handler
+from ._registry import Registry, Route, inspect_behavior, inspect_handler
 from ._telemetry import traced_head, tracing_enabled
 
 if TYPE_CHECKING:
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 T = TypeVar("T")
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
-BehaviorT = TypeVar("BehaviorT", bound=BehaviorFn)
+# A behaviour takes (request, call_next) or (request, call_next, ctx); registration checks which.
+BehaviorT = TypeVar("BehaviorT", bound=Callable[..., Awaitable[Any]])
 Lifespan = Callable[["Mediator"], AsyncIterator[None]]
 
 
@@ -174,13 +175,16 @@ class Mediator(Producer):
     def behavior(
         self, function: BehaviorT | None = None, /, *, applies_to: type | tuple[type, ...] | None = None
     ) -> BehaviorT | Callable[[BehaviorT], BehaviorT]:
-        """Register ``async def behavior(request, call_next)`` around every handler, inline and in workers.
+        """Register ``async def behavior(request, call_next[, ctx])`` around every handler, everywhere.
 
         Behaviours nest in registration order: the first registered is outermost. Each receives the
         message and ``call_next``; it may change the message, short-circuit by returning without calling
         ``call_next``, or catch what the handler raises. A behaviour wraps the messages that are instances of
         *applies_to* or, when that is not given, of its first parameter's annotation (all messages when
         unannotated).
+
+        A behaviour that declares a third parameter receives the handler's `Context`: in a worker it
+        carries the job (``ctx.job.id``, its try) and the job's logger.
         """
         scope = (applies_to,) if isinstance(applies_to, type) else applies_to
 

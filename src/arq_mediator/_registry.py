@@ -13,6 +13,7 @@ from ._context import Context
 from ._errors import HandlerRegistrationError, NoHandlerError
 from ._messages import Message, Notification, Request, response_type_of
 from ._policy import JobPolicy
+from ._wire import check_json_round_trip
 
 # A handler or a pipeline stage after adaptation: always called as (message, context).
 Invoke = Callable[[Any, Context], Awaitable[Any]]
@@ -38,10 +39,11 @@ class HandlerSpec:
 
 @dataclass(frozen=True, slots=True)
 class BehaviorSpec:
-    """One registered behaviour and the message types it wraps (``None``: all of them)."""
+    """One registered behaviour, the message types it wraps (``None``: all), whether it takes the context."""
 
-    function: BehaviorFn
+    function: Callable[..., Awaitable[Any]]
     applies_to: tuple[type, ...] | None
+    takes_context: bool = False
 
     def applies(self, message_type: type) -> bool:
         """Return whether this behaviour wraps messages of *message_type*."""
@@ -77,7 +79,8 @@ def inspect_handler(function: Callable[..., Awaitable[Any]], policy: JobPolicy) 
 
     Raises:
         HandlerRegistrationError: the function is sync, takes the wrong parameters, lacks a message
-            annotation on its first parameter, or declares a return type its request does not promise.
+            annotation on its first parameter, lacks a return annotation or declares one its request
+            does not promise, or its message has a field JSON cannot carry through Redis.
     """
     _require_async(function, "handler")
     parameters = list(inspect.signature(function).parameters.values())
@@ -100,13 +103,22 @@ def inspect_handler(function: Callable[..., Awaitable[Any]], policy: JobPolicy) 
             f"Notification subclass, e.g. `request: CreateUser`; found {message_type!r}"
         )
     _check_return(function, message_type, hints)
+    check_json_round_trip(message_type)
     invoke: Invoke = function if len(positional) == 2 else _drop_context(function)
     return HandlerSpec(message_type=message_type, function=function, invoke=invoke, policy=policy)
 
 
 def _check_return(function: Callable[..., Any], message_type: type[Message], hints: dict[str, Any]) -> None:
     if "return" not in hints:
-        return
+        # Unannotated, a handler's value reaches callers unchecked inline but is validated in a worker.
+        try:
+            returns = response_type_of(message_type) if issubclass(message_type, Request) else None
+            promise = _type_name(returns)
+        except TypeError as error:  # a bare Request promises nothing
+            raise HandlerRegistrationError(str(error)) from None
+        raise HandlerRegistrationError(
+            f"handler {_describe(function)} must annotate its return type: `-> {promise}`"
+        )
     declared = hints["return"]
     if not issubclass(message_type, Request):
         expected: Any = type(None)
@@ -165,16 +177,16 @@ def inspect_behavior(function: BehaviorFn, applies_to: tuple[type, ...] | None) 
     """
     _require_async(function, "behavior")
     parameters = list(inspect.signature(function).parameters.values())
-    if len(parameters) != 2 or any(
+    if len(parameters) not in (2, 3) or any(
         p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters
     ):
         raise HandlerRegistrationError(
-            f"behavior {_describe(function)} must take two positional parameters (request, call_next); "
-            f"it takes {_bare_signature(parameters)}"
+            f"behavior {_describe(function)} must take (request, call_next) or (request, call_next, ctx) "
+            f"positionally; it takes {_bare_signature(parameters)}"
         )
     if applies_to is None:
         applies_to = _scope_of(function, _type_hints(function, "behavior").get(parameters[0].name))
-    return BehaviorSpec(function=function, applies_to=applies_to)
+    return BehaviorSpec(function=function, applies_to=applies_to, takes_context=len(parameters) == 3)
 
 
 def _scope_of(function: BehaviorFn, annotation: Any) -> tuple[type, ...] | None:
@@ -200,7 +212,14 @@ def _call_next(head: Callable[[Any, Any], Awaitable[Any]], tail: Any) -> CallNex
     return lambda message: head(message, tail)
 
 
-def bind_pipeline(handler: Invoke, behaviors: Sequence[BehaviorFn], ctx: Context) -> Route:
+def _with_context(behavior: Callable[..., Awaitable[Any]], ctx: Context) -> BehaviorFn:
+    def bound(message: Any, call_next: CallNext) -> Awaitable[Any]:
+        return behavior(message, call_next, ctx)
+
+    return bound
+
+
+def bind_pipeline(handler: Invoke, behaviors: Sequence[BehaviorSpec], ctx: Context) -> Route:
     """Bind *handler* and the *behaviors* around it to *ctx*; the first behaviour ends up outermost.
 
     The result is a pair ``(head, tail)`` to call as ``head(message, tail)``: the handler and its context
@@ -210,7 +229,8 @@ def bind_pipeline(handler: Invoke, behaviors: Sequence[BehaviorFn], ctx: Context
     head: Callable[[Any, Any], Awaitable[Any]] = handler
     tail: Any = ctx
     for behavior in reversed(behaviors):
-        head, tail = behavior, _call_next(head, tail)
+        function = _with_context(behavior.function, ctx) if behavior.takes_context else behavior.function
+        head, tail = function, _call_next(head, tail)
     return head, tail
 
 
@@ -222,7 +242,7 @@ class Registry:
         self.notifications: dict[type[Message], list[HandlerSpec]] = {}
         self.behaviors: list[BehaviorSpec] = []
         self.by_name: dict[str, type[Message]] = {}
-        self._behaviors_by_type: dict[type, tuple[BehaviorFn, ...]] = {}
+        self._behaviors_by_type: dict[type, tuple[BehaviorSpec, ...]] = {}
 
     def add_handler(self, spec: HandlerSpec) -> None:
         """Register *spec*; a second handler for one request type is an error."""
@@ -273,12 +293,12 @@ class Registry:
         """Return the handlers of *notification_type* (empty when it has none)."""
         return self.notifications.get(notification_type, [])
 
-    def behaviors_for(self, message_type: type) -> tuple[BehaviorFn, ...]:
+    def behaviors_for(self, message_type: type) -> tuple[BehaviorSpec, ...]:
         """Return the behaviours wrapping *message_type*, outermost first."""
         try:
             return self._behaviors_by_type[message_type]
         except KeyError:
-            found = tuple(b.function for b in self.behaviors if b.applies(message_type))
+            found = tuple(b for b in self.behaviors if b.applies(message_type))
             self._behaviors_by_type[message_type] = found
             return found
 

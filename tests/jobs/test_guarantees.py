@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from arq_mediator import (
     Backoff,
+    CallNext,
     Context,
     JobFailedError,
     JobStatus,
@@ -339,3 +340,21 @@ async def test_a_result_timeout_says_where_the_job_stands(mediator: Mediator) ->
     assert handle.id in message
     assert "queued on queue 'nobody-serves-this'" in message
     assert "no live worker serves queue 'nobody-serves-this'" in message
+
+
+async def test_a_behavior_in_a_worker_sees_the_job_through_its_context(redis_url: str) -> None:
+    """A behaviour declaring `ctx` sees, in a worker, the job it wraps: its id and try."""
+    seen: list[tuple[str, int]] = []
+    mediator = Mediator(redis=redis_url)
+    mediator.handler(echo)
+
+    @mediator.behavior
+    async def noting(request: Echo, call_next: CallNext, ctx: Context) -> object:
+        assert ctx.job is not None
+        seen.append((ctx.job.id, ctx.job.try_number))
+        return await call_next(request)
+
+    async with mediator, running_worker(mediator, **FAST):
+        handle = await mediator.enqueue(Echo(n=4))
+        assert await handle.result(timeout=5) == 4
+    assert seen == [(handle.id, 1)]
