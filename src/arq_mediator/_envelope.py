@@ -50,22 +50,47 @@ class JobEnvelope(BaseModel):
 
 
 class ErrorRecord(BaseModel):
-    """An exception as data: its type's qualified name, its message and its formatted traceback."""
+    """An exception as data: its type's qualified name, its message and its formatted traceback.
+
+    Attributes:
+        type: The exception type's ``module.QualName``.
+        message: ``str()`` of the exception, cut to 4 KiB.
+        traceback: The formatted traceback, its end kept, cut to 16 KiB.
+        state: For exception types registered with ``Mediator.register_error``: its ``args`` and public
+            attributes, from which the caller raises it again.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     type: str
     message: str
     traceback: str = ""
+    state: dict[str, Any] | None = None
 
     @classmethod
-    def from_exception(cls, error: BaseException) -> ErrorRecord:
-        """Describe *error*, with its traceback; both cut to a bounded size, as records are kept for days."""
+    def from_exception(cls, error: BaseException, *, keep_state: bool = False) -> ErrorRecord:
+        """Describe *error*, with its traceback; both cut to a bounded size, as records are kept for days.
+
+        With *keep_state*, the exception's arguments and public attributes are kept too, when JSON can
+        carry them, so that the caller can raise the same exception again.
+        """
         return cls(
             type=qualified_name(type(error)),
             message=_bounded(str(error), MESSAGE_LIMIT),
             traceback=_bounded("".join(traceback.format_exception(error)), TRACEBACK_LIMIT, keep_end=True),
+            state=_state_of(error) if keep_state else None,
         )
+
+
+def _state_of(error: BaseException) -> dict[str, Any] | None:
+    """Return *error*'s arguments and public attributes if JSON can carry them, else ``None``."""
+    attributes = {name: value for name, value in vars(error).items() if not name.startswith("_")}
+    state = {"args": list(error.args), "attributes": attributes}
+    try:
+        json.dumps(state)
+    except (TypeError, ValueError):
+        return None
+    return state
 
 
 # The most of an error's message and traceback a record keeps, in characters.

@@ -319,7 +319,8 @@ class JobRunner:
             if not isinstance(error, (EnvelopeError, WorkerLostError, NoHandlerError)):
                 logger.error("job %s failed for good: %r", claim.id, error)
             record_failure(span, error)
-            described = ErrorRecord.from_exception(error)
+            known = qualified_name(type(error)) in self._mediator._registry.errors
+            described = ErrorRecord.from_exception(error, keep_state=known)
         else:
             span.set_status(Status(StatusCode.ERROR, error.message))
             span.set_attribute("error.type", error.type)

@@ -98,6 +98,7 @@ class JobHandle(Generic[R]):
         Raises:
             JobFailedError: the job failed; the exception carries the remote type, message and traceback.
             JobAbortedError: the job was aborted (a `JobFailedError` too).
+            Exception: a type given to `Mediator.register_error`, raised again as the handler raised it.
             QueueUnavailableError: Redis could not be reached or did not answer in time.
             JobNotFoundError: no such job is queued, running or finished (or its result has expired).
             TimeoutError: *timeout* passed first; the job goes on.
@@ -111,7 +112,11 @@ class JobHandle(Generic[R]):
             error = record.error
             assert error is not None  # a failed record always carries one
             failure = JobAbortedError if error.type in ABORTED_TYPES else JobFailedError
-            raise failure(self.id, error.type, error.message, error.traceback)
+            described = failure(self.id, error.type, error.message, error.traceback)
+            rebuilt = _rebuilt(self._client.errors.get(error.type), error.state, described)
+            if rebuilt is described:
+                raise described
+            raise rebuilt from described
         if self._adapter is None:
             value: Any = record.value
             return value  # type: ignore[no-any-return]
@@ -131,3 +136,19 @@ class JobHandle(Generic[R]):
         """
         with redis_unavailable_as_queue_error():
             return await self._client.abort(self.id, int(self._client.keep_failed * 1000))
+
+
+def _rebuilt(
+    error_type: type[BaseException] | None, state: dict[str, Any] | None, described: JobFailedError
+) -> BaseException:
+    """Return the remote exception built again from its recorded state, or *described* when it cannot be."""
+    if error_type is None or state is None:
+        return described
+    try:
+        rebuilt = error_type(*state.get("args", []))
+        for name, value in state.get("attributes", {}).items():
+            setattr(rebuilt, name, value)
+    except Exception:  # a constructor that does not take its own args back: describe it instead
+        return described
+    rebuilt.add_note(f"raised by background job {described.job_id}; its traceback is in the cause")
+    return rebuilt

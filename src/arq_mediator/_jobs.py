@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -109,9 +110,17 @@ class Stats:
 class JobClient:
     """Everything the producer side asks of Redis, each a single round trip where the design allows."""
 
-    def __init__(self, redis: Redis, *, keep_failed: float = KEEP_FAILED) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        keep_failed: float = KEEP_FAILED,
+        errors: Mapping[str, type[BaseException]] | None = None,
+    ) -> None:
         self.redis = redis
         self.keep_failed = keep_failed
+        # Exception types a failed job's caller gets raised as themselves, by qualified name.
+        self.errors: Mapping[str, type[BaseException]] = errors if errors is not None else {}
         self.channels = Channels(db=int(redis.connection_pool.connection_kwargs.get("db", 0)))
         self.scripts = Scripts(redis, self.channels)
         self.results = ResultWaiter(redis, self.channels)

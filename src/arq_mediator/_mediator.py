@@ -14,6 +14,7 @@ from arq.connections import RedisSettings
 
 from ._connection import Timeouts, open_client
 from ._context import Context
+from ._envelope import qualified_name
 from ._errors import NoHandlerError
 from ._jobs import JobClient
 from ._messages import Notification, Request
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 T = TypeVar("T")
+E = TypeVar("E", bound=type[Exception])
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[Any]])
 # A behaviour takes (request, call_next) or (request, call_next, ctx); registration checks which.
 BehaviorT = TypeVar("BehaviorT", bound=Callable[..., Awaitable[Any]])
@@ -76,6 +78,8 @@ class Mediator(Producer):
         self._client: JobClient | None = None
         self._recurring = {}
         self._adapters = {}
+        self._served_checked = {}
+        self._background = set()
         self._registry = Registry()
         self._resources: dict[type[Any], Any] = {}
         self._lifespans: list[Callable[[Mediator], Any]] = []
@@ -199,6 +203,22 @@ class Mediator(Producer):
         self._inline_routes.clear()
         self._inline_fanouts.clear()
 
+    def register_error(self, error_type: E) -> E:
+        """Have `JobHandle.result` raise *error_type* itself when a job fails with it; return it.
+
+        Use it as a class decorator. The worker records the exception's ``args`` and public attributes
+        (when JSON can carry them) and the caller builds it again from them, with the remote failure as
+        its ``__cause__``. Other exceptions reach the caller as `JobFailedError`. Both sides must register
+        the type, as they register handlers.
+
+        Raises:
+            TypeError: *error_type* is not an exception class.
+        """
+        if not (isinstance(error_type, type) and issubclass(error_type, Exception)):
+            raise TypeError(f"register_error() takes an exception class, got {error_type!r}")
+        self._registry.errors[qualified_name(error_type)] = error_type
+        return error_type
+
     def provide(self, value: T, *, as_type: type[T] | None = None) -> T:
         """Make *value* available to handlers as ``ctx.resource(as_type or type(value))``; return it."""
         self._resources[as_type or type(value)] = value
@@ -217,7 +237,7 @@ class Mediator(Producer):
 
         `disconnect` undoes it: it stops waiting for results, and leaves the client open.
         """
-        self._client = JobClient(redis, keep_failed=self.keep_failed)
+        self._client = JobClient(redis, keep_failed=self.keep_failed, errors=self._registry.errors)
 
     async def disconnect(self) -> None:
         """Stop using the Redis client given to `connect`: close the result listener, keep the client."""
@@ -237,7 +257,7 @@ class Mediator(Producer):
             if self._redis_target is not None and self._client is None:
                 pool = open_client(self._redis_target, self._timeouts)
                 stack.push_async_callback(pool.aclose)
-                self._client = JobClient(pool, keep_failed=self.keep_failed)
+                self._client = JobClient(pool, keep_failed=self.keep_failed, errors=self._registry.errors)
                 stack.push_async_callback(self._disconnect)
             for lifespan in self._lifespans:
                 await stack.enter_async_context(lifespan(self))
@@ -245,6 +265,9 @@ class Mediator(Producer):
         return self
 
     async def _disconnect(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
             await client.close()

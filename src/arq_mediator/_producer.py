@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import time
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
     from ._registry import HandlerSpec, Registry
 
 R = TypeVar("R")
+logger = logging.getLogger("arq_mediator.producer")
+# Seconds between two checks, per queue, that some live worker serves the queue jobs are sent to.
+SERVED_CHECK_EVERY = 60.0
 _PRODUCER = {"host": socket.gethostname(), "pid": str(os.getpid())}
 
 
@@ -53,6 +58,8 @@ class Producer:
     _adapters: dict[type, TypeAdapter[Any]]
     max_job_bytes: int
     keep_failed: float
+    _served_checked: dict[str, float]
+    _background: set[asyncio.Task[None]]
 
     @property
     def _jobs(self) -> JobClient:
@@ -233,6 +240,7 @@ class Producer:
                 span.end()
             raise
         added: Counter[str] = Counter()
+        self._watch_served(outcomes)
         for (job, span), (outcome, _, _) in zip(prepared, outcomes, strict=True):
             if outcome == ADDED:
                 added[job.queue] += 1
@@ -242,6 +250,36 @@ class Producer:
         for queue, count in added.items():  # one measurement per queue, not per job, for batches
             jobs_enqueued.add(count, {"messaging.destination.name": queue})
         return outcomes
+
+    def _watch_served(self, outcomes: list[tuple[int, str, str]]) -> None:
+        """Now and then, check in the background that a live worker serves the queues jobs went to."""
+        now = time.monotonic()
+        due = {
+            queue
+            for outcome, queue, _ in outcomes
+            if outcome == ADDED
+            and now - self._served_checked.get(queue, -SERVED_CHECK_EVERY) >= SERVED_CHECK_EVERY
+        }
+        if not due:
+            return
+        self._served_checked.update(dict.fromkeys(due, now))
+        task = asyncio.create_task(self._warn_if_unserved(sorted(due)), name="arq-mediator served check")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _warn_if_unserved(self, queues: list[str]) -> None:
+        try:
+            served = {queue for worker in await self._jobs.workers() for queue in worker.queues}
+        except Exception:  # a courtesy check: Redis trouble shows up elsewhere, loudly
+            return
+        for queue in queues:
+            if queue not in served:
+                logger.warning(
+                    "no live worker serves queue %r: its jobs wait there until one starts, e.g. "
+                    "`python -m arq_mediator worker <module>:<mediator> --queues %s`",
+                    queue,
+                    queue,
+                )
 
     def _pending(
         self,

@@ -242,6 +242,8 @@ class Registry:
         self.notifications: dict[type[Message], list[HandlerSpec]] = {}
         self.behaviors: list[BehaviorSpec] = []
         self.by_name: dict[str, type[Message]] = {}
+        # Exception types a job's caller may see raised as themselves, by qualified name.
+        self.errors: dict[str, type[BaseException]] = {}
         self._behaviors_by_type: dict[type, tuple[BehaviorSpec, ...]] = {}
 
     def add_handler(self, spec: HandlerSpec) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -358,3 +359,57 @@ async def test_a_behavior_in_a_worker_sees_the_job_through_its_context(redis_url
         handle = await mediator.enqueue(Echo(n=4))
         assert await handle.result(timeout=5) == 4
     assert seen == [(handle.id, 1)]
+
+
+async def test_enqueueing_to_a_queue_no_worker_serves_warns_once(
+    mediator: Mediator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first enqueue to a queue no live worker serves logs a warning naming it; repeats stay quiet."""
+    with caplog.at_level(logging.WARNING, logger="arq_mediator.producer"):
+        for _ in range(3):
+            await mediator.enqueue(Echo(n=1), queue="unserved")
+
+        def warned() -> bool:
+            return any("no live worker serves queue 'unserved'" in r.getMessage() for r in caplog.records)
+
+        await eventually(warned, what="the warning")
+        await mediator.enqueue(Echo(n=2), queue="unserved")
+        await asyncio.sleep(0)  # a second check would have been scheduled by now; none may run
+    assert sum("queue 'unserved'" in record.getMessage() for record in caplog.records) == 1
+
+
+class PaymentDeclinedError(Exception):
+    """A domain error whose state is JSON: raised again as itself on the caller's side."""
+
+    def __init__(self, reason: str, amount: int) -> None:
+        super().__init__(reason, amount)
+        self.reason = reason
+        self.amount = amount
+        self.retryable = False
+
+
+class Pay(Request[int]):
+    amount: int
+
+
+async def test_a_registered_error_is_raised_again_as_itself_with_its_state(redis_url: str) -> None:
+    """A job failing with a registered exception type raises that type from result(), attributes intact."""
+    mediator = Mediator(redis=redis_url)
+    mediator.register_error(PaymentDeclinedError)
+
+    @mediator.handler
+    async def pay(request: Pay) -> int:
+        error = PaymentDeclinedError("card expired", request.amount)
+        error.retryable = True
+        raise error
+
+    async with mediator, running_worker(mediator, **FAST):
+        handle = await mediator.enqueue(Pay(amount=42))
+        with pytest.raises(PaymentDeclinedError) as caught:
+            await handle.result(timeout=5)
+    error = caught.value
+    assert (error.reason, error.amount, error.retryable) == ("card expired", 42, True)
+    assert isinstance(error.__cause__, JobFailedError)
+    assert "card expired" in error.__cause__.remote_traceback
+    with pytest.raises(TypeError, match="takes an exception class"):
+        mediator.register_error(int)  # type: ignore[type-var]
