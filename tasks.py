@@ -3,6 +3,7 @@
 
     python3 tasks.py demo     run the demo: the API, three workers, Redis and SQLite here (Ctrl-C stops all)
     python3 tasks.py check    lint, type check and the whole test suite
+    python3 tasks.py compose ARGS  compose.yaml on Docker, stand-in images where none can be pulled
     python3 tasks.py lint | types | test | bench | format | setup
 
 Every task first makes sure `.venv` exists and holds the project with its extras, reinstalling only when
@@ -201,27 +202,42 @@ def bench() -> None:
         run(PYTHON, script)
 
 
-def demo() -> None:
-    """Run the local stack of the distributed demo until Ctrl-C or SIGTERM: `python -m services.stack`."""
-    import signal
+def supervise(*command: str | Path) -> int:
+    """Run *command* in a session of its own, forwarding each stop signal to it; return its exit code.
 
-    # The stack runs in a session of its own and this process forwards each stop signal to it exactly
-    # once: a terminal's Ctrl-C reaches only this process, and `kill`/`timeout` aimed at it reach the stack
-    # too. The stack then drains its workers and stops every process it started.
-    print("+", PYTHON, "-m services.stack", flush=True)
-    stack = subprocess.Popen([str(PYTHON), "-m", "services.stack"], cwd=ROOT, start_new_session=True)  # noqa: S603
+    A terminal's Ctrl-C reaches only this process, and `kill`/`timeout` aimed at it reach the child too,
+    each exactly once: the child then stops what it started in its own way (drains, takes containers down).
+    """
+    print("+", " ".join(str(part) for part in command), flush=True)
+    child = subprocess.Popen([str(part) for part in command], cwd=ROOT, start_new_session=True)  # noqa: S603
 
     def forward(signum: int, frame: object) -> None:
-        stack.send_signal(signum)
+        child.send_signal(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
-    sys.exit(stack.wait())
+    return child.wait()
+
+
+def demo() -> None:
+    """Run the local stack of the distributed demo until Ctrl-C or SIGTERM: `python -m services.stack`."""
+    sys.exit(supervise(PYTHON, "-m", "services.stack"))
+
+
+def compose(*arguments: str) -> None:
+    """Run compose on compose.yaml (project arq-mediator) on a Docker daemon made to answer, with stand-in
+    images for those that cannot be pulled: `python3 tasks.py compose up --build`."""
+    with docker_daemon():
+        if UNAVAILABLE in os.environ:
+            sys.exit(f"no Docker daemon: {os.environ[UNAVAILABLE]}")
+        code = supervise(PYTHON, "-m", "tests.containers", *arguments)
+    sys.exit(code)
 
 
 TASKS = {
     "bench": bench,
     "check": check,
+    "compose": compose,
     "demo": demo,
     "format": format_code,
     "lint": lint,
@@ -232,7 +248,8 @@ TASKS = {
 
 
 def main() -> None:
-    """Run the task named on the command line (extra arguments go to pytest for `test`)."""
+    """Run the task named on the command line (extra arguments go to pytest for `test`, to compose for
+    `compose`)."""
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
         sys.exit(f"usage: python3 tasks.py {{{'|'.join(TASKS)}}} [args]")
     name, extra = sys.argv[1], sys.argv[2:]
@@ -240,6 +257,8 @@ def main() -> None:
     if name == "test":
         with docker_daemon():
             test(*extra)
+    elif name == "compose":
+        compose(*extra)
     else:
         TASKS[name]()
 

@@ -8,6 +8,9 @@ is kept in ``/var/cache/arq-mediator`` (``ARQM_CONTAINER_CACHE``), so a machine 
 Fixtures: when ``REDIS_URL`` / ``DATABASE_URL`` are unset and nothing answers on the default ports (or
 ``ARQM_TEST_CONTAINERS=always``), `backing_services` starts Redis and PostgreSQL through testcontainers and
 says where they are.
+
+Run as ``python -m tests.containers ARGS`` (what ``python3 tasks.py compose ARGS`` does), it runs compose
+on compose.yaml as project ``arq-mediator`` with those images.
 """
 
 from __future__ import annotations
@@ -258,10 +261,10 @@ def real_image(role: str) -> str:
 def standin_image(role: str) -> str:
     """Return the stand-in image for *role*, building what it needs.
 
-    The roles: python, redis and postgres; otlp, the receiver that stands in for the collector; jaeger,
-    which cannot be had here, for which the receiver stands in too (it takes what the collector would send).
+    The roles: python, redis and postgres; otlp, the OTLP receiver, which stands in for the collector
+    (otel-collector) and for Jaeger (it takes what the collector would send).
     """
-    if role in ("otlp", "jaeger"):
+    if role in ("otlp", "otel-collector", "jaeger"):
         python = image_for("python")  # before the lock, which building the python stand-in takes too
         with build_lock():
             return build(
@@ -275,6 +278,34 @@ def image_for(role: str) -> str:
     """Return the real image for *role* when it is here or can be pulled, else its stand-in."""
     real = real_image(role)
     return real if pullable(real) else standin_image(role)
+
+
+def compose_images(*, receiver_as_collector: bool) -> dict[str, str]:
+    """Return compose.yaml's image variables: the real images where they can be had, else stand-ins.
+
+    Args:
+        receiver_as_collector: run the OTLP receiver in the collector's place even when the real collector
+            could be pulled (the tests read what it received).
+    """
+    collector = "otlp" if receiver_as_collector else "otel-collector"
+    return {
+        "PYTHON_IMAGE": image_for("python"),
+        "REDIS_IMAGE": image_for("redis"),
+        "POSTGRES_IMAGE": image_for("postgres"),
+        "COLLECTOR_IMAGE": standin_image(collector) if receiver_as_collector else image_for(collector),
+        "JAEGER_IMAGE": image_for("jaeger"),
+    }
+
+
+def compose_command() -> list[str]:
+    """Return Compose v2 (`docker compose`) when the docker command has it, else Debian's docker-compose."""
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False)
+    if probe.returncode == 0:
+        return ["docker", "compose"]
+    found = shutil.which("docker-compose")
+    if found is None:
+        raise ContainerError("neither `docker compose` nor docker-compose is installed")
+    return [found]
 
 
 # Redis and PostgreSQL for the fixtures ---------------------------------------------------------------------
@@ -348,3 +379,17 @@ def backing_services() -> Iterator[dict[str, str]]:
                     continue
                 found[variable] = stack.enter_context(container())
         yield found
+
+
+def main(arguments: list[str]) -> None:
+    """Replace this process with compose on compose.yaml, project arq-mediator, on the images to be had."""
+    if (reason := unavailable_reason()) is not None:
+        sys.exit(f"no containers here: {reason}")
+    environment = os.environ | compose_images(receiver_as_collector=False)
+    command = [*compose_command(), "-p", "arq-mediator", *arguments]
+    print("+", " ".join(command), flush=True)
+    os.execvpe(command[0], command, environment)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,10 +26,8 @@ from tests import containers
 from tests.processes import ROOT, free_port
 from tests.tracing.otlp_receiver import ReceivedSpan, span_from_json
 
-pytestmark = pytest.mark.skipif(
-    containers.unavailable_reason() is not None,
-    reason=f"containers unavailable: {containers.unavailable_reason()}",
-)
+if (unavailable := containers.unavailable_reason()) is not None:
+    pytest.skip(f"containers unavailable: {unavailable}", allow_module_level=True)
 
 T = TypeVar("T")
 
@@ -123,16 +120,6 @@ class Stack:
         return stats
 
 
-def compose_command() -> list[str]:
-    """Return Compose v2 (`docker compose`) when the docker command has it, else Debian's docker-compose."""
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False)
-    if probe.returncode == 0:
-        return ["docker", "compose"]
-    found = shutil.which("docker-compose")
-    assert found is not None, "neither `docker compose` nor docker-compose is installed"
-    return [found]
-
-
 def healthy(stack: Stack) -> bool | None:
     """Return True once every health-checked service is healthy and the rest run, else ``None``."""
     for service in HEALTH_CHECKED:
@@ -147,20 +134,16 @@ def healthy(stack: Stack) -> bool | None:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """Build and start the stack on stand-ins where needed; take it down with its volumes afterwards."""
-    environment = dict(os.environ) | {
-        "PYTHON_IMAGE": containers.image_for("python"),
-        "REDIS_IMAGE": containers.image_for("redis"),
-        "POSTGRES_IMAGE": containers.image_for("postgres"),
-        "COLLECTOR_IMAGE": containers.standin_image("otlp"),  # the tests read what it received
-        "JAEGER_IMAGE": containers.image_for("jaeger"),
-        "API_PORT": str(free_port()),
-        "JAEGER_UI_PORT": str(free_port()),
-    }
+    environment = (
+        dict(os.environ)
+        | containers.compose_images(receiver_as_collector=True)
+        | {"API_PORT": str(free_port()), "JAEGER_UI_PORT": str(free_port())}
+    )
     containers.CACHE.mkdir(parents=True, exist_ok=True)
     with (containers.CACHE / f"{PROJECT}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         api = httpx.Client(base_url=f"http://127.0.0.1:{environment['API_PORT']}", timeout=30)
-        running = Stack(compose_command(), environment, api)
+        running = Stack(containers.compose_command(), environment, api)
         try:
             # A run that was killed may have left its stack behind.
             running.compose("down", "-v", "--remove-orphans", timeout=STOP_TIMEOUT)

@@ -16,10 +16,8 @@ import pytest
 from tests import containers
 from tests.processes import ROOT
 
-pytestmark = pytest.mark.skipif(
-    containers.unavailable_reason() is not None,
-    reason=f"containers unavailable: {containers.unavailable_reason()}",
-)
+if (unavailable := containers.unavailable_reason()) is not None:
+    pytest.skip(f"containers unavailable: {unavailable}", allow_module_level=True)
 
 # A Redis-only module and one that needs PostgreSQL and Redis both.
 SUITE_PART = ("tests/jobs/test_enqueue.py", "tests/services/test_api.py")
