@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -51,6 +52,8 @@ POSTGRES_PASSWORD = "postgres"
 DEBOOTSTRAP_TIMEOUT = 900.0
 BUILD_TIMEOUT = 900.0
 PULL_TIMEOUT = 300.0
+# Another run on this machine may be building the images, or running the stack, for this long.
+LOCK_TIMEOUT = 1800.0
 
 
 class ContainerError(RuntimeError):
@@ -124,11 +127,20 @@ def content_hash(*parts: bytes | str) -> str:
 
 
 @contextmanager
-def build_lock() -> Iterator[None]:
-    """Hold the cache's lock, so two test runs on this machine do not build the same thing at once."""
+def machine_lock(name: str, timeout: float) -> Iterator[None]:
+    """Hold the lock *name* in the cache folder for the block, so that two test runs on this machine do not
+    build the same image or run the same compose project at once; wait for it up to *timeout* seconds."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / "build.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    deadline = time.monotonic() + timeout
+    with (CACHE / f"{name}.lock").open("w") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ContainerError(f"another run held {lock.name} for over {timeout}s") from None
+                time.sleep(0.5)
         try:
             yield
         finally:
@@ -266,11 +278,11 @@ def standin_image(role: str) -> str:
     """
     if role in ("otlp", "otel-collector", "jaeger"):
         python = image_for("python")  # before the lock, which building the python stand-in takes too
-        with build_lock():
+        with machine_lock("build", LOCK_TIMEOUT):
             return build(
                 "otlp", STANDINS / "otlp", {"PYTHON_IMAGE": python}, (TESTS / "tracing" / "otlp_receiver.py",)
             )
-    with build_lock():
+    with machine_lock("build", LOCK_TIMEOUT):
         return build(role, STANDINS / role, {"BASE_IMAGE": base_image()})
 
 

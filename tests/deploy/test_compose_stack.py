@@ -9,7 +9,6 @@ deferred for minutes, comes last, after the test that waits for the queues to dr
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -139,9 +138,7 @@ def stack() -> Iterator[Stack]:
         | containers.compose_images(receiver_as_collector=True)
         | {"API_PORT": str(free_port()), "JAEGER_UI_PORT": str(free_port())}
     )
-    containers.CACHE.mkdir(parents=True, exist_ok=True)
-    with (containers.CACHE / f"{PROJECT}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with containers.machine_lock(PROJECT, containers.LOCK_TIMEOUT):
         api = httpx.Client(base_url=f"http://127.0.0.1:{environment['API_PORT']}", timeout=30)
         running = Stack(containers.compose_command(), environment, api)
         try:
