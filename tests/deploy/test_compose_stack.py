@@ -87,10 +87,13 @@ class Stack:
         return self._run(("logs", "--no-color", "--tail", "40"), 60).stdout
 
     def container(self, service: str) -> str:
-        """Return the id of the service's container."""
-        container_id = self.compose("ps", "-q", service).strip()
-        assert container_id, f"{service} has no container"
-        return container_id
+        """Return the id of the service's container (asked of Docker by compose's labels, which is quicker
+        than compose's own `ps`)."""
+        project = f"label=com.docker.compose.project={PROJECT}"
+        named = f"label=com.docker.compose.service={service}"
+        found = containers.docker("ps", "--all", "--quiet", "--filter", project, "--filter", named).split()
+        assert len(found) == 1, f"{service} has {len(found)} containers: {found}"
+        return found[0]
 
     def state(self, service: str) -> dict[str, Any]:
         """Return the Docker state of the service's container (Status, ExitCode, Health, ...)."""
