@@ -1,6 +1,8 @@
 # One image for every role of the distributed demo. The default command serves the API; compose.yaml runs
 # the workers from the same image with `python -m services.worker general|balanced|heavy`.
-FROM python:3.12-slim
+# The base image is an argument so that a machine that cannot pull it builds on a stand-in (the tests do).
+ARG PYTHON_IMAGE=python:3.12-slim
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -37,9 +37,63 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def compose() -> dict[str, Any]:
-    """Return compose.yaml, freshly parsed, so no caller sees what another one changed."""
+# `${NAME:-default}` / `${NAME-default}` / `${NAME}`, and `$$` for a literal dollar: the forms compose.yaml
+# may use. A bare `$NAME` or any other `$` form is refused, so the checks never read an unresolved value.
+_VARIABLE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<operator>:?-)(?P<default>[^}]*))?\}")
+
+
+def interpolate(value: str, environment: Mapping[str, str]) -> str:
+    """Return *value* with its variables substituted from *environment*, as compose substitutes them."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, operator, default = match.group("name", "operator", "default")
+        found = environment.get(name)
+        if operator == ":-" and not found:
+            return str(default)
+        if operator == "-" and found is None:
+            return str(default)
+        return found or ""
+
+    assert "$" not in _VARIABLE.sub("", value), f"{value!r} uses a variable form these checks do not read"
+    return _VARIABLE.sub(substitute, value)
+
+
+def variables_in(value: Any) -> set[str]:
+    """Return the names of the variables that the strings in *value* (nested lists and mappings) use."""
+    if isinstance(value, str):
+        return {match.group("name") for match in _VARIABLE.finditer(value) if match.group("name")}
+    if isinstance(value, dict):
+        return set().union(*(variables_in(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(variables_in(item) for item in value))
+    return set()
+
+
+def _interpolated(value: Any, environment: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return interpolate(value, environment)
+    if isinstance(value, dict):
+        return {key: _interpolated(item, environment) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_interpolated(item, environment) for item in value]
+    return value
+
+
+def compose_as_written() -> dict[str, Any]:
+    """Return compose.yaml, freshly parsed, its variables not substituted."""
     return load_yaml(COMPOSE_FILE)
+
+
+def compose(environment: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return compose.yaml, freshly parsed, so no caller sees what another one changed.
+
+    Its variables are substituted from *environment*; with none given, each takes its default, as on a
+    machine that sets none of them.
+    """
+    resolved: dict[str, Any] = _interpolated(compose_as_written(), environment or {})
+    return resolved
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -194,6 +248,21 @@ def dockerfile() -> list[Instruction]:
         pending = ""
     assert not pending, "the Dockerfile ends inside a continued line"
     return instructions
+
+
+def base_images() -> list[str]:
+    """Return the image every FROM of the Dockerfile names, its ``${ARG}`` taken at the ARG's default."""
+    defaults: dict[str, str] = {}
+    bases: list[str] = []
+    for instruction in dockerfile():
+        if instruction.keyword == "ARG":
+            name, equals, default = instruction.arguments.partition("=")
+            if equals:
+                defaults[name.strip()] = default.strip()
+        elif instruction.keyword == "FROM":
+            image = next(word for word in instruction.words() if not word.startswith("--"))
+            bases.append(interpolate(image, defaults))
+    return bases
 
 
 def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:

@@ -1,8 +1,8 @@
 """Static checks of the container deployment: Dockerfile, .dockerignore, compose.yaml and otel-collector.yaml.
 
-No container engine runs where these tests run, so they read the files and hold them against the compose
-specification's JSON schema, the file system, the code (its modules, worker profiles and environment
-reads) and each other.
+They read the files (variables at their defaults) and hold them against the compose specification's JSON
+schema, the file system, the code (its modules, worker profiles and environment reads) and each other, so
+they run where no container engine does; `test_compose_stack.py` runs the stack for real.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from tests.deploy.files import (
     COLLECTOR_FILE,
     COMPOSE_FILE,
     ROOT,
+    base_images,
     command_of,
     compose,
+    compose_as_written,
     depends_on,
     dockerfile,
     environment_of,
@@ -44,6 +46,7 @@ from tests.deploy.files import (
     names_the_code_reads,
     seconds,
     services,
+    variables_in,
 )
 
 # The compose specification's schema, as the check-jsonschema package ships it (vendored from compose-spec).
@@ -426,6 +429,34 @@ def test_images_are_pinned() -> None:
     assert not problems, problems
 
 
+def test_images_and_host_ports_can_be_substituted_without_editing_the_file() -> None:
+    """Every pulled image and published host port comes from a variable whose default is the pinned value,
+    and the app image's base is the Dockerfile's own default."""
+    written = compose_as_written()["services"]
+    for name, service in written.items():
+        if "image" in service:
+            assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE:-[^}]+\}", service["image"]), (
+                f"{name}: image {service['image']} cannot be substituted from the environment"
+            )
+        for port in service.get("ports", []):
+            # "127.0.0.1:${API_PORT:-8000}:8000": the host port is between the address and the target.
+            host_port = ":".join(str(port).split(":")[1:-1])
+            assert re.fullmatch(r"\$\{[A-Z_]+_PORT:-\d+\}", host_port), (
+                f"{name}: host port in {port} cannot be substituted from the environment"
+            )
+    base_argument = services()["api"]["build"]["args"]["PYTHON_IMAGE"]
+    assert [base_argument] == base_images(), "compose.yaml's PYTHON_IMAGE default is not the Dockerfile's"
+    assert variables_in(compose_as_written()) == {
+        "PYTHON_IMAGE",
+        "REDIS_IMAGE",
+        "POSTGRES_IMAGE",
+        "COLLECTOR_IMAGE",
+        "JAEGER_IMAGE",
+        "API_PORT",
+        "JAEGER_UI_PORT",
+    }
+
+
 def test_published_ports_bind_localhost_only() -> None:
     """Every published port binds 127.0.0.1, and only the API and Jaeger's UI are published."""
     published: dict[str, list[int]] = {}
@@ -495,11 +526,7 @@ def test_api_stop_grace_period_outlasts_its_graceful_shutdown() -> None:
 
 def test_dockerfile_base_image_is_pinned() -> None:
     """Every FROM of the Dockerfile names an image with an explicit version tag."""
-    bases = [
-        next(word for word in instruction.words() if not word.startswith("--"))
-        for instruction in dockerfile()
-        if instruction.keyword == "FROM"
-    ]
+    bases = base_images()
     assert bases, "the Dockerfile has no FROM"
     problems = [problem for base in bases if (problem := image_problem(base)) is not None]
     assert not problems, problems

@@ -14,7 +14,7 @@ from services.settings import Settings
 
 # The service tests own this Redis database and flush it around each test.
 SERVICES_REDIS_DB = int(os.environ.get("ARQM_SERVICES_REDIS_DB", "11"))
-ADMIN_DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def services_redis_url() -> str:
@@ -38,7 +38,9 @@ def postgres_url() -> Iterator[str]:
     import asyncio
 
     name = f"arqm_test_{uuid.uuid4().hex[:10]}"
-    admin = _asyncpg_dsn(ADMIN_DATABASE_URL)
+    # Read now, not at import: the session's containers (tests/conftest.py) may have set it since.
+    admin_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    admin = _asyncpg_dsn(admin_url)
 
     async def run(statement: str) -> None:
         connection = await asyncpg.connect(admin)
@@ -48,7 +50,7 @@ def postgres_url() -> Iterator[str]:
             await connection.close()
 
     asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    yield _asyncpg_dsn(ADMIN_DATABASE_URL, name).replace("postgresql://", "postgresql+asyncpg://", 1)
+    yield _asyncpg_dsn(admin_url, name).replace("postgresql://", "postgresql+asyncpg://", 1)
     asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

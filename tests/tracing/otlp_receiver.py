@@ -2,13 +2,20 @@
 
 It listens on 127.0.0.1 (a free port), takes ``POST /v1/traces`` and ``/v1/metrics`` as protobuf (plain,
 gzip or deflate), answers each with an empty export response, and keeps what it parsed. ``/v1/logs`` is
-accepted and dropped.
+accepted and dropped. ``GET /received`` answers what it kept, as JSON.
+
+Run as a script (``python otlp_receiver.py --host 0.0.0.0 --port 4318``) it serves until SIGTERM: the
+stand-in for the OpenTelemetry Collector in the container tests (``tests/standins/otlp``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
 import gzip
+import json
+import signal
 import threading
 import time
 import zlib
@@ -141,6 +148,24 @@ class Collected:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
+    def do_GET(self) -> None:
+        if self.path != "/received":
+            self.send_error(404, "only GET /received")
+            return
+        collected = self.server.collected
+        with collected.lock:
+            received = {
+                "spans": [dataclasses.asdict(span) for span in collected.spans],
+                "metrics": collected.metrics,
+                "errors": collected.errors,
+            }
+        answer = json.dumps(received).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
@@ -188,8 +213,8 @@ class _Server(ThreadingHTTPServer):
 class OtlpReceiver:
     """An OTLP/HTTP endpoint in a background thread; `endpoint` is what OTEL_EXPORTER_OTLP_ENDPOINT takes."""
 
-    def __init__(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = _Server((host, port), _Handler)
         self._server.collected = Collected()
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="otlp receiver"
@@ -305,3 +330,28 @@ def running_receiver() -> Iterator[OtlpReceiver]:
         yield receiver
     finally:
         receiver.close()
+
+
+def span_from_json(fields: dict[str, Any]) -> ReceivedSpan:
+    """Return a span from its ``GET /received`` form."""
+    return ReceivedSpan(**{**fields, "events": tuple(fields["events"])})
+
+
+def serve() -> None:
+    """Serve at the command line's --host and --port until SIGTERM or SIGINT; ignore other arguments."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4318)
+    options, _ = parser.parse_known_args()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    receiver = OtlpReceiver(options.host, options.port)
+    receiver.start()
+    print(f"OTLP/HTTP receiver listening on {receiver.endpoint}", flush=True)
+    stop.wait()
+    receiver.close()
+
+
+if __name__ == "__main__":
+    serve()
