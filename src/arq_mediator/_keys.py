@@ -29,19 +29,9 @@ WORKERS_KEY = "arqm:workers"
 RETRY_MARK = "retry"
 
 
-def queue_key(queue: str) -> str:
-    """Return the sorted set of a queue's job ids, scored by the time (ms) each may start."""
-    return QUEUE_PREFIX + queue
-
-
 def job_key(job_id: str) -> str:
     """Return the key holding a job's JSON envelope while it is queued or running."""
     return JOB_PREFIX + job_id
-
-
-def lease_key(job_id: str) -> str:
-    """Return the key whose existence marks a job as running; it expires unless its worker renews it."""
-    return LEASE_PREFIX + job_id
 
 
 def result_key(job_id: str) -> str:
@@ -49,19 +39,9 @@ def result_key(job_id: str) -> str:
     return RESULT_PREFIX + job_id
 
 
-def deliveries_key(job_id: str) -> str:
-    """Return the counter of how many times a job was handed to a worker."""
-    return DELIVERIES_PREFIX + job_id
-
-
 def failed_key(queue: str) -> str:
-    """Return the sorted set of a queue's failed job ids, scored by the time (ms) they failed."""
+    """Return the sorted set of a queue's failed job ids, scored by when (ms) their records expire."""
     return FAILED_PREFIX + queue
-
-
-def running_key(queue: str) -> str:
-    """Return the sorted set of a queue's leased job ids, scored by when (ms, server time) the lease ends."""
-    return RUNNING_PREFIX + queue
 
 
 def recurring_key(name: str) -> str:
@@ -106,8 +86,3 @@ class Channels:
     def done(self, job_id: str) -> str:
         """Return the completion channel of *job_id*."""
         return self.done_prefix + job_id
-
-
-def abort_key(job_id: str) -> str:
-    """Return the flag asking the worker running a job to cancel it."""
-    return ABORT_PREFIX + job_id

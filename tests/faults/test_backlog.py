@@ -7,9 +7,9 @@ import time
 from redis.asyncio import Redis
 
 from arq_mediator import Mediator
-from arq_mediator._keys import JOB_PREFIX, QUEUE_PREFIX
 from tests.jobs.process_app import Chore
 from tests.jobs.worker_processes import Workers, results, wait_for_workers
+from tests.keys import JOB_PREFIX, QUEUE_PREFIX
 
 BACKLOG = 500_000
 CHUNK = 50_000

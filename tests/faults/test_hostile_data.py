@@ -19,9 +19,9 @@ from redis.asyncio import Redis
 
 from arq_mediator import JobHandle, JobStatus, Mediator, ResultRecord
 from arq_mediator._claims import INVALID_ID_PREFIX
-from arq_mediator._keys import Channels, deliveries_key, job_key, queue_key
 from tests.jobs.process_app import STARTED_AT, Chore, runs_key
 from tests.jobs.worker_processes import Workers, results, wait_for_workers, wait_until
+from tests.keys import Channels, deliveries_key, job_key, queue_key
 
 from .conftest import stays_up
 

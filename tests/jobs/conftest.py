@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Mediator, Worker, WorkerSettings
-from arq_mediator._keys import Channels
+from tests.keys import Channels
 
 # Tests own this database and flush it before and after each test; the default (0) is never touched.
 TEST_DB = int(os.environ.get("ARQM_TEST_REDIS_DB", "13"))

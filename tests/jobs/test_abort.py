@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, JobHandle, JobNotFoundError, JobStatus, Mediator, Request
 from arq_mediator._jobs import now_ms
-from arq_mediator._keys import abort_key, job_key, queue_key
+from tests.keys import abort_key, job_key, queue_key
 
 from .conftest import CHANNELS, running_worker
 from .waiting import FAST, eventually

@@ -24,7 +24,7 @@ from arq_mediator import (
     QueueNotConnectedError,
     Request,
 )
-from arq_mediator._keys import job_key, queue_key
+from tests.keys import job_key, queue_key
 
 from .conftest import running_worker
 from .waiting import FAST

@@ -24,7 +24,7 @@ from arq_mediator import (
 )
 from arq_mediator._envelope import MESSAGE_LIMIT, TRACEBACK_LIMIT
 from arq_mediator._jobs import now_ms
-from arq_mediator._keys import abort_key, failed_key, recurring_key, result_key
+from tests.keys import abort_key, failed_key, recurring_key, result_key
 
 from .conftest import running_worker
 from .waiting import FAST, eventually

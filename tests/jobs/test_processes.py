@@ -22,7 +22,7 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import JobStatus, Mediator
-from arq_mediator._keys import deliveries_key
+from tests.keys import deliveries_key
 from tests.processes import ManagedProcess, ManagedProcesses
 
 from . import process_app

@@ -15,8 +15,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from arq_mediator import Context, JobStatus, Mediator, NoHandlerError, RecurringJob, Request
 from arq_mediator._cron import CronSchedule
-from arq_mediator._keys import queue_key
 from arq_mediator._recurring import run_schedules
+from tests.keys import queue_key
 
 from .conftest import running_worker
 from .waiting import FAST, eventually

@@ -23,7 +23,7 @@ from arq_mediator import (
     Request,
     Stats,
 )
-from arq_mediator._keys import deliveries_key, job_key, lease_key, result_key
+from tests.keys import deliveries_key, job_key, lease_key, result_key
 
 from .conftest import running_worker
 from .waiting import FAST, eventually, polled

@@ -38,7 +38,7 @@ from arq_mediator import (
     run_worker,
 )
 from arq_mediator._jobs import now_ms
-from arq_mediator._keys import deliveries_key, job_key, queue_key
+from tests.keys import deliveries_key, job_key, queue_key
 
 from .conftest import CHANNELS, TEST_DB, redis_url_for, running_worker
 from .waiting import FAST, eventually, polled

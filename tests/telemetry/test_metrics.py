@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 
 from arq_mediator import Backoff, Context, JobFailedError, Mediator, Request, ResultRecord
 from arq_mediator._jobs import now_ms
-from arq_mediator._keys import result_key
 from arq_mediator._telemetry import queue_depths
+from tests.keys import result_key
 
 from ..jobs.conftest import running_worker
 from ..jobs.waiting import FAST, eventually

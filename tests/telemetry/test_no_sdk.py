@@ -14,7 +14,7 @@ import json
 import sys
 
 from arq_mediator import Context, Mediator, Request, Worker, WorkerSettings
-from arq_mediator._keys import job_key
+from tests.keys import job_key
 from arq_mediator._telemetry import tracing_enabled
 
 

@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 
 from arq_mediator import Backoff, Context, JobFailedError, Mediator, Notification, RecurringJob, Request
 from arq_mediator._jobs import now_ms
-from arq_mediator._keys import job_key, queue_key
 from arq_mediator._telemetry import tracer as library_tracer
 from arq_mediator._telemetry import tracing_enabled
+from tests.keys import job_key, queue_key
 
 from ..jobs.conftest import running_worker
 from ..jobs.waiting import FAST

@@ -1,0 +1,50 @@
+"""Where the tests look in Redis: the library's key layout, plus the keys only the tests read."""
+
+from __future__ import annotations
+
+from arq_mediator._keys import (
+    ABORT_PREFIX,
+    DELIVERIES_PREFIX,
+    JOB_PREFIX,
+    LEASE_PREFIX,
+    QUEUE_PREFIX,
+    Channels,
+    failed_key,
+    job_key,
+    recurring_key,
+    result_key,
+)
+
+__all__ = [
+    "JOB_PREFIX",
+    "QUEUE_PREFIX",
+    "Channels",
+    "abort_key",
+    "deliveries_key",
+    "failed_key",
+    "job_key",
+    "lease_key",
+    "queue_key",
+    "recurring_key",
+    "result_key",
+]
+
+
+def queue_key(queue: str) -> str:
+    """Return the sorted set of *queue*'s job ids."""
+    return QUEUE_PREFIX + queue
+
+
+def lease_key(job_id: str) -> str:
+    """Return the key whose existence marks *job_id* as running."""
+    return LEASE_PREFIX + job_id
+
+
+def deliveries_key(job_id: str) -> str:
+    """Return the counter of how many times *job_id* was handed to a worker."""
+    return DELIVERIES_PREFIX + job_id
+
+
+def abort_key(job_id: str) -> str:
+    """Return the flag asking the worker running *job_id* to cancel it."""
+    return ABORT_PREFIX + job_id
