@@ -64,23 +64,12 @@ class Mediator(Producer):
         keep_failed: float | timedelta = KEEP_FAILED,
         max_job_bytes: int = MAX_JOB_BYTES,
     ) -> None:
+        super().__init__(Registry(), keep_failed=to_seconds(keep_failed) or 0.0, max_job_bytes=max_job_bytes)
         self._redis_target = redis
         self._timeouts = Timeouts(connect=connect_timeout, command=command_timeout)
         self.keep_result = to_seconds(keep_result) or 0.0
-        self.keep_failed = to_seconds(keep_failed) or 0.0
-        if self.keep_result <= 0 or self.keep_failed <= 0:
-            raise ValueError(
-                f"keep_result and keep_failed must be positive, got {keep_result}, {keep_failed}"
-            )
-        if max_job_bytes < 1024:
-            raise ValueError(f"max_job_bytes must be at least 1024, got {max_job_bytes}")
-        self.max_job_bytes = max_job_bytes
-        self._client: JobClient | None = None
-        self._recurring = {}
-        self._adapters = {}
-        self._served_checked = {}
-        self._background = set()
-        self._registry = Registry()
+        if self.keep_result <= 0:
+            raise ValueError(f"keep_result must be positive, got {keep_result}")
         self._resources: dict[type[Any], Any] = {}
         self._lifespans: list[Callable[[Mediator], Any]] = []
         self._exit_stack: AsyncExitStack | None = None

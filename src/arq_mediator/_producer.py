@@ -50,16 +50,31 @@ class RecurringJob:
 
 
 class Producer:
-    """Enqueueing and job inspection; mixed into `Mediator`, which supplies the registry and client."""
+    """The background half of a mediator: enqueueing, job handles, recurring schedules, inspection.
 
-    _registry: Registry
-    _client: JobClient | None
-    _recurring: dict[str, RecurringJob]
-    _adapters: dict[type, TypeAdapter[Any]]
-    max_job_bytes: int
-    keep_failed: float
-    _served_checked: dict[str, float]
-    _background: set[asyncio.Task[None]]
+    `Mediator` derives from it and adds inline dispatch and the lifecycle that opens `_client`; the state
+    used here is set up here, from the registry the two halves share.
+
+    Args:
+        registry: The handlers, their policies and the registered error types.
+        keep_failed: Seconds a failed or aborted job's record is kept.
+        max_job_bytes: The largest envelope `enqueue` accepts.
+    """
+
+    def __init__(self, registry: Registry, *, keep_failed: float, max_job_bytes: int) -> None:
+        if keep_failed <= 0:
+            raise ValueError(f"keep_failed must be positive, got {keep_failed}")
+        if max_job_bytes < 1024:
+            raise ValueError(f"max_job_bytes must be at least 1024, got {max_job_bytes}")
+        self._registry = registry
+        self.keep_failed = keep_failed
+        self.max_job_bytes = max_job_bytes
+        self._client: JobClient | None = None
+        self._recurring: dict[str, RecurringJob] = {}
+        self._adapters: dict[type, TypeAdapter[Any]] = {}
+        # When each queue was last checked for a live worker serving it (monotonic seconds).
+        self._served_checked: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def _jobs(self) -> JobClient:

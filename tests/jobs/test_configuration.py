@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -55,8 +56,10 @@ def test_timeouts_must_be_positive() -> None:
     """A zero or negative timeout is refused, naming both values."""
     with pytest.raises(ValueError, match="Redis timeouts must be positive"):
         Timeouts(connect=0)
-    with pytest.raises(ValueError, match="keep_result and keep_failed must be positive"):
+    with pytest.raises(ValueError, match="keep_failed must be positive"):
         Mediator(keep_failed=0)
+    with pytest.raises(ValueError, match="keep_result must be positive"):
+        Mediator(keep_result=timedelta(0))
     with pytest.raises(ValueError, match="max_job_bytes must be at least 1024"):
         Mediator(max_job_bytes=10)
 
