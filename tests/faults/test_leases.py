@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from arq_mediator import JobFailedError, JobStatus, Mediator
-from tests.jobs.process_app import Chore, Doomed, runs_key
+from arq_mediator import JobFailedError, JobHandle, JobStatus, Mediator
+from tests.jobs.process_app import Chore, Doomed, Work, runs_key
 from tests.jobs.worker_processes import Workers, wait_for_workers, wait_until
+from tests.processes import ManagedProcess
 
 from .conftest import printed
 
@@ -23,15 +24,23 @@ async def runs(redis: Redis, job_id: str) -> int:
     return int(await redis.get(runs_key(job_id)) or 0)
 
 
+async def started_by_a_worker(
+    app: Mediator, workers: Workers, request: Work
+) -> tuple[ManagedProcess, JobHandle[str]]:
+    """Start the worker that will stall, enqueue *request*, and return both once its handler started."""
+    stalled = workers.start("stalled", ["default"], max_jobs=1, **LEASE)
+    await wait_for_workers(app, "stalled", diagnose=workers.logs)
+    handle = await app.enqueue(request)
+    await wait_until(lambda: runs(app._jobs.redis, handle.id), "the job to start", diagnose=workers.logs)
+    return stalled, handle
+
+
 async def test_a_stalled_worker_cannot_overwrite_the_result_of_the_worker_that_took_over(
     app: Mediator, workers: Workers
 ) -> None:
     """A worker frozen past its lease finds its result refused: the job's record is the new holder's."""
     redis = app._jobs.redis
-    stalled = workers.start("stalled", ["default"], max_jobs=1, **LEASE)
-    await wait_for_workers(app, "stalled", diagnose=workers.logs)
-    handle = await app.enqueue(Chore(duration=2.0, tag="slow"))
-    await wait_until(lambda: runs(redis, handle.id), "the job to start", diagnose=workers.logs)
+    stalled, handle = await started_by_a_worker(app, workers, Chore(duration=2.0, tag="slow"))
 
     os.kill(stalled.pid, signal.SIGSTOP)  # a GC pause, a VM freeze: the lease lapses meanwhile
     try:
@@ -56,10 +65,7 @@ async def test_a_stalled_worker_cannot_retry_a_job_another_worker_settled(
 ) -> None:
     """A frozen worker's retry of a job that another worker already failed for good is refused."""
     redis = app._jobs.redis
-    stalled = workers.start("stalled", ["default"], max_jobs=1, **LEASE)
-    await wait_for_workers(app, "stalled", diagnose=workers.logs)
-    handle = await app.enqueue(Doomed(duration=1.0, tag="doomed"))
-    await wait_until(lambda: runs(redis, handle.id), "the job to start", diagnose=workers.logs)
+    stalled, handle = await started_by_a_worker(app, workers, Doomed(duration=1.0, tag="doomed"))
 
     os.kill(stalled.pid, signal.SIGSTOP)
     try:
