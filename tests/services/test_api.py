@@ -12,7 +12,7 @@ import pytest
 from services.api.demo_routes import stress_messages
 from services.demo.handlers import RECURRING
 from services.demo.messages import CreateUser, DuplicateEmail, SendEmail, UserOut
-from services.demo.models import EmailLog, User
+from services.demo.models import EmailAttempt, User
 from services.settings import Settings
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -210,9 +210,9 @@ async def test_scheduled_cascade_runs_its_emails_in_order_at_their_times(
     assert starts == sorted(starts)
     async with sessions(worker)() as session:
         logged = await session.scalars(
-            select(EmailLog.job_id)
-            .where(EmailLog.job_id.in_([job["jobId"] for job in jobs]))
-            .order_by(EmailLog.id)
+            select(EmailAttempt.job_id)
+            .where(EmailAttempt.job_id.in_([job["jobId"] for job in jobs]))
+            .order_by(EmailAttempt.id)
         )
         assert list(logged) == [job["jobId"] for job in jobs]
 
