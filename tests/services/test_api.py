@@ -157,14 +157,22 @@ async def test_mixed_workload_reports_a_failed_item_with_its_error(
     assert items[1]["result"] is None
 
 
-async def test_mixed_workload_times_out_with_408_and_the_count_still_running(client: Client) -> None:
-    """With no worker, the timeout passes first: 408, no finished items, and every job still running."""
+async def test_mixed_workload_past_its_timeout_is_a_202_listing_the_pending_jobs(client: Client) -> None:
+    """With no worker, the timeout passes first: 202 (not 408), no finished items, each pending job listed."""
     response = await client.post(f"{DEMO}/mixed-workload?reportCount=1&userCount=2&timeoutSeconds=0.3")
 
-    assert response.status_code == 408
+    assert response.status_code == 202
     body = response.json()
     assert (body["items"], body["stillRunning"], body["succeeded"]) == ([], 3, 0)
     assert "still running" in body["message"]
+    assert [(item["index"], item["kind"]) for item in body["pending"]] == [
+        (0, "report"),
+        (1, "user"),
+        (2, "user"),
+    ]
+    for item in body["pending"]:
+        assert item["statusUrl"] == f"/api/jobs/{item['jobId']}"
+        assert (await client.get(item["statusUrl"])).json()["status"] == "queued"
 
 
 async def test_worker_stats_lists_every_queue_and_the_live_worker(client: Client, worker: Worker) -> None:
