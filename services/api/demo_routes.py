@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Parameter, QueryParameter
@@ -147,12 +146,8 @@ class DistributedDemoController(Controller):
         ] = 300,
     ) -> Response[MixedWorkloadOut]:
         """Enqueue both kinds concurrently, then wait for every result up to *timeout_seconds* in all."""
-        if report_count + user_count == 0:
-            # Checked here, since it spans two parameters; the same 400 shape as Litestar's own.
-            raise ValidationException(
-                "reportCount and userCount cannot both be 0",
-                extra=[{"key": "reportCount", "source": "query", "message": "at least one item is needed"}],
-            )
+        # reportCount=0&userCount=0 is an empty workload, answered at once: a rule spanning two parameters
+        # could not be stated in the OpenAPI document, which must say exactly what the API accepts.
         budget.spend(request, report_count + user_count)
         started = time.monotonic()
         batch = uuid.uuid4().hex[:12]

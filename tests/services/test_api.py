@@ -175,6 +175,15 @@ async def test_mixed_workload_past_its_timeout_is_a_202_listing_the_pending_jobs
         assert (await client.get(item["statusUrl"])).json()["status"] == "queued"
 
 
+async def test_an_empty_mixed_workload_answers_at_once_with_no_items(client: Client) -> None:
+    """reportCount=0&userCount=0, which the OpenAPI document allows, is a 200 with nothing in it."""
+    response = await client.post(f"{DEMO}/mixed-workload?reportCount=0&userCount=0")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["items"], body["pending"], body["succeeded"], body["stillRunning"]) == ([], [], 0, 0)
+
+
 async def test_worker_stats_lists_every_queue_and_the_live_worker(client: Client, worker: Worker) -> None:
     """Worker stats give per-queue counts, the live worker with its counters and heartbeat, and totals."""
     await client.post(f"{DEMO}/scheduled-cascade?count=2&intervalSeconds=600")

@@ -67,7 +67,7 @@ async def test_query_parameter_names_bind_in_any_case(client: httpx.AsyncClient)
     lower = await client.post(f"{DEMO}/stress-test?jobcount=5")
     upper = await client.post(f"{DEMO}/STRESS-TEST?JOBCOUNT=7")
     cascade = await client.post(f"{DEMO}/scheduled-cascade?COUNT=2&intervalseconds=600")
-    refused = await client.post(f"{DEMO}/mixed-workload?reportcount=0&USERCOUNT=0")
+    refused = await client.post(f"{DEMO}/mixed-workload?reportcount=-1&USERCOUNT=0")
 
     assert (lower.status_code, lower.json()["totalJobs"]) == (200, 5)
     assert (upper.status_code, upper.json()["totalJobs"]) == (200, 7)
