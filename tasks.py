@@ -83,15 +83,19 @@ def bench() -> None:
         run(PYTHON, script)
 
 
-def demo() -> None:
-    """Run the local stack of the distributed demo until Ctrl-C or SIGTERM: `python -m services.stack`."""
+def demo(*stack_args: str) -> None:
+    """Run the local stack of the distributed demo until Ctrl-C or SIGTERM: `python -m services.stack`.
+
+    Arguments go to the stack: `python3 tasks.py demo --api-port 8010` (see `demo --help`).
+    """
     import signal
 
     # The stack runs in a session of its own and this process forwards each stop signal to it exactly
     # once: a terminal's Ctrl-C reaches only this process, and `kill`/`timeout` aimed at it reach the stack
     # too. The stack then drains its workers and stops every process it started.
-    print("+", PYTHON, "-m services.stack", flush=True)
-    stack = subprocess.Popen([str(PYTHON), "-m", "services.stack"], cwd=ROOT, start_new_session=True)  # noqa: S603
+    command = [str(PYTHON), "-m", "services.stack", *stack_args]
+    print("+", " ".join(command), flush=True)
+    stack = subprocess.Popen(command, cwd=ROOT, start_new_session=True)  # noqa: S603
 
     def forward(signum: int, frame: object) -> None:
         stack.send_signal(signum)
@@ -114,13 +118,15 @@ TASKS = {
 
 
 def main() -> None:
-    """Run the task named on the command line (extra arguments go to pytest for `test`)."""
+    """Run the task named on the command line (arguments go to pytest for `test`, to the stack for `demo`)."""
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
         sys.exit(f"usage: python3 tasks.py {{{'|'.join(TASKS)}}} [args]")
     name, extra = sys.argv[1], sys.argv[2:]
     setup()
     if name == "test":
         test(*extra)
+    elif name == "demo":
+        demo(*extra)
     else:
         TASKS[name]()
 
