@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,17 @@ async def test_the_originals_swagger_path_answers(client: httpx.AsyncClient) -> 
 
     assert response.status_code == 200
     assert "swagger" in response.text.lower()
+
+
+async def test_the_swagger_ui_loads_nothing_from_another_origin(client: httpx.AsyncClient) -> None:
+    """The Swagger UI page links only assets the API serves itself, and each of them answers."""
+    page = await client.get("/schema/swagger")
+    linked = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+
+    assert page.status_code == 200
+    assert len(linked) == 3, linked
+    for url in linked:
+        assert url.startswith("/schema/assets/swagger-ui/"), url
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 10_000, url
