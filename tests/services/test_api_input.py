@@ -10,11 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from services.settings import Settings
 
 from arq_mediator import Mediator
-from tests.services.api_harness import api_client
+from tests.services.api_harness import api_client, keys_in
 
 DEMO = "/api/distributeddemo"
 
@@ -24,15 +23,6 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """Return an HTTP client of the API app, whose lifespan is open for the test."""
     async with api_client(settings) as client:
         yield client
-
-
-async def keys_in(redis_url: str) -> int:
-    """Return how many keys the Redis database at *redis_url* holds."""
-    redis: Redis = Redis.from_url(redis_url)
-    try:
-        return int(await redis.dbsize())
-    finally:
-        await redis.aclose()
 
 
 def problem_keys(response: httpx.Response) -> list[str]:

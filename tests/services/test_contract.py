@@ -14,12 +14,10 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from services.settings import Settings
 
 from tests.jobs.waiting import polled
@@ -45,16 +43,6 @@ CHECKS = (
     "use_after_free",
     "ensure_resource_availability",
 )
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[ManagedProcesses]:
-    """Start the API and worker processes; every one is stopped by PID when the test ends, however it ends."""
-    started = ManagedProcesses(tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 async def test_the_api_keeps_its_openapi_contract(

@@ -22,7 +22,14 @@ pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the pr
 
 @pytest.fixture
 def stacks(tmp_path: Path) -> Iterator[tuple[ManagedProcesses, list[tuple[int, str]]]]:
-    """Start stack processes; at the end kill each one's process group and every child it was seen with."""
+    """Start stack processes; at the end kill each one's process group and every child it was seen with.
+
+    Skips the test where no redis-server can be found for the embedded Redis.
+    """
+    try:
+        find_redis_server()
+    except EmbeddedRedisError as error:
+        pytest.skip(str(error))
     started = ManagedProcesses(tmp_path)
     children: list[tuple[int, str]] = []
     try:
@@ -50,10 +57,6 @@ async def test_the_stack_runs_the_demo_on_embedded_redis_and_sqlite_and_stops_wi
     stacks: tuple[ManagedProcesses, list[tuple[int, str]]], tmp_path: Path
 ) -> None:
     """One command starts Redis, the API and three workers; a stress test runs through; SIGTERM stops all."""
-    try:
-        find_redis_server()
-    except EmbeddedRedisError as error:
-        pytest.skip(str(error))
     processes, children = stacks
     port = free_port()
     data = tmp_path / "data"
@@ -122,10 +125,6 @@ async def test_a_killed_worker_is_started_again_while_the_api_answers_through_ta
     stacks: tuple[ManagedProcesses, list[tuple[int, str]]], tmp_path: Path
 ) -> None:
     """`tasks.py demo --api-port P`: kill -9 of Worker-1 leaves the API up, and the worker comes back."""
-    try:
-        find_redis_server()
-    except EmbeddedRedisError as error:
-        pytest.skip(str(error))
     processes, children = stacks
     port = free_port()
     arguments = ["tasks.py", "demo", "--api-port", str(port), "--work-scale", "0"]
