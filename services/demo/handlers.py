@@ -81,8 +81,8 @@ async def send_email(request: SendEmail, ctx: Context) -> EmailSent:
             return _email_sent(delivered)
     await _simulate_work(ctx, 1.0, 3.0)
     refused = mail_server_refuses(ctx)
-    # Only the job's last failed try marks the email failed, which is what the processor re-sends.
-    last_try = ctx.job is None or ctx.job.try_number >= ctx.job.max_tries
+    # Only the last failed try marks the email failed, which is what the processor re-sends.
+    last_try = not request.caller_retries if ctx.job is None else ctx.job.try_number >= ctx.job.max_tries
     attempt = EmailAttempt(
         delivery_key=key,
         recipient=request.recipient,
@@ -201,11 +201,13 @@ async def retry_failed_emails(request: RetryFailedEmails, ctx: Context) -> int:
 async def send_welcome_email(event: UserCreated, ctx: Context) -> None:
     """Welcome a new user by email, once per user however often this job or the email is tried."""
     welcome = SendEmail(
-        recipient=event.email, subject=f"Welcome, {event.name}!", delivery_key=f"welcome-{event.user_id}"
+        recipient=event.email,
+        subject=f"Welcome, {event.name}!",
+        delivery_key=f"welcome-{event.user_id}",
+        # An inline send does not see this job's tries: tell it whether a refusal will be tried again.
+        caller_retries=ctx.job is not None and ctx.job.try_number < ctx.job.max_tries,
     )
-    # Called directly rather than through `send`: the delivery then sees this job's tries, and marks the
-    # email failed only when this job's last try fails.
-    await send_email(welcome, ctx)
+    await ctx.mediator.send(welcome)
 
 
 async def record_user_created(event: UserCreated, ctx: Context) -> None:

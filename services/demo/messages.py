@@ -60,6 +60,8 @@ class SendEmail(Request[EmailSent]):
     subject: Subject
     body: str = ""
     delivery_key: str | None = Field(default=None, min_length=1, max_length=200)
+    # Sent inline by a job that will try again if this delivery is refused: the refusal is then not final.
+    caller_retries: bool = False
 
 
 ReportKind = Literal["performance", "usage", "users"]
