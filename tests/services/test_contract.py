@@ -4,8 +4,9 @@ Schemathesis reads the served document and sends what it allows (and, to check r
 not) to every operation, in all its phases, the stateful one following the document's links (create a
 user, then read it; queue a report, then read its job). Any finding fails the test: a 5xx, a status code,
 content type, header or body the document does not declare, a valid request refused or an invalid one
-accepted. The run is bounded (examples per operation, a fixed seed, a job budget that keeps the worker's
-backlog small) so that it takes well under two minutes on two cores.
+accepted. Schemathesis's warnings (an operation that mostly answered 429 or 404) are not findings and
+do not fail it: which ones appear depends on timing. The run is bounded (examples per operation, a fixed
+seed, a job budget that keeps the worker's backlog small) to take well under two minutes on two cores.
 """
 
 from __future__ import annotations
@@ -94,6 +95,6 @@ async def test_the_api_keeps_its_openapi_contract(
     )
 
     assert completed.returncode == 0, f"{completed.stdout}\n{completed.stderr}\n{processes.logs()[-5000:]}"
-    assert "Warnings:" not in completed.stdout, completed.stdout  # e.g. operations left untested
+    assert "Tested: 11" in completed.stdout, completed.stdout  # every operation was reached
     for process in (api, worker):
         assert process.process.poll() is None, processes.logs()
