@@ -219,9 +219,12 @@ def supervise(*command: str | Path) -> int:
     return child.wait()
 
 
-def demo() -> None:
-    """Run the local stack of the distributed demo until Ctrl-C or SIGTERM: `python -m services.stack`."""
-    sys.exit(supervise(PYTHON, "-m", "services.stack"))
+def demo(*stack_args: str) -> None:
+    """Run the local stack of the distributed demo until Ctrl-C or SIGTERM: `python -m services.stack`.
+
+    Arguments go to the stack: `python3 tasks.py demo --api-port 8010` (see `demo --help`).
+    """
+    sys.exit(supervise(PYTHON, "-m", "services.stack", *stack_args))
 
 
 def compose(*arguments: str) -> None:
@@ -248,8 +251,10 @@ TASKS = {
 
 
 def main() -> None:
-    """Run the task named on the command line (extra arguments go to pytest for `test`, to compose for
-    `compose`)."""
+    """Run the task named on the command line.
+
+    Extra arguments go to pytest for `test`, to the stack for `demo`, to compose for `compose`.
+    """
     if len(sys.argv) < 2 or sys.argv[1] not in TASKS:
         sys.exit(f"usage: python3 tasks.py {{{'|'.join(TASKS)}}} [args]")
     name, extra = sys.argv[1], sys.argv[2:]
@@ -259,6 +264,8 @@ def main() -> None:
             test(*extra)
     elif name == "compose":
         compose(*extra)
+    elif name == "demo":
+        demo(*extra)
     else:
         TASKS[name]()
 

@@ -96,6 +96,20 @@ class EmbeddedRedis:
         """Return the server's process id."""
         return self.process.pid
 
+    def restart(self, timeout: float = 20.0) -> None:
+        """Start the server again on its port and folder, after it ended; return once it answers PING.
+
+        Raises:
+            EmbeddedRedisError: it exited again, or did not answer within *timeout* seconds.
+        """
+        log_path = self.directory / "redis.log"
+        self.process = _launch(self.binary, self.port, self.directory, log_path)
+        if not _answers_soon(self.process, self.port, timeout):
+            raise EmbeddedRedisError(
+                f"{self.binary} did not come back on port {self.port}; its log ({log_path}):\n"
+                f"{_log_tail(log_path)}"
+            )
+
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM the server (it syncs its append-only file), SIGKILL it after *timeout*; return its code."""
         try:
@@ -155,6 +169,31 @@ def _answers(port: int) -> bool:
         client.close()
 
 
+def _launch(binary: Path, port: int, directory: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        # A new session: Ctrl-C in the terminal must not stop Redis before the workers have drained.
+        return subprocess.Popen(  # noqa: S603 - a fixed binary and arguments
+            [str(binary), *_arguments(port, directory)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=partial(die_with_parent, os.getpid()),
+        )
+
+
+def _answers_soon(process: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
+    """Wait until the server on *port* answers PING; return False when it exits or *timeout* passes first."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        if _answers(port):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return False
+
+
 def start_redis(directory: Path, *, timeout: float = 20.0, attempts: int = 3) -> EmbeddedRedis:
     """Start a redis-server keeping its data in *directory*; return once it answers PING.
 
@@ -170,29 +209,17 @@ def start_redis(directory: Path, *, timeout: float = 20.0, attempts: int = 3) ->
     try:
         for _ in range(attempts):
             port = free_port()
-            with log_path.open("ab") as log:
-                # A new session: Ctrl-C in the terminal must not stop Redis before the workers have drained.
-                process = subprocess.Popen(  # noqa: S603 - a fixed binary and arguments
-                    [str(binary), *_arguments(port, directory)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=partial(die_with_parent, os.getpid()),
-                )
+            process = _launch(binary, port, directory, log_path)
             server = EmbeddedRedis(process, port, directory, binary)
-            deadline = time.monotonic() + timeout
-            while process.poll() is None and not _answers(port):
-                if time.monotonic() > deadline:
-                    server.stop()
-                    raise EmbeddedRedisError(
-                        f"{binary} did not answer PING on port {port} within {timeout:.0f}s; its log "
-                        f"({log_path}):\n{_log_tail(log_path)}"
-                    )
-                time.sleep(0.05)
-            if process.poll() is None:
+            if _answers_soon(process, port, timeout):
                 server._lock = lock
                 return server
+            if process.poll() is None:
+                server.stop()
+                raise EmbeddedRedisError(
+                    f"{binary} did not answer PING on port {port} within {timeout:.0f}s; its log "
+                    f"({log_path}):\n{_log_tail(log_path)}"
+                )
             # It exited: most likely another process took the port between our probe and its bind.
         raise EmbeddedRedisError(
             f"{binary} exited with code {process.returncode} at start, {attempts} times; its log "

@@ -19,6 +19,15 @@ def _number(name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
+def _whole_number(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise SystemExit(f"{name} must be a whole number (0 or more), got {raw!r}")
+    return int(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Settings shared by the API and the workers.
@@ -30,6 +39,8 @@ class Settings:
             original's 1-5 s, 0.01 for tests).
         email_failure_rate: Chance that a simulated email fails (``EMAIL_FAILURE_RATE``; 1 in 9 by default).
         service_name: Name this process reports (``OTEL_SERVICE_NAME``).
+        job_budget: Jobs one client may queue through the API per minute (``API_JOB_BUDGET``; 0 for no
+            limit).
     """
 
     redis_url: str = "redis://127.0.0.1:6379"
@@ -37,6 +48,7 @@ class Settings:
     work_scale: float = 1.0
     email_failure_rate: float = 1 / 9
     service_name: str = "api"
+    job_budget: int = 20_000
 
     @classmethod
     def from_env(cls, service_name: str = "api") -> Settings:
@@ -48,4 +60,5 @@ class Settings:
             work_scale=_number("WORK_SCALE", defaults.work_scale),
             email_failure_rate=_number("EMAIL_FAILURE_RATE", defaults.email_failure_rate),
             service_name=os.environ.get("OTEL_SERVICE_NAME") or service_name,
+            job_budget=_whole_number("API_JOB_BUDGET", defaults.job_budget),
         )

@@ -1,10 +1,11 @@
 """The local stack, the README's "run" command: ``python -m services.stack [--api-port 8000]``.
 
 It starts the API and the three workers as child processes of this one, on an embedded Redis when
-``REDIS_URL`` is unset and on SQLite in ``.local/`` when ``DATABASE_URL`` is unset; prints where to point a
-browser and curl once everything answers; and on Ctrl-C or SIGTERM stops every child by its PID (the API
-and workers first, so they drain while Redis still runs, then Redis) and exits 0. A child that dies on its
-own stops the rest, and the stack exits 1.
+``REDIS_URL`` is unset and on SQLite in ``.local/`` when ``DATABASE_URL`` is unset; prefixes every line a
+child prints with its name; prints where to point a browser and curl once everything answers; and on
+Ctrl-C or SIGTERM stops every child by its PID (the API and workers first, so they drain while Redis still
+runs, then Redis) and exits 0. A worker that crashes is started again with backoff while the rest runs on;
+the stack gives up, stops everything and exits 1 only when the API or the embedded Redis cannot be kept up.
 """
 
 from __future__ import annotations
@@ -13,20 +14,18 @@ import argparse
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from services.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent, start_redis
+from services.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port, start_redis
 from services.settings import DEFAULT_SQLITE
+from services.supervision import API_GIVE_UP, Child, describe_exit, say
 from services.worker.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,21 +50,6 @@ class StackError(RuntimeError):
     """The stack cannot start or keep running; the message says which part failed and how."""
 
 
-def say(line: str = "") -> None:
-    """Print *line* now, ahead of whatever the children print next."""
-    print(line, flush=True)  # noqa: T201
-
-
-def describe_exit(returncode: int) -> str:
-    """Return "exit code N", or the signal that ended the process."""
-    if returncode < 0:
-        try:
-            return f"stopped by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"stopped by signal {-returncode}"
-    return f"exit code {returncode}"
-
-
 def without_password(url: str) -> str:
     """Return *url* with any password replaced by ``***``, for printing."""
     parts = urlsplit(url)
@@ -79,19 +63,6 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-@dataclass
-class Child:
-    """One process the stack started."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-
-    @property
-    def pid(self) -> int:
-        """Return its process id."""
-        return self.process.pid
-
-
 class Stack:
     """The processes of the local stack, started and stopped in order."""
 
@@ -101,7 +72,9 @@ class Stack:
         self.data_dir = data_dir
         self.base_url = f"http://{HOST}:{api_port}"
         self.children: list[Child] = []
+        self.worker_ports: dict[str, int] = {}
         self.redis: EmbeddedRedis | None = None
+        self.redis_restarts = 0
         self.redis_url = os.environ.get("REDIS_URL", "")
         self.database_url = os.environ.get("DATABASE_URL", "")
         self.stop_requests = 0
@@ -141,7 +114,10 @@ class Stack:
         # Lets a long request (a mixed workload waits for its jobs) end before the stack's own grace does.
         self._spawn("api", [*uvicorn, "--timeout-graceful-shutdown", "20"], environment)
         for profile in PROFILES:
-            self._spawn(f"worker-{profile}", ["-m", "services.worker", profile], environment)
+            # Each worker serves /health and /worker-info on a port of its own, kept across restarts.
+            port = self.worker_ports[profile] = free_port()
+            worker = environment | {"WORKER_HTTP_HOST": HOST, "WORKER_HTTP_PORT": str(port)}
+            self._spawn(f"worker-{profile}", ["-m", "services.worker", profile], worker)
 
     def _environment(self) -> dict[str, str]:
         environment = {name: value for name, value in os.environ.items() if name not in _WORKER_OVERRIDES}
@@ -155,29 +131,34 @@ class Stack:
         return environment
 
     def _spawn(self, name: str, arguments: list[str], environment: dict[str, str]) -> None:
-        process = subprocess.Popen(  # noqa: S603 - this interpreter and fixed arguments
-            [sys.executable, *arguments],
-            cwd=ROOT,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=partial(die_with_parent, os.getpid()) if sys.platform == "linux" else None,
-        )
-        self.children.append(Child(name, process))
+        child = Child(name, arguments, environment, cwd=ROOT)
+        child.start()
+        self.children.append(child)
 
     def _check_children(self, when: str) -> None:
         for child in self.children:
-            returncode = child.process.poll()
+            returncode = child.exited()
             if returncode is not None:
                 raise StackError(
                     f"{child.name} (pid {child.pid}) ended {when} ({describe_exit(returncode)}); "
                     "its output is above"
                 )
-        if self.redis is not None and self.redis.process.poll() is not None:
-            raise StackError(
-                f"the embedded Redis (pid {self.redis.pid}) ended {when} "
-                f"({describe_exit(self.redis.process.returncode)}); its log is "
-                f"{self.redis.directory / 'redis.log'}"
-            )
+        self._check_redis(when)
+
+    def _check_redis(self, when: str) -> None:
+        if self.redis is None or self.redis.process.poll() is None:
+            return
+        ended = describe_exit(self.redis.process.returncode)
+        log = self.redis.directory / "redis.log"
+        if self.redis_restarts >= 3:
+            raise StackError(f"the embedded Redis keeps ending {when} ({ended}); its log is {log}")
+        self.redis_restarts += 1
+        say(f"The embedded Redis (pid {self.redis.pid}) ended {when} ({ended}); starting it again")
+        try:
+            self.redis.restart()
+        except EmbeddedRedisError as error:
+            raise StackError(f"the embedded Redis cannot be kept up: {error}") from None
+        say(f"The embedded Redis is back (pid {self.redis.pid}, {self.redis.url})")
 
     def wait_until_ready(self, timeout: float = STARTUP_TIMEOUT) -> bool:
         """Wait until the API's /health answers 200 and its stats list the three workers.
@@ -212,36 +193,36 @@ class Stack:
         return False
 
     def announce(self) -> None:
-        """Print where everything runs, the URLs to open and the original README's curl examples."""
+        """Print where everything runs and keeps its data, what to open, and the original's curl examples."""
         base = self.base_url
         redis = (
-            f"embedded redis-server (pid {self.redis.pid}, {self.redis.url}, data in "
-            f"{_shown(self.redis.directory)})"
+            f"embedded redis-server on {self.redis.url} (pid {self.redis.pid}; a free port picked at start), "
+            f"data and log in {_shown(self.redis.directory)}"
             if self.redis is not None
-            else without_password(self.redis_url)
+            else f"{without_password(self.redis_url)} (REDIS_URL)"
         )
         database = without_password(self.database_url)
         if database.startswith("sqlite"):
-            database = f"SQLite {_shown(Path(database.split(':///', 1)[1]))}"
-        workers = ", ".join(
-            f"{PROFILES[child.name.removeprefix('worker-')].worker_name} (pid {child.pid})"
-            for child in self.children
-            if child.name.startswith("worker-")
-        )
+            database = f"SQLite file {_shown(Path(database.split(':///', 1)[1]))}"
+        api = next(child for child in self.children if child.name == "api")
         say()
         say("The distributed demo is up.")
-        api = next(child for child in self.children if child.name == "api")
         say(f"  API:            {base} (pid {api.pid}), enqueues only")
-        say(f"  workers:        {workers}")
+        for child in self.children:
+            if child.name.startswith("worker-"):
+                profile = child.name.removeprefix("worker-")
+                info = f"http://{HOST}:{self.worker_ports[profile]}/worker-info"
+                say(f"  {PROFILES[profile].worker_name + ':':<16}{info} (pid {child.pid})")
         say(f"  Redis:          {redis}")
-        say(f"  database:       {database}")
+        say(f"  app data:       {database}")
         say()
-        say(f"  Swagger UI:     {base}/schema/swagger  (also at {base}/schema)")
+        say(f"  Swagger UI:     {base}/schema/swagger  (also at {base}/swagger and {base}/schema)")
         say(f"  Scalar:         {base}/schema/scalar")
         say(f"  ReDoc:          {base}/schema/redoc")
         say(f"  OpenAPI JSON:   {base}/schema/openapi.json")
-        say(f"  Worker stats:   {base}/api/distributeddemo/worker-stats")
+        say(f"  Worker stats:   {base}/api/distributeddemo/worker-stats  (queues and live workers)")
         say(f"  Health:         {base}/health")
+        say("  Logs:           below, each line behind the name of the process that printed it")
         say()
         say("Try the original README's examples:")
         say(f'  curl -X POST "{base}/api/distributeddemo/stress-test?jobCount=100"')
@@ -250,42 +231,65 @@ class Stack:
         say(f'  curl -X POST "{base}/api/distributeddemo/scheduled-cascade"')
         say(f'  curl -X POST "{base}/api/distributeddemo/trigger-all-recurring"')
         say()
-        say("Press Ctrl-C to stop everything.")
+        say("A worker that crashes is started again. Press Ctrl-C to stop everything.")
 
     # Running and stopping ---------------------------------------------------------------------------------
 
     def supervise(self) -> None:
-        """Return when a stop signal arrives.
+        """Keep the stack up until a stop signal arrives: start crashed children again, with backoff.
 
         Raises:
-            StackError: a child exited on its own.
+            StackError: the API crashed too often in a row, or the embedded Redis cannot be kept up.
         """
         while not self.stop_requests:
-            self._check_children("unexpectedly")
+            now = time.monotonic()
+            for child in self.children:
+                if child.restart_at is None and (returncode := child.exited()) is not None:
+                    self._crashed(child, returncode, now)
+                elif child.due(now):
+                    child.start()
+                    say(f"{child.name} started again (pid {child.pid})")
+            self._check_redis("unexpectedly")
             time.sleep(0.2)
+
+    def _crashed(self, child: Child, returncode: int, now: float) -> None:
+        delay = child.schedule_restart(now)
+        if child.name == "api" and child.crashes_in_a_row >= API_GIVE_UP:
+            raise StackError(
+                f"the API (pid {child.pid}) ended {API_GIVE_UP} times in a row "
+                f"({describe_exit(returncode)}); it cannot be kept up; its output is above"
+            )
+        say(
+            f"{child.name} (pid {child.pid}) ended unexpectedly ({describe_exit(returncode)}); "
+            f"starting it again in {delay:g} s (crash {child.crashes_in_a_row} in a row); "
+            "the rest of the stack runs on"
+        )
 
     def stop(self, grace: float = GRACE) -> None:
         """SIGTERM the API and workers, SIGKILL those still running after *grace* seconds, then stop Redis."""
-        running = [child for child in self.children if child.process.poll() is None]
+        running = [child for child in self.children if child.exited() is None]
         if running:
             say(f"Stopping {', '.join(f'{c.name} (pid {c.pid})' for c in running)} ...")
         for child in running:
+            assert child.process is not None
             child.process.send_signal(signal.SIGTERM)
         requests = self.stop_requests
         deadline = time.monotonic() + grace
-        while any(child.process.poll() is None for child in running):
+        while any(child.exited() is None for child in running):
             if time.monotonic() > deadline or self.stop_requests > requests + 1:
                 break
             time.sleep(0.05)
         for child in running:
-            if child.process.poll() is None:
+            assert child.process is not None
+            if child.exited() is None:
                 say(f"{child.name} (pid {child.pid}) did not stop within {grace:.0f}s; killing it")
                 child.process.kill()
             child.process.wait()
+            child.exited()  # its last lines printed
         if self.redis is not None:
             self.redis.stop()
         if self.children:
-            outcomes = [f"{c.name} {describe_exit(c.process.returncode)}" for c in self.children]
+            outcomes = [f"{c.name} {describe_exit(c.exited() or 0)}" for c in self.children if c.process]
             if self.redis is not None:
                 outcomes.append(f"redis {describe_exit(self.redis.process.returncode)}")
             say(f"Stopped: {', '.join(outcomes)}.")

@@ -5,27 +5,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
-from litestar.status_codes import (
-    HTTP_201_CREATED,
-    HTTP_202_ACCEPTED,
-    HTTP_404_NOT_FOUND,
-    HTTP_409_CONFLICT,
-)
+from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arq_mediator import JobHandle, JobStatus, Mediator
+from services.api.budget import JobBudget
+from services.api.openapi import problems
 from services.api.schemas import JobAccepted, JobError, JobOut, NewReport, NewUser
 from services.demo.messages import CreateUser, DuplicateEmail, GenerateReport, UserOut
 from services.demo.models import User
 
-_NOT_FOUND = {HTTP_404_NOT_FOUND: ResponseSpec(data_container=None, description="No such resource")}
+# The ids of the users table: a 32-bit integer column on PostgreSQL, so larger ids cannot exist.
+LARGEST_ID = 2**31 - 1
 
 
 def status_url(job_id: str) -> str:
@@ -38,10 +35,14 @@ def status_url(job_id: str) -> str:
     status_code=HTTP_201_CREATED,
     tags=["users"],
     summary="Create a user now (inline, through the same pipeline a worker would run)",
-    responses={HTTP_409_CONFLICT: ResponseSpec(data_container=None, description="The email is taken")},
+    description="The user's `UserCreated` fans out to a welcome email and an audit record: 2 jobs of the "
+    "client's budget.",
+    responses=problems(400, 409, 415, 429, 503),
 )
 async def create_user(
+    request: Request[Any, Any, Any],
     mediator: NamedDependency[Mediator],
+    budget: NamedDependency[JobBudget],
     data: Annotated[
         NewUser,
         Body(
@@ -52,15 +53,19 @@ async def create_user(
     ],
 ) -> UserOut:
     """Create the user inline with `mediator.send`; a taken email is a 409."""
+    budget.spend(request, 2)
     try:
         return await mediator.send(CreateUser(email=data.email, name=data.name))
     except DuplicateEmail as error:
         raise HTTPException(status_code=HTTP_409_CONFLICT, detail=str(error)) from None
 
 
-@get("/api/users/{user_id:int}", tags=["users"], summary="Read a user", responses=_NOT_FOUND)
+# The path takes any text and the parameter converts it, so `/api/users/abc` is a 400 naming `user_id`
+# rather than a 404 for a route that did not match.
+@get("/api/users/{user_id:str}", tags=["users"], summary="Read a user", responses=problems(400, 404, 503))
 async def read_user(
-    mediator: NamedDependency[Mediator], user_id: Annotated[int, Parameter(ge=1, description="The user's id")]
+    mediator: NamedDependency[Mediator],
+    user_id: Annotated[int, Parameter(ge=1, le=LARGEST_ID, description="The user's id")],
 ) -> UserOut:
     """Return user *user_id* from the database, or 404."""
     sessions: async_sessionmaker[AsyncSession] = mediator.resources[async_sessionmaker]
@@ -80,9 +85,12 @@ async def read_user(
     response_headers=[
         ResponseHeader(name="Location", description="Where to poll the job", documentation_only=True)
     ],
+    responses=problems(400, 415, 429, 503),
 )
 async def create_report(
+    request: Request[Any, Any, Any],
     mediator: NamedDependency[Mediator],
+    budget: NamedDependency[JobBudget],
     data: Annotated[
         NewReport,
         Body(
@@ -91,6 +99,7 @@ async def create_report(
     ],
 ) -> Response[JobAccepted]:
     """Enqueue a report; answer 202 with the job id and where to poll it."""
+    budget.spend(request, 1)
     handle = await mediator.enqueue(GenerateReport(kind=data.kind, title=data.title))
     url = status_url(handle.id)
     return Response(
@@ -104,7 +113,12 @@ def _ms(timestamp_ms: int) -> datetime | None:
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms else None
 
 
-@get("/api/jobs/{job_id:str}", tags=["jobs"], summary="Read a job's status and result", responses=_NOT_FOUND)
+@get(
+    "/api/jobs/{job_id:str}",
+    tags=["jobs"],
+    summary="Read a job's status and result",
+    responses=problems(400, 404, 503),
+)
 async def read_job(
     mediator: NamedDependency[Mediator],
     job_id: Annotated[str, Parameter(min_length=1, max_length=200, description="Job id")],

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from arq_mediator import JobStatus, Stats
-from services.demo.messages import ReportKind, ReportOut, UserOut
+from services.demo.messages import EmailAddress, PersonName, ReportKind, ReportOut, Title, UserOut
 
 ItemKind = Literal["report", "user"]
 _JOB_ID = "3f0c9d2be6a54f0b9a2f6c1d7e8a9b10"
@@ -36,17 +36,28 @@ class RequestBody(BaseModel):
 class NewUser(RequestBody):
     """A user to create."""
 
-    email: str = Field(
-        min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$", examples=["ada@example.com"]
-    )
-    name: str = Field(min_length=1, max_length=200, examples=["Ada Lovelace"])
+    email: EmailAddress = Field(examples=["ada@example.com"])
+    name: PersonName = Field(examples=["Ada Lovelace"])
 
 
 class NewReport(RequestBody):
     """A report to generate in the background."""
 
     kind: ReportKind = Field(examples=["performance"])
-    title: str = Field(min_length=1, max_length=300, examples=["Weekly performance report"])
+    title: Title = Field(examples=["Weekly performance report"])
+
+
+class ErrorOut(BaseModel):
+    """Why a request was refused or failed: what was wrong, and for a 400 each field that was."""
+
+    status_code: int | None = Field(default=None, examples=[400])
+    detail: str = Field(examples=["Validation failed for POST /api/distributeddemo/stress-test?jobCount=0"])
+    extra: Any = Field(
+        default=None,
+        description="For a 400, one entry per problem: the field's name as sent (`key`), where (`source`) "
+        "and what is wrong (`message`)",
+        examples=[[{"key": "jobCount", "source": "query", "message": "Expected `int` >= 1"}]],
+    )
 
 
 # Demo endpoints ---------------------------------------------------------------------------------------
@@ -84,8 +95,17 @@ class MixedItem(ApiModel):
     error: JobError | None = Field(default=None, description="Why it failed, when it failed")
 
 
+class PendingItem(ApiModel):
+    """A job of a mixed workload still queued or running when the answer was sent."""
+
+    index: int = Field(description="Position in the submitted list: reports first, then users", examples=[3])
+    kind: ItemKind = Field(examples=["user"])
+    job_id: str = Field(examples=[_JOB_ID])
+    status_url: str = Field(description="Where to read its outcome later", examples=[f"/api/jobs/{_JOB_ID}"])
+
+
 class MixedWorkloadOut(ApiModel):
-    """Results of a mixed workload: every item (200), or the finished ones on a timeout (408)."""
+    """Results of a mixed workload: every item (200), or the finished ones and the pending ones (202)."""
 
     message: str = Field(examples=["15 of 15 jobs finished: 15 succeeded, 0 failed"])
     report_count: int = Field(examples=[5])
@@ -95,6 +115,9 @@ class MixedWorkloadOut(ApiModel):
     still_running: int = Field(description="Jobs not finished when the timeout passed", examples=[0])
     elapsed_seconds: float = Field(examples=[4.2])
     items: list[MixedItem] = Field(description="Finished items, in submission order")
+    pending: list[PendingItem] = Field(
+        default_factory=list, description="Items not finished when the timeout passed, in submission order"
+    )
 
 
 class QueueCounts(ApiModel):

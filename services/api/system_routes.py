@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from litestar.response import Redirect
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -91,3 +92,9 @@ async def health(mediator: NamedDependency[Mediator]) -> Response[HealthOut]:
     healthy = redis == database == "ok"
     body = HealthOut(status="ok" if healthy else "unavailable", redis=redis, database=database)
     return Response(body, status_code=HTTP_200_OK if healthy else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+@get("/swagger", include_in_schema=False)
+async def swagger_redirect() -> Redirect:
+    """Send the original's Swagger UI path to ours."""
+    return Redirect("/schema/swagger")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arq_mediator import Backoff, Context, Mediator
 from services.db import SessionFactory, database_lifespan
@@ -25,7 +26,7 @@ from services.demo.messages import (
     UserCreated,
     UserOut,
 )
-from services.demo.models import AuditRecord, EmailLog, Report, User
+from services.demo.models import AuditRecord, EmailAttempt, Report, User
 from services.settings import Settings
 
 # The three recurring jobs of the original, by the names `trigger-all-recurring` fires.
@@ -64,22 +65,62 @@ async def create_user(request: CreateUser, ctx: Context) -> UserOut:
     return created
 
 
+def mail_server_refuses(ctx: Context) -> bool:
+    """Return whether the simulated mail server refuses this delivery (about one in nine by default)."""
+    return random.random() < ctx.resource(Settings).email_failure_rate
+
+
 async def send_email(request: SendEmail, ctx: Context) -> EmailSent:
-    """Deliver an email (simulated); about one in nine deliveries fails and is retried with backoff."""
-    await _simulate_work(ctx, 1.0, 3.0)
-    failed = random.random() < ctx.resource(Settings).email_failure_rate
+    """Deliver an email (simulated) once per delivery key; a refused try is retried with backoff.
+
+    An email already delivered under its key is not delivered again: a retry after a lost answer, or a
+    re-send by the failed-email processor, returns the first delivery.
+    """
+    key = request.delivery_key or (ctx.job.id if ctx.job else uuid.uuid4().hex)
     async with _sessions(ctx)() as session:
-        log = EmailLog(
-            recipient=request.recipient,
-            subject=request.subject,
-            status="failed" if failed else "sent",
-            job_id=ctx.job.id if ctx.job else None,
-        )
-        session.add(log)
-        await session.commit()
-        if failed:
-            raise EmailDeliveryFailed(f"mail server refused the message to {request.recipient}")
-        return EmailSent(recipient=request.recipient, subject=request.subject, log_id=log.id)
+        delivered = await _delivered(session, key)
+        if delivered is not None:
+            return _email_sent(delivered)
+    await _simulate_work(ctx, 1.0, 3.0)
+    refused = mail_server_refuses(ctx)
+    # Only the last failed try marks the email failed, which is what the processor re-sends.
+    last_try = not request.caller_retries if ctx.job is None else ctx.job.try_number >= ctx.job.max_tries
+    attempt = EmailAttempt(
+        delivery_key=key,
+        recipient=request.recipient,
+        subject=request.subject,
+        status="sent" if not refused else "failed" if last_try else "retrying",
+        job_id=ctx.job.id if ctx.job else None,
+    )
+    async with _sessions(ctx)() as session:
+        session.add(attempt)
+        try:
+            await session.commit()
+        except IntegrityError:  # delivered under this key meanwhile, by a job racing this one
+            await session.rollback()
+            delivered = await _delivered(session, key)
+            if delivered is None:
+                raise
+            return _email_sent(delivered)
+    if refused:
+        raise EmailDeliveryFailed(f"mail server refused the message to {request.recipient}")
+    return _email_sent(attempt)
+
+
+async def _delivered(session: AsyncSession, key: str) -> EmailAttempt | None:
+    found: EmailAttempt | None = await session.scalar(
+        select(EmailAttempt).where(EmailAttempt.delivery_key == key, EmailAttempt.status == "sent")
+    )
+    return found
+
+
+def _email_sent(attempt: EmailAttempt) -> EmailSent:
+    return EmailSent(
+        recipient=attempt.recipient,
+        subject=attempt.subject,
+        attempt_id=attempt.id,
+        delivery_key=attempt.delivery_key,
+    )
 
 
 async def generate_report(request: GenerateReport, ctx: Context) -> ReportOut:
@@ -89,8 +130,11 @@ async def generate_report(request: GenerateReport, ctx: Context) -> ReportOut:
         day_ago = datetime.now(UTC) - timedelta(days=1)
         users = await session.scalar(select(func.count()).select_from(User)) or 0
         new_users = await session.scalar(select(func.count()).where(User.created_at >= day_ago)) or 0
-        sent = await session.scalar(select(func.count()).where(EmailLog.status == "sent")) or 0
-        failed = await session.scalar(select(func.count()).where(EmailLog.status == "failed")) or 0
+        sent = await session.scalar(select(func.count()).where(EmailAttempt.status == "sent")) or 0
+        failed = (
+            await session.scalar(select(func.count()).where(EmailAttempt.status.in_(("failed", "requeued"))))
+            or 0
+        )
         reports = await session.scalar(select(func.count()).select_from(Report)) or 0
         figures: dict[str, int | float | str] = {
             "users": users,
@@ -111,36 +155,61 @@ async def cleanup(request: Cleanup, ctx: Context) -> CleanupOut:
     await _simulate_work(ctx, 2.0, 2.0)
     cutoff = datetime.now(UTC) - timedelta(days=request.older_than_days)
     async with _sessions(ctx)() as session:
-        emails = await session.execute(delete(EmailLog).where(EmailLog.created_at < cutoff))
+        emails = await session.execute(delete(EmailAttempt).where(EmailAttempt.created_at < cutoff))
         audits = await session.execute(delete(AuditRecord).where(AuditRecord.created_at < cutoff))
         await session.commit()
     return CleanupOut(emails_removed=emails.rowcount, audit_records_removed=audits.rowcount)  # type: ignore[attr-defined]
 
 
 async def retry_failed_emails(request: RetryFailedEmails, ctx: Context) -> int:
-    """Queue a fresh delivery of the most recent failed emails of the last day."""
+    """Send again the recent emails whose job failed for good and that were never delivered.
+
+    Each is claimed by moving it from ``failed`` to ``requeued`` in one statement, so two processors
+    running at once never both pick it; its new job keeps the email's delivery key and has an id of its
+    own making, so neither a processor nor the new job can deliver it twice.
+    """
     since = datetime.now(UTC) - timedelta(days=1)
+    delivered = select(EmailAttempt.delivery_key).where(EmailAttempt.status == "sent")
     async with _sessions(ctx)() as session:
-        rows = await session.scalars(
-            select(EmailLog)
-            .where(EmailLog.status == "failed", EmailLog.created_at >= since)
-            .order_by(EmailLog.id.desc())
+        candidates = (
+            select(EmailAttempt.id)
+            .where(
+                EmailAttempt.status == "failed",
+                EmailAttempt.created_at >= since,
+                EmailAttempt.delivery_key.not_in(delivered),
+            )
+            .order_by(EmailAttempt.id.desc())
             .limit(request.limit)
         )
-        failed = list(rows)
-        for log in failed:
-            log.status = "requeued"
-        await session.commit()
-    if failed:
-        await ctx.mediator.enqueue_many(
-            [SendEmail(recipient=log.recipient, subject=log.subject) for log in failed]
+        claimed = list(
+            await session.execute(
+                update(EmailAttempt)
+                .where(EmailAttempt.id.in_(candidates.scalar_subquery()), EmailAttempt.status == "failed")
+                .values(status="requeued")
+                .returning(
+                    EmailAttempt.id, EmailAttempt.delivery_key, EmailAttempt.recipient, EmailAttempt.subject
+                )
+                .execution_options(synchronize_session=False)
+            )
         )
-    return len(failed)
+        await session.commit()
+    for attempt_id, key, recipient, subject in claimed:
+        await ctx.mediator.enqueue(
+            SendEmail(recipient=recipient, subject=subject, delivery_key=key), job_id=f"resend-{attempt_id}"
+        )
+    return len(claimed)
 
 
 async def send_welcome_email(event: UserCreated, ctx: Context) -> None:
-    """Welcome a new user by email."""
-    await ctx.mediator.send(SendEmail(recipient=event.email, subject=f"Welcome, {event.name}!"))
+    """Welcome a new user by email, once per user however often this job or the email is tried."""
+    welcome = SendEmail(
+        recipient=event.email,
+        subject=f"Welcome, {event.name}!",
+        delivery_key=f"welcome-{event.user_id}",
+        # An inline send does not see this job's tries: tell it whether a refusal will be tried again.
+        caller_retries=ctx.job is not None and ctx.job.try_number < ctx.job.max_tries,
+    )
+    await ctx.mediator.send(welcome)
 
 
 async def record_user_created(event: UserCreated, ctx: Context) -> None:

@@ -59,6 +59,15 @@ async def result_records(redis_url: str) -> list[ResultRecord]:
     return [ResultRecord.model_validate_json(raw) for raw in raws if raw is not None]
 
 
+async def keys_in(redis_url: str) -> int:
+    """Return how many keys the Redis database at *redis_url* holds."""
+    client: Redis = Redis.from_url(redis_url)
+    try:
+        return int(await client.dbsize())
+    finally:
+        await client.aclose()
+
+
 @dataclass(frozen=True, slots=True)
 class PrivateRedis:
     """A redis-server of the test's own, which the test may stop."""

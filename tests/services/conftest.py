@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from redis.asyncio import Redis
 from services.settings import Settings
+
+from tests.processes import ManagedProcesses
 
 # The service tests own this Redis database and flush it around each test.
 SERVICES_REDIS_DB = int(os.environ.get("ARQM_SERVICES_REDIS_DB", "11"))
@@ -75,3 +78,13 @@ async def settings(postgres_url: str, clean_redis: str) -> Settings:
         email_failure_rate=0.0,
         service_name="api",
     )
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[ManagedProcesses]:
+    """Start service processes for the test; every one is stopped by PID when it ends, however it ends."""
+    started = ManagedProcesses(tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop_all()

@@ -12,7 +12,7 @@ import pytest
 from services.api.demo_routes import stress_messages
 from services.demo.handlers import RECURRING
 from services.demo.messages import CreateUser, DuplicateEmail, SendEmail, UserOut
-from services.demo.models import EmailLog, User
+from services.demo.models import EmailAttempt, User
 from services.settings import Settings
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -157,14 +157,31 @@ async def test_mixed_workload_reports_a_failed_item_with_its_error(
     assert items[1]["result"] is None
 
 
-async def test_mixed_workload_times_out_with_408_and_the_count_still_running(client: Client) -> None:
-    """With no worker, the timeout passes first: 408, no finished items, and every job still running."""
+async def test_mixed_workload_past_its_timeout_is_a_202_listing_the_pending_jobs(client: Client) -> None:
+    """With no worker, the timeout passes first: 202 (not 408), no finished items, each pending job listed."""
     response = await client.post(f"{DEMO}/mixed-workload?reportCount=1&userCount=2&timeoutSeconds=0.3")
 
-    assert response.status_code == 408
+    assert response.status_code == 202
     body = response.json()
     assert (body["items"], body["stillRunning"], body["succeeded"]) == ([], 3, 0)
     assert "still running" in body["message"]
+    assert [(item["index"], item["kind"]) for item in body["pending"]] == [
+        (0, "report"),
+        (1, "user"),
+        (2, "user"),
+    ]
+    for item in body["pending"]:
+        assert item["statusUrl"] == f"/api/jobs/{item['jobId']}"
+        assert (await client.get(item["statusUrl"])).json()["status"] == "queued"
+
+
+async def test_an_empty_mixed_workload_answers_at_once_with_no_items(client: Client) -> None:
+    """reportCount=0&userCount=0, which the OpenAPI document allows, is a 200 with nothing in it."""
+    response = await client.post(f"{DEMO}/mixed-workload?reportCount=0&userCount=0")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["items"], body["pending"], body["succeeded"], body["stillRunning"]) == ([], [], 0, 0)
 
 
 async def test_worker_stats_lists_every_queue_and_the_live_worker(client: Client, worker: Worker) -> None:
@@ -210,9 +227,9 @@ async def test_scheduled_cascade_runs_its_emails_in_order_at_their_times(
     assert starts == sorted(starts)
     async with sessions(worker)() as session:
         logged = await session.scalars(
-            select(EmailLog.job_id)
-            .where(EmailLog.job_id.in_([job["jobId"] for job in jobs]))
-            .order_by(EmailLog.id)
+            select(EmailAttempt.job_id)
+            .where(EmailAttempt.job_id.in_([job["jobId"] for job in jobs]))
+            .order_by(EmailAttempt.id)
         )
         assert list(logged) == [job["jobId"] for job in jobs]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,14 @@ pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the pr
 
 @pytest.fixture
 def stacks(tmp_path: Path) -> Iterator[tuple[ManagedProcesses, list[tuple[int, str]]]]:
-    """Start stack processes; at the end kill each one's process group and every child it was seen with."""
+    """Start stack processes; at the end kill each one's process group and every child it was seen with.
+
+    Skips the test where no redis-server can be found for the embedded Redis.
+    """
+    try:
+        find_redis_server()
+    except EmbeddedRedisError as error:
+        pytest.skip(str(error))
     started = ManagedProcesses(tmp_path)
     children: list[tuple[int, str]] = []
     try:
@@ -49,10 +57,6 @@ async def test_the_stack_runs_the_demo_on_embedded_redis_and_sqlite_and_stops_wi
     stacks: tuple[ManagedProcesses, list[tuple[int, str]]], tmp_path: Path
 ) -> None:
     """One command starts Redis, the API and three workers; a stress test runs through; SIGTERM stops all."""
-    try:
-        find_redis_server()
-    except EmbeddedRedisError as error:
-        pytest.skip(str(error))
     processes, children = stacks
     port = free_port()
     data = tmp_path / "data"
@@ -110,3 +114,70 @@ async def test_the_stack_runs_the_demo_on_embedded_redis_and_sqlite_and_stops_wi
     assert returncode == 0, stack.output()
     assert [child for child in children if still_running(child)] == []
     assert "Stopped: api" in stack.output()
+
+
+WORKER_LINE = re.compile(
+    r"^  Worker-1:\s+(?P<url>http://\S+/worker-info) \(pid (?P<pid>\d+)\)$", re.MULTILINE
+)
+
+
+async def test_a_killed_worker_is_started_again_while_the_api_answers_through_tasks_py_demo(
+    stacks: tuple[ManagedProcesses, list[tuple[int, str]]], tmp_path: Path
+) -> None:
+    """`tasks.py demo --api-port P`: kill -9 of Worker-1 leaves the API up, and the worker comes back."""
+    processes, children = stacks
+    port = free_port()
+    arguments = ["tasks.py", "demo", "--api-port", str(port), "--work-scale", "0"]
+    stack = processes.start(
+        "demo", [*arguments, "--data-dir", str(tmp_path / "data")], clean_environment(), new_session=True
+    )
+    output = await stack.printed("A worker that crashes is started again.", timeout=120.0)
+    children += [identity for identity, _ in descendants(stack.pid)]
+    found = WORKER_LINE.search(output)
+    assert found is not None, output
+    info_url, killed = found["url"], int(found["pid"])
+    base = f"http://127.0.0.1:{port}"
+
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        before = (await client.get(info_url)).json()
+        os.kill(killed, signal.SIGKILL)
+        await stack.printed(f"worker-general (pid {killed}) ended unexpectedly (stopped by SIGKILL)")
+        while_down = await client.get(f"{base}/health")
+        stress = await client.post(f"{base}/api/distributeddemo/stress-test?jobCount=3")
+        restarted = await stack.printed("worker-general started again (pid ")
+        children += [identity for identity, _ in descendants(stack.pid)]
+
+        async def worker_info() -> dict[str, Any]:
+            try:
+                body: dict[str, Any] = (await client.get(info_url)).json()
+            except httpx.TransportError:  # the new process is not listening yet
+                return {"pid": killed}
+            return body
+
+        after = await polled(worker_info, lambda body: body["pid"] != killed, timeout=30.0, interval=0.1)
+
+        async def worker_pids() -> dict[str, int]:
+            stats = (await client.get(f"{base}/api/distributeddemo/worker-stats")).json()
+            return {worker["name"]: worker["pid"] for worker in stats["workers"]}
+
+        pids = await polled(worker_pids, lambda pids: after["pid"] in pids.values(), timeout=30.0)
+
+    os.kill(stack.pid, signal.SIGTERM)
+    returncode = await stack.exited(timeout=60.0)
+
+    assert before["pid"] == killed
+    assert before["workerName"] == after["workerName"] == "Worker-1"
+    assert while_down.status_code == 200
+    assert stress.status_code == 200
+    assert "starting it again in 1 s (crash 1 in a row)" in restarted
+    assert pids["Worker-1"] == after["pid"]
+    assert killed not in pids.values()
+    printed = stack.output()
+    assert f"http://127.0.0.1:{port} (pid " in printed  # the --api-port given to tasks.py
+    assert "Redis:          embedded redis-server on redis://127.0.0.1:" in printed
+    assert "app data:       SQLite file " in printed
+    for name in ("api", "worker-general", "worker-balanced", "worker-heavy"):
+        assert re.search(rf"^{name} +\| ", printed, re.MULTILINE), name  # each child's lines, prefixed
+    assert "Stopping" in printed
+    assert returncode == 0, printed
+    assert [child for child in children if still_running(child)] == []

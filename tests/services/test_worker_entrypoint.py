@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,6 @@ BANNERS = {
 }
 
 NAMES = {"general": "Worker-1", "balanced": "Worker-2", "heavy": "Worker-3-Heavy"}
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[ManagedProcesses]:
-    """Start worker processes for the test; every one is stopped by PID when it ends, however it ends."""
-    started = ManagedProcesses(tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture

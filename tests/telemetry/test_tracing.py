@@ -158,21 +158,27 @@ async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
         yield mediator
 
 
-class FixedTicks:
-    """A stand-in schedule: fires at each of *ticks* in turn, then not for a day."""
+class DueAtFirstLook:
+    """A stand-in schedule: due the moment a schedule loop first looks at it, then not for a day.
 
-    def __init__(self, *ticks: datetime) -> None:
-        self.ticks = ticks
+    The tick does not depend on when the worker starts: a worker that starts late on a loaded machine
+    still finds it due at once, where a tick fixed in advance could already lie behind it.
+    """
+
+    def __init__(self) -> None:
+        self.looked = False
 
     def next_after(self, moment: datetime) -> datetime:
-        upcoming = [fire for fire in self.ticks if fire > moment]
-        return upcoming[0] if upcoming else moment + timedelta(days=1)
+        if self.looked:
+            return moment + timedelta(days=1)
+        self.looked = True
+        return moment
 
 
 def fire_soon(mediator: Mediator) -> RecurringJob:
-    """Register a Tick schedule (under a fresh name) whose next tick is a fraction of a second away."""
+    """Register a Tick schedule (under a fresh name), due as soon as a worker's schedule loop starts."""
     entry = mediator.recurring(Tick(), cron="0 0 1 1 *", name=f"tick-{uuid.uuid4().hex[:12]}")
-    object.__setattr__(entry, "schedule", FixedTicks(datetime.now(UTC) + timedelta(seconds=0.2)))
+    object.__setattr__(entry, "schedule", DueAtFirstLook())
     return entry
 
 
