@@ -41,6 +41,8 @@ class Settings:
         service_name: Name this process reports (``OTEL_SERVICE_NAME``).
         job_budget: Jobs one client may queue through the API per minute (``API_JOB_BUDGET``; 0 for no
             limit).
+        redis_timeout: Seconds a call waits for Redis, to connect or for an answer (``REDIS_TIMEOUT``), so a
+            Redis that hangs turns into a 503 within a few seconds rather than a request that hangs.
     """
 
     redis_url: str = "redis://127.0.0.1:6379"
@@ -49,6 +51,7 @@ class Settings:
     email_failure_rate: float = 1 / 9
     service_name: str = "api"
     job_budget: int = 20_000
+    redis_timeout: float = 2.0
 
     @classmethod
     def from_env(cls, service_name: str = "api") -> Settings:
@@ -61,4 +64,5 @@ class Settings:
             email_failure_rate=_number("EMAIL_FAILURE_RATE", defaults.email_failure_rate),
             service_name=os.environ.get("OTEL_SERVICE_NAME") or service_name,
             job_budget=_whole_number("API_JOB_BUDGET", defaults.job_budget),
+            redis_timeout=_number("REDIS_TIMEOUT", defaults.redis_timeout),
         )

@@ -221,7 +221,11 @@ async def record_user_created(event: UserCreated, ctx: Context) -> None:
 
 def build_mediator(settings: Settings) -> Mediator:
     """Return a mediator with every demo handler on its queue, the database lifespan and the schedules."""
-    mediator = Mediator(redis=settings.redis_url)
+    mediator = Mediator(
+        redis=settings.redis_url,
+        connect_timeout=settings.redis_timeout,
+        command_timeout=settings.redis_timeout,
+    )
     mediator.provide(settings)
     mediator.lifespan(database_lifespan(settings.database_url))
     not_domain_errors = (Exception,)

@@ -11,9 +11,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from ._errors import MissingResourceError
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from ._mediator import Mediator
+    from ._messages import Request
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,14 @@ class Context:
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
     resources: Mapping[type[Any], Any]
     job: JobInfo | None = None
+
+    def send(self, request: Request[R]) -> Coroutine[Any, Any, R]:
+        """Run *request* inline, as `Mediator.send` does, its handler getting this context.
+
+        Inside a job the inner handler (and its behaviours) see the same job facts and logger, where
+        ``ctx.mediator.send`` would give them the mediator's own context, with no job.
+        """
+        return self.mediator.send_with(request, self)
 
     def resource(self, kind: type[T]) -> T:
         """Return the resource provided for *kind*.

@@ -290,6 +290,21 @@ class Mediator(Producer):
                 return _raise(error)
         return head(request, tail)  # type: ignore[return-value]
 
+    def send_with(self, request: Request[R], ctx: Context) -> Coroutine[Any, Any, R]:
+        """Run *request* inline with *ctx* as its handler's context (`Context.send` calls this).
+
+        Raises:
+            NoHandlerError: no handler is registered for the request's type.
+        """
+        if ctx is self._inline_context:
+            return self.send(request)
+        try:
+            spec = self._registry.handler_for(type(request))
+        except NoHandlerError as error:
+            return _raise(error)
+        head, tail = _traced(self._registry.route(spec, ctx), type(request))
+        return head(request, tail)  # type: ignore[return-value]
+
     def _inline_route(self, request_type: type) -> Route:
         route = self._registry.route(self._registry.handler_for(request_type), self._inline_context)
         self._inline_routes[request_type] = route = _traced(route, request_type)

@@ -24,16 +24,19 @@ if TYPE_CHECKING:
 __all__ = ["MediatorPlugin"]
 
 
-def _queue_unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, str]]:
+def _queue_unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
     return Response(
-        {"detail": f"the job queue is unavailable: {error or type(error).__name__}; try again shortly"},
+        {
+            "status_code": HTTP_503_SERVICE_UNAVAILABLE,
+            "detail": f"the job queue is unavailable: {error or type(error).__name__}; try again shortly",
+        },
         status_code=HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": "5"},
     )
 
 
-def _job_not_found(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, str]]:
-    return Response({"detail": str(error)}, status_code=HTTP_404_NOT_FOUND)
+def _job_not_found(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
+    return Response({"status_code": HTTP_404_NOT_FOUND, "detail": str(error)}, status_code=HTTP_404_NOT_FOUND)
 
 
 class MediatorPlugin(InitPlugin):

@@ -413,3 +413,33 @@ async def test_a_registered_error_is_raised_again_as_itself_with_its_state(redis
     assert "card expired" in error.__cause__.remote_traceback
     with pytest.raises(TypeError, match="takes an exception class"):
         mediator.register_error(int)  # type: ignore[type-var]
+
+
+class Outer(Request[str]):
+    pass
+
+
+class Inner(Request[str]):
+    pass
+
+
+async def test_ctx_send_inside_a_job_keeps_the_job_facts_for_the_inner_handler(redis_url: str) -> None:
+    """`ctx.send` runs a sub-request inline whose handler sees the outer job; `mediator.send` does not."""
+    mediator = Mediator(redis=redis_url)
+
+    @mediator.handler
+    async def outer(request: Outer, ctx: Context) -> str:
+        via_context = await ctx.send(Inner())
+        via_mediator = await ctx.mediator.send(Inner())
+        return f"{via_context}|{via_mediator}"
+
+    @mediator.handler
+    async def inner(request: Inner, ctx: Context) -> str:
+        return ctx.job.id if ctx.job is not None else "no job"
+
+    async with mediator, running_worker(mediator, **FAST):
+        handle = await mediator.enqueue(Outer())
+        assert await handle.result(timeout=5) == f"{handle.id}|no job"
+    assert await mediator.send(Outer()) == "no job|no job"
+    with pytest.raises(NoHandlerError):
+        await mediator.context.send(Echo(n=1))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -221,6 +224,35 @@ async def test_with_redis_stopped_health_and_enqueueing_answer_503(settings: Set
                 assert response.status_code == 503, path
                 assert "the job queue is unavailable" in response.json()["detail"]
                 assert response.headers["retry-after"] == "5"
+
+
+async def test_with_redis_frozen_every_endpoint_answers_503_within_seconds(settings: Settings) -> None:
+    """A Redis that hangs (SIGSTOP) gets the same fast 503 as one that is down, from every endpoint."""
+    with private_redis() as redis_server:
+        private = Settings(
+            redis_url=redis_server.url,
+            database_url=settings.database_url,
+            work_scale=0.0,
+            email_failure_rate=0.0,
+            service_name="api",
+        )
+        async with api_client(private) as client:
+            assert (await client.get("/health")).status_code == 200
+            os.kill(redis_server.process.pid, signal.SIGSTOP)
+            try:
+                for method, path in [
+                    ("GET", "/health"),
+                    ("POST", f"{DEMO}/stress-test?jobCount=10"),
+                    ("GET", f"{DEMO}/worker-stats"),
+                    ("GET", "/api/jobs/no-such-job"),
+                ]:
+                    began = time.monotonic()
+                    response = await client.request(method, path)
+                    took = time.monotonic() - began
+                    assert response.status_code == 503, (path, response.text)
+                    assert took < 3.5, f"{path} took {took:.1f}s to answer while Redis was frozen"
+            finally:
+                os.kill(redis_server.process.pid, signal.SIGCONT)
 
 
 def test_the_module_level_app_is_built_on_first_access_only(monkeypatch: pytest.MonkeyPatch) -> None:
