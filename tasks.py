@@ -23,7 +23,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".installed-from"
-EXTRAS = "dev,services"
+EXTRAS = "dev,services,docs"
 
 
 def run(*command: str | Path) -> None:
