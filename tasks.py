@@ -2,7 +2,8 @@
 """The project's one task runner; needs nothing but Python 3.11+.
 
     python3 tasks.py demo     run the demo: the API, three workers, Redis and SQLite here (Ctrl-C stops all)
-    python3 tasks.py check    lint, type check and the whole test suite
+    python3 tasks.py check    lint, type check, the docs build and the whole test suite
+    python3 tasks.py docs     build the documentation into site/ (open site/index.html)
     python3 tasks.py compose ARGS  compose.yaml on Docker, stand-in images where none can be pulled
     python3 tasks.py lint | types | test | bench | format | setup
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +32,12 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".installed-from"
-EXTRAS = "dev,services"
+EXTRAS = "dev,services,docs"
+SITE = ROOT / "site"
+# An attribute that makes a browser load or link something: in the built pages it must stay on-site.
+OFF_SITE = re.compile(
+    r"""(?:src|href|srcset|action)\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:)?//""", re.IGNORECASE
+)
 
 # The container tests' daemon, when none runs: its socket and state here, its images and build cache kept
 # between runs (so a second run builds nothing), Debian's packages for it and for the stand-in images.
@@ -188,10 +195,28 @@ def test(*pytest_args: str) -> None:
     run(PYTHON, "-m", "pytest", "--cov", "--cov-report=term", *pytest_args)
 
 
+def docs() -> None:
+    """Build the documentation into site/ with `mkdocs build --strict`: any warning fails the build.
+
+    Then check that no built page loads or links anything off-site, so the pages read the same offline.
+    """
+    # Not --quiet: it also keeps the warnings from being counted, and --strict then passes them.
+    run(BIN / "mkdocs", "build", "--strict", "--site-dir", SITE)
+    off_site = [
+        f"{page.relative_to(ROOT)}: {match.group(0)}"
+        for page in sorted(SITE.rglob("*.html"))
+        for match in OFF_SITE.finditer(page.read_text(encoding="utf-8"))
+    ]
+    if off_site:
+        sys.exit("the built docs refer to other sites:\n  " + "\n  ".join(off_site))
+    print(f"docs built in {SITE.relative_to(ROOT)}/; open {SITE.relative_to(ROOT)}/index.html", flush=True)
+
+
 def check() -> None:
-    """Run everything CI runs: lint, types, tests."""
+    """Run everything CI runs: lint, types, the docs build, tests."""
     lint()
     types()
+    docs()
     with docker_daemon():
         test()
 
@@ -242,6 +267,7 @@ TASKS = {
     "check": check,
     "compose": compose,
     "demo": demo,
+    "docs": docs,
     "format": format_code,
     "lint": lint,
     "setup": setup,

@@ -18,6 +18,7 @@ from ._wire import check_json_round_trip
 # A handler or a pipeline stage after adaptation: always called as (message, context).
 Invoke = Callable[[Any, Context], Awaitable[Any]]
 CallNext = Callable[[Any], Awaitable[Any]]
+"""The ``call_next`` a behaviour receives: ``await call_next(message)`` runs the rest of the pipeline."""
 BehaviorFn = Callable[[Any, CallNext], Awaitable[Any]]
 Route = tuple[Callable[[Any, Any], Awaitable[Any]], Any]
 
