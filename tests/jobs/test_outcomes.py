@@ -1,0 +1,68 @@
+"""Outcome writes when Redis is gone for good: a stopping worker gives up after its grace, loudly."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from redis.asyncio import Redis
+
+import arq_mediator
+from arq_mediator import JobAbortedError, JobFailedError, NoHandlerError, ResultRecord, WorkerLostError
+from arq_mediator._claims import Claim
+from arq_mediator._jobs import JobClient
+from arq_mediator._outcomes import NOT_HELD, Outcomes
+
+
+def a_claim() -> Claim:
+    return Claim(
+        id="job-1",
+        key_id=b"job-1",
+        queue="default",
+        token="worker.1",
+        deliveries=1,
+        due_at=0,
+        claimed_at=0,
+        body=b"{}",
+    )
+
+
+async def test_outcomes_redis_never_takes_are_given_up_once_the_grace_is_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With Redis unreachable and the worker past its grace, each write gives up and says so."""
+    unreachable: Redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    outcomes = Outcomes(JobClient(unreachable), "w1", lease=2.0, give_up_after=lambda: True)
+    claim = a_claim()
+    record = ResultRecord(id=claim.id, queue=claim.queue, ok=True)
+    with caplog.at_level(logging.ERROR, logger="arq_mediator.worker"):
+        assert await outcomes.complete(claim, record, 60.0, failed=False) is False
+        assert await outcomes.retry(a_claim(), "{}", 0) == NOT_HELD
+        assert await outcomes.release(a_claim()) == NOT_HELD
+        await outcomes.flush()
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("could not record job outcomes before stopping" in message for message in messages)
+    assert any("could not record the outcome of job job-1" in message for message in messages)
+    await unreachable.aclose()
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("JobFailed", JobFailedError),
+        ("JobNotFound", arq_mediator.JobNotFoundError),
+        ("JobAborted", JobAbortedError),
+        ("WorkerLost", WorkerLostError),
+        ("HandlerNotFound", NoHandlerError),
+    ],
+)
+def test_names_before_1_0_still_resolve_with_a_deprecation_warning(old: str, new: type) -> None:
+    """Each renamed exception is still importable under its old name, with a warning naming the new one."""
+    with pytest.warns(DeprecationWarning, match=f"use {new.__name__}"):
+        assert getattr(arq_mediator, old) is new
+
+
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
+    """Only the renamed names resolve; anything else is an AttributeError as usual."""
+    with pytest.raises(AttributeError, match="has no attribute 'NoSuchThing'"):
+        arq_mediator.NoSuchThing  # noqa: B018
