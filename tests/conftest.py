@@ -6,6 +6,9 @@ import pytest
 
 from arq_mediator import Mediator
 
+# The testing helper's fixtures, as a user's suite would opt into them (tests/testing uses them).
+pytest_plugins = ["arq_mediator.testing.pytest"]
+
 
 @pytest.fixture
 def mediator() -> Mediator:
