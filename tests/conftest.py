@@ -27,6 +27,10 @@ def backing_services() -> Iterator[dict[str, str]]:
         yield found
 
 
+# The testing helper's fixtures, as a user's suite would opt into them (tests/testing uses them).
+pytest_plugins = ["arq_mediator.testing.pytest"]
+
+
 @pytest.fixture
 def mediator() -> Mediator:
     """Return a fresh mediator with no handler, behaviour, resource or lifespan."""

@@ -125,3 +125,27 @@ def test_background_example_runs_against_redis() -> None:
     assert "job failed remotely with builtins.ValueError: disk full" in completed.stdout
     client.flushdb()
     client.close()
+
+
+def test_readme_testing_example_is_the_script_verbatim() -> None:
+    """The python block under "Testing your handlers" equals examples/testing.py."""
+    blocks = python_blocks_under(README.read_text(encoding="utf-8"), "Testing your handlers")
+    assert "".join(blocks) == (ROOT / "examples" / "testing.py").read_text(encoding="utf-8")
+
+
+def test_testing_example_runs_without_redis() -> None:
+    """examples/testing.py retries one charge, fails the other for good, and prints both, with no Redis."""
+    completed = subprocess.run(
+        [sys.executable, "-W", "error", str(ROOT / "examples" / "testing.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=os.environ | {"REDIS_URL": "redis://127.0.0.1:1"},  # nothing listens there
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == [
+        "refused: builtins.ValueError: cannot charge 0 cents",
+        "charged after 2 tries: order_id=7 cents=1250",
+    ]

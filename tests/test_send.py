@@ -232,8 +232,33 @@ async def test_resource_provided_after_start_is_visible(mediator: Mediator) -> N
         await mediator.send(CountUsers())
     mediator.provide(Clock(now=5))
     assert await mediator.send(CountUsers()) == 5
-    mediator.provide(Clock(now=6))  # providing again replaces the value
+    mediator.provide(Clock(now=6), replace=True)
     assert await mediator.send(CountUsers()) == 6
+
+
+def test_providing_a_type_twice_raises_unless_replacing(mediator: Mediator) -> None:
+    """A second provide() for the same type raises ValueError naming it; replace=True swaps the value."""
+    first = mediator.provide(Clock(now=1))
+    with pytest.raises(ValueError, match=r"a resource of type Clock was provided already; pass replace=True"):
+        mediator.provide(Clock(now=2))
+    assert mediator.context.resource(Clock) is first
+    second = mediator.provide(Clock(now=2), replace=True)
+    assert mediator.context.resource(Clock) is second
+
+
+async def test_resources_provided_while_open_are_withdrawn_on_close(mediator: Mediator) -> None:
+    """A lifespan's resources go when the mediator closes, so entering it again provides them afresh."""
+    mediator.provide(Database(url="sqlite://"))
+
+    @mediator.lifespan
+    async def clock(m: Mediator) -> AsyncIterator[None]:
+        m.provide(Clock(now=len(m.resources)))
+        yield
+
+    for _ in range(2):
+        async with mediator:
+            assert mediator.context.resource(Clock).now == 1
+        assert set(mediator.resources) == {Database}
 
 
 def test_missing_resource_lists_what_was_provided(mediator: Mediator) -> None:

@@ -208,9 +208,27 @@ class Mediator(Producer):
         self._registry.errors[qualified_name(error_type)] = error_type
         return error_type
 
-    def provide(self, value: T, *, as_type: type[T] | None = None) -> T:
-        """Make *value* available to handlers as ``ctx.resource(as_type or type(value))``; return it."""
-        self._resources[as_type or type(value)] = value
+    def provide(self, value: T, *, as_type: type[T] | None = None, replace: bool = False) -> T:
+        """Make *value* available to handlers as ``ctx.resource(as_type or type(value))``; return it.
+
+        What is provided while the mediator is open (by its lifespans, say) is withdrawn when it closes,
+        so it can open again.
+
+        Args:
+            value: The resource.
+            as_type: The type handlers ask for; ``type(value)`` by default.
+            replace: Replace a resource already provided for that type (a test's fake, say).
+
+        Raises:
+            ValueError: a resource of that type was provided already and *replace* is not set.
+        """
+        kind = as_type or type(value)
+        if kind in self._resources and not replace:
+            raise ValueError(
+                f"a resource of type {kind.__qualname__} was provided already; pass replace=True to "
+                "replace it (a second provide() is usually a lifespan entered twice or a copy-paste slip)"
+            )
+        self._resources[kind] = value
         return value
 
     def lifespan(self, function: Lifespan) -> Lifespan:
@@ -248,10 +266,17 @@ class Mediator(Producer):
                 stack.push_async_callback(pool.aclose)
                 self._client = JobClient(pool, keep_failed=self.keep_failed, errors=self._registry.errors)
                 stack.push_async_callback(self._disconnect)
+            provided = dict(self._resources)
+            # Runs after the lifespans closed what they provided: their resources must not outlive them.
+            stack.callback(self._withdraw_resources, provided)
             for lifespan in self._lifespans:
                 await stack.enter_async_context(lifespan(self))
             self._exit_stack = stack.pop_all()
         return self
+
+    def _withdraw_resources(self, provided: dict[type[Any], Any]) -> None:
+        self._resources.clear()
+        self._resources.update(provided)
 
     async def _disconnect(self) -> None:
         for task in list(self._background):

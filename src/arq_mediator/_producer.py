@@ -445,10 +445,14 @@ class Producer:
 
     async def stats(self) -> Stats:
         """Return per-queue counts (ready, running, deferred, failed), live workers, and totals."""
-        known = {spec.policy.queue for spec in self._registry.requests.values()}
-        known |= {spec.policy.queue for specs in self._registry.notifications.values() for spec in specs}
         with redis_unavailable_as_queue_error():
-            return await self._jobs.stats(known)
+            return await self._jobs.stats(self._known_queues())
+
+    def _known_queues(self) -> set[str]:
+        """Return the queues the registered handlers send their jobs to."""
+        specs = list(self._registry.requests.values())
+        specs += [spec for group in self._registry.notifications.values() for spec in group]
+        return {spec.policy.queue for spec in specs}
 
     async def failed_jobs(self, queue: str, limit: int = 100) -> list[ResultRecord]:
         """Return the newest failed jobs of *queue* with their error records."""
