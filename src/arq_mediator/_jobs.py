@@ -110,6 +110,9 @@ class Stats:
 class JobClient:
     """Everything the producer side asks of Redis, each a single round trip where the design allows."""
 
+    # Whether worker processes serve these queues (so a queue none serves is worth a warning).
+    has_workers = True
+
     def __init__(
         self,
         redis: Redis,

@@ -268,6 +268,8 @@ class Producer:
 
     def _watch_served(self, outcomes: list[tuple[int, str, str]]) -> None:
         """Now and then, check in the background that a live worker serves the queues jobs went to."""
+        if not self._jobs.has_workers:
+            return
         now = time.monotonic()
         due = {
             queue

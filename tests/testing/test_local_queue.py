@@ -176,3 +176,25 @@ async def test_a_waiting_caller_hears_the_result_as_the_job_finishes(mediator: M
         release.set()
         assert await waiting == "heard"
         assert await running == 1
+
+
+class OutOfStockError(Exception):
+    """A registered domain error, raised again as itself from a local job's result."""
+
+
+async def test_a_registered_error_is_raised_as_itself_from_a_local_job(
+    mediator: Mediator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`register_error` works on the local queue as on Redis; and no 'no live worker' warning is logged."""
+    mediator.register_error(OutOfStockError)
+
+    @mediator.handler
+    async def step(request: Step) -> str:
+        raise OutOfStockError(request.name)
+
+    async with local_queue(mediator) as queue:
+        handle = await mediator.enqueue(Step(name="widget"))
+        await queue.run_all()
+        with pytest.raises(OutOfStockError, match="widget"):
+            await handle.result(timeout=0)
+    assert not [r for r in caplog.records if "no live worker" in r.getMessage()]

@@ -110,7 +110,7 @@ async def local_queue(
         retry_delay: Seconds every retry waits instead of its handler's backoff (0: at once); ``None``
             keeps the backoff, which `run_all` waits out on the queue's clock, not the wall clock.
     """
-    store = LocalJobClient(keep_failed=mediator.keep_failed)
+    store = LocalJobClient(keep_failed=mediator.keep_failed, errors=mediator._registry.errors)
     async with AsyncExitStack() as stack:
         stack.enter_context(fixed_retry_delay(mediator, retry_delay))
         previous, mediator._client = mediator._client, store

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,9 +51,18 @@ class LocalJobClient(JobClient):
         keep_failed: Seconds a failed job's record is kept (the mediator's setting).
     """
 
-    def __init__(self, *, keep_failed: float = KEEP_FAILED) -> None:
+    # No worker process serves a local queue: the producer's "no live worker" warning does not apply.
+    has_workers = False
+
+    def __init__(
+        self,
+        *,
+        keep_failed: float = KEEP_FAILED,
+        errors: Mapping[str, type[BaseException]] | None = None,
+    ) -> None:
         # No Redis: nothing of the base class's connection state is set up.
         self.keep_failed = keep_failed
+        self.errors = errors if errors is not None else {}
         self.jobs: dict[str, StoredJob] = {}
         self._results: dict[str, tuple[str, int]] = {}
         self._failed: dict[str, dict[str, int]] = {}
