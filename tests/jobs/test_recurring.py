@@ -57,6 +57,23 @@ class FixedTicks:
         return upcoming[0] if upcoming else moment + timedelta(days=1)
 
 
+class TicksFromFirstLook(FixedTicks):
+    """A stand-in schedule whose ticks are *offsets* (seconds) after the moment it is first asked about.
+
+    A schedule loop asks when it starts, so the ticks fall a little after that, however late the worker
+    started on a loaded machine; ticks fixed when the test began could already have passed by then.
+    """
+
+    def __init__(self, *offsets: float) -> None:
+        super().__init__()
+        self.offsets = offsets
+
+    def next_after(self, moment: datetime) -> datetime:
+        if not self.ticks:
+            self.ticks = tuple(moment + timedelta(seconds=offset) for offset in self.offsets)
+        return super().next_after(moment)
+
+
 def reschedule(entry: RecurringJob, schedule: FixedTicks) -> None:
     """Swap the (frozen) entry's cron schedule for *schedule*."""
     object.__setattr__(entry, "schedule", schedule)
@@ -181,14 +198,15 @@ async def test_running_workers_enqueue_a_recurring_job_when_its_tick_arrives(
     """Workers running the schedule loop enqueue the job at its tick, not before, once between them."""
     name = unique_name()
     entry = mediator.recurring(Tick(n=9), cron="* * * * *", name=name)
-    due = datetime.now(UTC) + timedelta(seconds=0.2)
-    reschedule(entry, FixedTicks(due))
+    schedule = TicksFromFirstLook(0.2)
+    reschedule(entry, schedule)
 
     async with (
         running_worker(mediator, queues=["ticks"], name="one", **FAST),
         running_worker(mediator, queues=["ticks"], name="two", **FAST),
     ):
         await asyncio.wait_for(probe.ran.wait(), 3)
+        [due] = schedule.ticks
         assert await mediator.job(tick_id(name, due)).result(timeout=3) == 9
 
     [(job_id, started)] = probe.runs
@@ -202,9 +220,8 @@ async def test_the_schedule_loop_survives_a_redis_error(
 ) -> None:
     """A tick that cannot be enqueued is skipped with a warning, and the loop goes on to the next tick."""
     entry = mediator.recurring(Tick(), cron="* * * * *", name="tick")
-    now = datetime.now(UTC)
-    first, second = now + timedelta(seconds=0.05), now + timedelta(seconds=0.1)
-    reschedule(entry, FixedTicks(first, second))
+    schedule = TicksFromFirstLook(0.05, 0.1)
+    reschedule(entry, schedule)
     attempts: list[datetime] = []
 
     async def enqueue_tick(entry: RecurringJob, moment: datetime) -> bool:
@@ -222,4 +239,4 @@ async def test_the_schedule_loop_survives_a_redis_error(
         stopping.set()
         await asyncio.wait_for(loop, 3)
 
-    assert attempts == [first, second]
+    assert attempts == list(schedule.ticks)
