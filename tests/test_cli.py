@@ -64,6 +64,12 @@ def test_main_refuses_invalid_worker_settings(arguments: list[str]) -> None:
         main(["worker", f"{__name__}:mediator", *arguments])
 
 
+def test_main_refuses_a_mediator_with_no_handlers() -> None:
+    """A worker for a mediator that registered nothing (its handler modules unimported) does not start."""
+    with pytest.raises(SystemExit, match="has no handlers: a worker would fail every job it takes"):
+        main(["worker", f"{__name__}:mediator", "--queues", "default"])
+
+
 def test_module_entry_point_shows_usage() -> None:
     """`python -m arq_mediator --help` describes the worker command."""
     completed = subprocess.run(

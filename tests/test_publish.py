@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from arq_mediator import Context, Mediator, Notification
+from arq_mediator import Context, Mediator, Notification, Request
 
 
 class OrderPlaced(Notification):
@@ -174,3 +174,21 @@ async def test_handler_can_publish_another_notification(mediator: Mediator) -> N
 
     await mediator.publish(OrderPlaced(order_id=5))
     assert seen == [5, -5]
+
+
+class Lookup(Request[int]):
+    pass
+
+
+async def test_publishing_a_request_is_a_type_error_pointing_to_send() -> None:
+    """`publish` takes notifications; a request is refused with a TypeError naming send(), not ignored."""
+    mediator = Mediator()
+
+    @mediator.handler
+    async def lookup(request: Lookup) -> int:
+        return 1
+
+    with pytest.raises(
+        TypeError, match=r"Lookup is not one: a request has one handler, run it with send\(\)"
+    ):
+        await mediator.publish(Lookup())  # type: ignore[arg-type]

@@ -695,3 +695,36 @@ def test_bytes_kept_as_text_are_refused_and_base64_accepted(mediator: Mediator) 
         CarriesBase64.model_validate_json(CarriesBase64(blob=b"\xff\x00").model_dump_json()).blob
         == b"\xff\x00"
     )
+
+
+class CarriesPairs(Request[None]):
+    seats: dict[tuple[int, int], str]
+
+
+class CarriesNestedPairs(Request[None]):
+    rows: list[dict[tuple[int, int], str]]
+
+
+def test_dictionaries_keyed_by_what_json_text_cannot_bring_back_are_refused(mediator: Mediator) -> None:
+    """A dict keyed by tuples goes out as text keys and cannot come back: refused, nested ones too."""
+
+    async def pairs(request: CarriesPairs) -> None: ...
+
+    async def nested(request: CarriesNestedPairs) -> None: ...
+
+    for handler, field in ((pairs, "CarriesPairs.seats"), (nested, "CarriesNestedPairs.rows")):
+        with pytest.raises(
+            HandlerRegistrationError, match=rf"{field} cannot cross Redis as JSON: its keys are"
+        ):
+            mediator.handler(handler)
+
+
+def test_an_arbitrary_type_is_refused_without_pydantics_misleading_advice(mediator: Mediator) -> None:
+    """The refusal says JSON has no form for the type, not to allow arbitrary types (already allowed)."""
+
+    async def handle(request: CarriesOpaque) -> None: ...
+
+    with pytest.raises(HandlerRegistrationError) as caught:
+        mediator.handler(handle)
+    assert "JSON has no form for Opaque" in str(caught.value)
+    assert "arbitrary_types_allowed" not in str(caught.value)

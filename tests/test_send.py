@@ -485,3 +485,13 @@ async def test_entering_an_open_mediator_again_is_refused(mediator: Mediator) ->
             await mediator.__aenter__()
     async with mediator:  # closed cleanly, so it opens again
         pass
+
+
+async def test_sending_a_notification_is_a_type_error_pointing_to_publish(mediator: Mediator) -> None:
+    """`send` takes requests; a notification (even one with handlers) gets a TypeError naming publish()."""
+
+    @mediator.handler
+    async def on_created(event: UserCreated) -> None: ...
+
+    with pytest.raises(TypeError, match=r"UserCreated is a Notification: use publish\(\)"):
+        await mediator.send(UserCreated(user_id=1))  # type: ignore[arg-type]

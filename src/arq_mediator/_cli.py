@@ -94,4 +94,9 @@ def main(arguments: Sequence[str] | None = None) -> None:
         )
     except ValueError as error:
         raise SystemExit(f"invalid worker settings: {error}") from error
+    if not mediator.has_handlers:
+        raise SystemExit(
+            f"{options.mediator} has no handlers: a worker would fail every job it takes. Import the "
+            "modules that register them in the module that defines the mediator"
+        )
     asyncio.run(run_worker(mediator, settings))

@@ -62,6 +62,10 @@ class JobIdConflictError(ArqMediatorError, ValueError):
     """A job id given to ``enqueue`` belongs to a job of another message type."""
 
 
+class MessageEncodingError(ArqMediatorError, ValueError):
+    """A message cannot be sent as a job: JSON cannot carry one of its values, or it is too large."""
+
+
 class JobFailedError(ArqMediatorError):
     """A background job failed; its remote exception is described, not re-created.
 
@@ -115,3 +119,23 @@ def redis_unavailable_as_queue_error() -> Iterator[None]:
         raise QueueUnavailableError(
             f"the job queue's Redis is unavailable: {error or type(error).__name__}"
         ) from error
+
+
+# Error records name an exception's type by module and name: the public module, which users import
+# and catch from, rather than this private one.
+for _public in (
+    ArqMediatorError,
+    HandlerRegistrationError,
+    NoHandlerError,
+    MissingResourceError,
+    EnvelopeError,
+    QueueNotConnectedError,
+    QueueUnavailableError,
+    JobIdConflictError,
+    MessageEncodingError,
+    JobFailedError,
+    JobAbortedError,
+    JobNotFoundError,
+    WorkerLostError,
+):
+    _public.__module__ = "arq_mediator"

@@ -242,6 +242,10 @@ class JobRunner:
         except Exception as error:
             await self._after_failure(claim, envelope, spec, error, started)
             return
+        if claim.aborting:  # the handler caught its cancellation and returned: the abort still wins
+            swallowed = aborted("aborted while running (its handler returned after being cancelled)")
+            await self._fail(claim, envelope, swallowed, started)
+            return
         record = ResultRecord(
             id=claim.id,
             queue=claim.queue,
@@ -322,6 +326,7 @@ class JobRunner:
             known = qualified_name(type(error)) in self._mediator._registry.errors
             described = ErrorRecord.from_exception(error, keep_state=known)
         else:
+            logger.warning("worker %s: job %s ended %s", self._worker, claim.id, error.message)
             span.set_status(Status(StatusCode.ERROR, error.message))
             span.set_attribute("error.type", error.type)
             described = error

@@ -81,6 +81,11 @@ class Mediator(Producer):
         self._inline_fanouts: dict[type, list[Route]] = {}
 
     @property
+    def has_handlers(self) -> bool:
+        """Return whether any handler is registered (a process that imported none can run nothing)."""
+        return bool(self._registry.requests or self._registry.notifications)
+
+    @property
     def resources(self) -> MappingProxyType[type[Any], Any]:
         """Return a read-only view of the resources provided so far, keyed by type."""
         return MappingProxyType(self._resources)
@@ -301,6 +306,7 @@ class Mediator(Producer):
 
         Raises:
             NoHandlerError: no handler is registered for the request's type.
+            TypeError: *request* is a `Notification`: use `publish`.
             Exception: whatever the handler (or a behaviour) raises, unchanged.
         """
         # Returning the pipeline's own coroutine, rather than awaiting it in a frame of ours, keeps the
@@ -310,7 +316,7 @@ class Mediator(Producer):
         except KeyError:
             try:
                 head, tail = self._inline_route(type(request))
-            except NoHandlerError as error:
+            except (NoHandlerError, TypeError) as error:
                 # Raised on await, like any coroutine's error, so gather() of several sends stays tidy.
                 return _raise(error)
         return head(request, tail)  # type: ignore[return-value]
@@ -331,6 +337,10 @@ class Mediator(Producer):
         return head(request, tail)  # type: ignore[return-value]
 
     def _inline_route(self, request_type: type) -> Route:
+        if issubclass(request_type, Notification):
+            raise TypeError(
+                f"send() takes a Request; {request_type.__qualname__} is a Notification: use publish()"
+            )
         route = self._registry.route(self._registry.handler_for(request_type), self._inline_context)
         self._inline_routes[request_type] = route = _traced(route, request_type)
         return route
@@ -343,10 +353,16 @@ class Mediator(Producer):
 
         Raises:
             ExceptionGroup: one or more handlers failed; it holds each handler's exception.
+            TypeError: *notification* is a `Request`: use `send`.
         """
         notification_type = type(notification)
         routes = self._inline_fanouts.get(notification_type)
         if routes is None:
+            if not isinstance(notification, Notification):
+                raise TypeError(
+                    f"publish() takes a Notification; {notification_type.__qualname__} is not one: "
+                    "a request has one handler, run it with send()"
+                )
             routes = [
                 _traced(self._registry.route(spec, self._inline_context), notification_type)
                 for spec in self._registry.handlers_of(notification_type)

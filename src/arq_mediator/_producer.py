@@ -15,10 +15,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import TypeAdapter
+from pydantic_core import PydanticSerializationError
 
 from ._cron import CronSchedule
 from ._envelope import ResultRecord, dumps
-from ._errors import JobIdConflictError, QueueNotConnectedError, redis_unavailable_as_queue_error
+from ._errors import (
+    JobIdConflictError,
+    MessageEncodingError,
+    QueueNotConnectedError,
+    redis_unavailable_as_queue_error,
+)
 from ._handle import JobHandle
 from ._jobs import ADDED, JobClient, PendingJob, Stats, now_ms
 from ._messages import Message, Notification, Request, response_type_of
@@ -328,10 +334,15 @@ class Producer:
         }
         # The payload is serialized by pydantic's core and spliced in, rather than dumped to Python
         # objects and serialized again: the envelope's JSON is the hot part of enqueueing.
-        body = dumps(header)[:-1] + ',"payload":' + message.model_dump_json() + "}"
+        try:
+            payload = message.model_dump_json()
+        except PydanticSerializationError as error:  # an `Any` field holding what JSON cannot carry, say
+            span.end()
+            raise MessageEncodingError(f"{message_name} cannot be sent as a job: {error}") from error
+        body = dumps(header)[:-1] + ',"payload":' + payload + "}"
         if len(body) > self.max_job_bytes and len(body.encode()) > self.max_job_bytes:
             span.end()
-            raise ValueError(
+            raise MessageEncodingError(
                 f"{message_name} job is {len(body.encode())} bytes of JSON, over the limit of "
                 f"{self.max_job_bytes} (Mediator(max_job_bytes=...)); pass a reference to large data "
                 "(a key, a path, a URL) rather than the data itself"

@@ -5,16 +5,21 @@ Importing `arq_mediator` never imports Litestar; only this module does.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from litestar.di import Provide
 from litestar.plugins import InitPlugin
 from litestar.response import Response
-from litestar.status_codes import HTTP_404_NOT_FOUND, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ._errors import JobNotFoundError, QueueNotConnectedError, QueueUnavailableError
+from ._errors import JobNotFoundError, NoHandlerError, QueueNotConnectedError, QueueUnavailableError
 from ._mediator import Mediator
 
 if TYPE_CHECKING:
@@ -23,15 +28,28 @@ if TYPE_CHECKING:
 
 __all__ = ["MediatorPlugin"]
 
+logger = logging.getLogger("arq_mediator.litestar")
+
 
 def _queue_unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
+    # The cause (a host and port, say) is for the operator's log, not for the client.
+    logger.warning("%s %s: the job queue is unavailable: %r", request.method, request.url.path, error)
     return Response(
         {
             "status_code": HTTP_503_SERVICE_UNAVAILABLE,
-            "detail": f"the job queue is unavailable: {error or type(error).__name__}; try again shortly",
+            "detail": "the job queue is unavailable; try again shortly",
         },
         status_code=HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": "5"},
+    )
+
+
+def _no_handler(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
+    # A deployment mistake (the app does not import a handler module): loud in the log, plain to clients.
+    logger.error("%s %s failed: %s", request.method, request.url.path, error, exc_info=error)
+    return Response(
+        {"status_code": HTTP_500_INTERNAL_SERVER_ERROR, "detail": "Internal Server Error"},
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
     )
 
 
@@ -69,4 +87,10 @@ class MediatorPlugin(InitPlugin):
         for error_type in unavailable:
             app_config.exception_handlers.setdefault(error_type, _queue_unavailable)
         app_config.exception_handlers.setdefault(JobNotFoundError, _job_not_found)
+        app_config.exception_handlers.setdefault(NoHandlerError, _no_handler)
+        if not self.mediator.has_handlers:
+            logger.warning(
+                "the mediator given to MediatorPlugin has no handlers: every send or enqueue will fail. "
+                "Does the app import the modules that register them?"
+            )
         return app_config

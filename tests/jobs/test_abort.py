@@ -20,7 +20,7 @@ from tests.keys import abort_key, job_key, queue_key
 from .conftest import CHANNELS, running_worker
 from .waiting import FAST, eventually
 
-ABORTED = "arq_mediator._errors.JobAbortedError"
+ABORTED = "arq_mediator.JobAbortedError"
 
 
 class Blocked(Request[str]):

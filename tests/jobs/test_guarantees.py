@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -16,9 +17,11 @@ from arq_mediator import (
     Backoff,
     CallNext,
     Context,
+    JobAbortedError,
     JobFailedError,
     JobStatus,
     Mediator,
+    MessageEncodingError,
     NoHandlerError,
     Request,
 )
@@ -115,7 +118,9 @@ async def test_a_job_over_the_size_limit_is_refused_at_enqueue(redis_url: str) -
     """An envelope over max_job_bytes fails at enqueue, naming its size and the limit; nothing is queued."""
     async with Mediator(redis=redis_url, max_job_bytes=2048) as mediator:
         mediator.handler(bulky)
-        with pytest.raises(ValueError, match=r"over the limit of 2048 \(Mediator\(max_job_bytes=\.\.\.\)\)"):
+        with pytest.raises(
+            MessageEncodingError, match=r"over the limit of 2048 \(Mediator\(max_job_bytes=\.\.\.\)\)"
+        ):
             await mediator.enqueue(Bulky(blob="x" * 4096))
         assert (await mediator.enqueue(Bulky(blob="x" * 100))).enqueued
         assert [q.ready for q in (await mediator.stats()).queues if q.name == "default"] == [1]
@@ -443,3 +448,42 @@ async def test_ctx_send_inside_a_job_keeps_the_job_facts_for_the_inner_handler(r
     assert await mediator.send(Outer()) == "no job|no job"
     with pytest.raises(NoHandlerError):
         await mediator.context.send(Echo(n=1))
+
+
+class Loose(Request[None]):
+    anything: Any
+
+
+async def loose(request: Loose) -> None:
+    return None
+
+
+async def test_a_value_json_cannot_carry_is_refused_at_enqueue_as_a_library_error(mediator: Mediator) -> None:
+    """An `Any` field holding what JSON cannot carry fails enqueue with MessageEncodingError."""
+    mediator.handler(loose)
+    with pytest.raises(MessageEncodingError, match="Loose cannot be sent as a job"):
+        await mediator.enqueue(Loose(anything=object()))
+    assert not [q for q in (await mediator.stats()).queues if q.ready]
+
+
+async def test_a_handler_that_swallows_its_abort_still_ends_aborted(redis_url: str) -> None:
+    """A handler catching its cancellation and returning does not turn an asked-for abort into success."""
+    started = asyncio.Event()
+    mediator = Mediator(redis=redis_url)
+
+    @mediator.handler
+    async def stubborn(request: Shaky) -> int:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return 1  # swallowed
+        return 0
+
+    async with mediator, running_worker(mediator, **FAST):
+        handle = await mediator.enqueue(Shaky(n=1))
+        await asyncio.wait_for(started.wait(), 3)
+        assert await handle.abort() is True
+        with pytest.raises(JobAbortedError, match="its handler returned after being cancelled"):
+            await handle.result(timeout=5)
+        assert await handle.status() is JobStatus.ABORTED

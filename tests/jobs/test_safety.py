@@ -43,7 +43,7 @@ from tests.keys import deliveries_key, job_key, queue_key
 from .conftest import CHANNELS, TEST_DB, redis_url_for, running_worker
 from .waiting import FAST, eventually, polled
 
-ENVELOPE_ERROR = "arq_mediator._errors.EnvelopeError"
+ENVELOPE_ERROR = "arq_mediator.EnvelopeError"
 
 
 def detonate(path: str) -> None:
@@ -219,7 +219,7 @@ async def test_an_unknown_message_type_fails_with_handler_not_found(
     async with running_worker(mediator, name="safety-worker", **FAST) as worker:
         failure, record = await failure_of(mediator, unknown)
 
-    assert failure.remote_type == "arq_mediator._errors.NoHandlerError"
+    assert failure.remote_type == "arq_mediator.NoHandlerError"
     assert "safety-worker" in failure.remote_message
     assert named in failure.remote_message
     assert record.job is not None  # kept, to requeue once a worker that knows it is deployed
@@ -254,7 +254,7 @@ async def test_a_job_that_keeps_losing_its_worker_is_failed_as_poison(
     async with running_worker(mediator, **FAST):
         failure, record = await failure_of(mediator, handle.id)
 
-    assert failure.remote_type == "arq_mediator._errors.WorkerLostError"
+    assert failure.remote_type == "arq_mediator.WorkerLostError"
     assert "lost its worker 5 times" in failure.remote_message
     assert record.job is not None
     assert probe.ran == []
