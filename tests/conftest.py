@@ -1,14 +1,24 @@
 """Shared fixtures: every test gets a mediator of its own, with nothing registered; Redis and PostgreSQL
-come from containers for a session where none is configured or answers (`tests/containers.py`)."""
+come from containers for a session where none is configured or answers (`tests/containers.py`); tests that
+use Redis work in databases this run claimed for itself (`tests/redis_databases.py`), flushed around each."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 
 import pytest
+from redis.asyncio import Redis
 
 from arq_mediator import Mediator
 from tests import containers
+from tests.redis_databases import (
+    DatabasesUnavailableError,
+    FlushedRedis,
+    RedisDatabases,
+    Role,
+    server_url,
+)
 
 
 def pytest_report_header() -> str:
@@ -35,3 +45,46 @@ pytest_plugins = ["arq_mediator.testing.pytest"]
 def mediator() -> Mediator:
     """Return a fresh mediator with no handler, behaviour, resource or lifespan."""
     return Mediator()
+
+
+@pytest.fixture(scope="session")
+def redis_databases(backing_services: dict[str, str]) -> Iterator[RedisDatabases]:
+    """Return this run's Redis databases, claimed when a test first needs one and released at the end."""
+    databases = RedisDatabases(server_url())  # read now: backing_services may have just set REDIS_URL
+    try:
+        yield databases
+    finally:
+        databases.close()
+
+
+@pytest.fixture
+async def flushed_redis(redis_databases: RedisDatabases) -> AsyncIterator[FlushedRedis]:
+    """Return a factory of flushed databases (see `FlushedRedis`); what it opens is closed after the test."""
+    async with AsyncExitStack() as stack:
+
+        async def flushed(role: Role = "jobs") -> str:
+            try:
+                url = redis_databases.url(role)
+            except DatabasesUnavailableError as error:
+                pytest.exit(str(error))  # every test after this one would say the same
+            client: Redis = Redis.from_url(url)
+            stack.push_async_callback(client.aclose)
+            await client.flushdb()
+            stack.push_async_callback(client.flushdb)
+            return url
+
+        yield flushed
+
+
+@pytest.fixture
+async def redis_url(flushed_redis: FlushedRedis) -> str:
+    """Return the URL of the jobs tests' database, flushed before and after the test."""
+    return await flushed_redis("jobs")
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """Return a client of the test database, closed after the test."""
+    client: Redis = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import redis
+import pytest
+
+from tests.redis_databases import FlushedRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -103,13 +105,15 @@ def test_readme_background_example_is_the_script_verbatim() -> None:
     assert "".join(blocks) == (ROOT / "examples" / "background.py").read_text(encoding="utf-8")
 
 
-def test_background_example_runs_against_redis() -> None:
+@pytest.fixture
+async def readme_redis(flushed_redis: FlushedRedis) -> str:
+    """Return the URL of a database of the README examples' own, emptied before and after the test."""
+    return await flushed_redis("readme")
+
+
+def test_background_example_runs_against_redis(readme_redis: str) -> None:
     """examples/background.py runs a job, a deferred job and a failing job through the Redis at REDIS_URL."""
-    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-    url = re.sub(r"/\d+$", "", base) + "/12"  # a database of its own, emptied before and after
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    environment = os.environ | {"REDIS_URL": url}
+    environment = os.environ | {"REDIS_URL": readme_redis}
     completed = subprocess.run(
         [sys.executable, "-W", "error", str(ROOT / "examples" / "background.py")],
         cwd=ROOT,
@@ -123,8 +127,6 @@ def test_background_example_runs_against_redis() -> None:
     assert "title='usage' rows=3" in completed.stdout
     assert "deferred job is deferred; then title='later' rows=1" in completed.stdout
     assert "job failed remotely with builtins.ValueError: disk full" in completed.stdout
-    client.flushdb()
-    client.close()
 
 
 def test_readme_testing_example_is_the_script_verbatim() -> None:

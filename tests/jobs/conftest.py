@@ -1,49 +1,58 @@
-"""Fixtures for tests that talk to the real Redis at REDIS_URL, on a database number of their own."""
+"""Fixtures for tests that talk to the real Redis at REDIS_URL, on a database this run claimed for itself.
+
+A test module that uses the `mediator` fixture declares what it is made of: ``register(mediator)`` adds
+the module's handlers, and a fresh instance of the module's ``Probe`` (a subclass of `BaseProbe` with the
+fields its handlers record, or `BaseProbe` itself) is provided as the resource its handlers report to and
+the test reads (the `probe` fixture).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from redis.asyncio import Redis
 
 from arq_mediator import Mediator, Worker, WorkerSettings
 from tests.keys import Channels
-
-# Tests own this database and flush it before and after each test; the default (0) is never touched.
-TEST_DB = int(os.environ.get("ARQM_TEST_REDIS_DB", "13"))
-# Pub/sub is server-wide, so the library names its channels after the database: these are the tests'.
-CHANNELS = Channels(db=TEST_DB)
+from tests.redis_databases import RedisDatabases
 
 
-def redis_url_for(db: int) -> str:
-    """Return REDIS_URL (default redis://127.0.0.1:6379) pointed at database *db*."""
-    parts = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+@dataclass
+class BaseProbe:
+    """Per-test state the handlers report to: a waiting handler sets `started`, then waits for `release`."""
+
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
-    """Return the URL of the test database, flushed before and after the test."""
-    url = redis_url_for(TEST_DB)
-    client: Redis = Redis.from_url(url)
-    await client.flushdb()
-    yield url
-    await client.flushdb()
-    await client.aclose()
+def probe(request: pytest.FixtureRequest) -> BaseProbe:
+    """Return a fresh `Probe` of the test's module (a `BaseProbe` when it declares none)."""
+    probe_type: type[BaseProbe] = getattr(request.module, "Probe", BaseProbe)
+    return probe_type()
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    """Return a client of the test database, closed after the test."""
-    client: Redis = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
+async def mediator(
+    request: pytest.FixtureRequest, redis_url: str, probe: BaseProbe
+) -> AsyncIterator[Mediator]:
+    """Return an open mediator on the test database, with the module's handlers and `probe` provided."""
+    register: Callable[[Mediator], None] = request.module.register
+    mediator = Mediator(redis=redis_url)
+    register(mediator)
+    mediator.provide(probe)
+    async with mediator:
+        yield mediator
+
+
+@pytest.fixture
+def channels(redis_databases: RedisDatabases) -> Channels:
+    """Return the test database's pub/sub channel names (pub/sub is server-wide: they carry its number)."""
+    return Channels(db=redis_databases.number("jobs"))
 
 
 @asynccontextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +14,9 @@ from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, JobHandle, JobNotFoundError, JobStatus, Mediator, Request
 from arq_mediator._jobs import now_ms
-from tests.keys import abort_key, job_key, queue_key
+from tests.keys import Channels, abort_key, job_key, queue_key
 
-from .conftest import CHANNELS, running_worker
+from .conftest import BaseProbe, running_worker
 from .waiting import FAST, eventually
 
 ABORTED = "arq_mediator.JobAbortedError"
@@ -32,12 +31,10 @@ class Quick(Request[int]):
 
 
 @dataclass
-class Probe:
+class Probe(BaseProbe):
     """Per-test state: which Quick jobs ran, and how Blocked handlers started and ended."""
 
     ran: list[int] = field(default_factory=list)
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: int = 0
 
 
@@ -57,19 +54,10 @@ async def quick(request: Quick, ctx: Context) -> int:
     return request.n
 
 
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
-    mediator = Mediator(redis=redis_url)
+def register(mediator: Mediator) -> None:
+    """Register the handlers the `mediator` fixture opens with."""
     mediator.handler(blocked)
     mediator.handler(quick)
-    mediator.provide(probe)
-    async with mediator:
-        yield mediator
 
 
 async def test_aborting_a_queued_job_removes_it(mediator: Mediator, redis: Redis, probe: Probe) -> None:
@@ -96,13 +84,15 @@ async def test_aborting_a_queued_job_removes_it(mediator: Mediator, redis: Redis
     assert probe.ran == [2]
 
 
-async def test_aborting_a_queued_job_wakes_its_waiters(mediator: Mediator, redis: Redis) -> None:
+async def test_aborting_a_queued_job_wakes_its_waiters(
+    mediator: Mediator, redis: Redis, channels: Channels
+) -> None:
     """Someone already awaiting a queued job's result hears of its abort at once."""
     handle = await mediator.enqueue(Quick(n=1))
     waiter = asyncio.create_task(handle.result(timeout=3))
 
     async def subscribed() -> bool:
-        [(_, subscribers)] = await redis.pubsub_numsub(CHANNELS.done(handle.id))
+        [(_, subscribers)] = await redis.pubsub_numsub(channels.done(handle.id))
         return int(subscribers) == 1
 
     await eventually(subscribed)

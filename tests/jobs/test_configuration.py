@@ -15,7 +15,7 @@ from arq_mediator import Mediator, QueueUnavailableError, Request, WorkerSetting
 from arq_mediator._connection import Timeouts, open_client
 from arq_mediator._worker_settings import describe_capabilities
 
-from .conftest import TEST_DB, running_worker
+from .conftest import running_worker
 from .waiting import FAST
 
 
@@ -30,13 +30,14 @@ async def ping(request: Ping) -> str:
 async def test_arq_redis_settings_open_a_client_with_the_timeouts(redis_url: str) -> None:
     """arq `RedisSettings` open a client on its host, port and database, with both timeouts set."""
     parts = urlsplit(redis_url)
-    settings = RedisSettings(host=parts.hostname or "127.0.0.1", port=parts.port or 6379, database=TEST_DB)
+    database = int(parts.path.lstrip("/"))
+    settings = RedisSettings(host=parts.hostname or "127.0.0.1", port=parts.port or 6379, database=database)
     client = open_client(settings, Timeouts(connect=1.5, command=2.5))
     try:
         assert await client.ping()
         kwargs = client.connection_pool.connection_kwargs
         assert (kwargs["db"], kwargs["socket_connect_timeout"], kwargs["socket_timeout"]) == (
-            TEST_DB,
+            database,
             1.5,
             2.5,
         )
@@ -107,7 +108,8 @@ async def test_a_mediator_opens_while_redis_is_down_and_fails_fast_on_use() -> N
 async def test_a_worker_serves_through_a_mediator_built_from_settings(redis_url: str) -> None:
     """A mediator built from arq RedisSettings runs jobs like one built from a URL."""
     parts = urlsplit(redis_url)
-    settings = RedisSettings(host=parts.hostname or "127.0.0.1", port=parts.port or 6379, database=TEST_DB)
+    database = int(parts.path.lstrip("/"))
+    settings = RedisSettings(host=parts.hostname or "127.0.0.1", port=parts.port or 6379, database=database)
     mediator = Mediator(redis=settings)
     mediator.handler(ping)
     async with mediator, running_worker(mediator, **FAST):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, assert_type
@@ -26,7 +25,7 @@ from arq_mediator import (
 )
 from tests.keys import job_key, queue_key
 
-from .conftest import running_worker
+from .conftest import BaseProbe, running_worker
 from .waiting import FAST
 
 
@@ -55,7 +54,7 @@ class Unheard(Notification):
 
 
 @dataclass
-class Probe:
+class Probe(BaseProbe):
     """What the handlers saw: (handler, argument, wall-clock start) per run."""
 
     runs: list[tuple[str, int, float]] = field(default_factory=list)
@@ -82,25 +81,20 @@ async def on_pinged_beta(event: Pinged, ctx: Context) -> None:
     ctx.resource(Probe).runs.append(("beta", event.x, time.time()))
 
 
-def build(redis: str | None, probe: Probe) -> Mediator:
-    mediator = Mediator(redis=redis)
+def register(mediator: Mediator) -> None:
+    """Register the handlers the `mediator` fixture opens with."""
     mediator.handler(double)
     mediator.handler(queue="counting")(count)
     mediator.handler(queue="alpha")(on_pinged_alpha)
     mediator.handler(queue="beta")(on_pinged_beta)
+
+
+def build(redis: str | None, probe: Probe) -> Mediator:
+    """Return a mediator like the `mediator` fixture's, on *redis* (or none), not opened."""
+    mediator = Mediator(redis=redis)
+    register(mediator)
     mediator.provide(probe)
     return mediator
-
-
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
-    async with build(redis_url, probe) as mediator:
-        yield mediator
 
 
 async def test_enqueue_routes_to_the_handlers_queue(mediator: Mediator, redis: Redis) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,13 +76,9 @@ async def tick(request: Tick, ctx: Context) -> str:
     return ctx.job.id
 
 
-@pytest.fixture
-async def mediator(redis_url: str) -> AsyncIterator[Mediator]:
-    """Return an open mediator with `Echo` registered."""
-    built = Mediator(redis=redis_url)
-    built.handler(echo)
-    async with built:
-        yield built
+def register(mediator: Mediator) -> None:
+    """Register `Echo`, the handler the `mediator` fixture opens with."""
+    mediator.handler(echo)
 
 
 async def test_an_idempotent_enqueue_says_whether_it_created_the_job(mediator: Mediator) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +17,7 @@ from arq_mediator._cron import CronSchedule
 from arq_mediator._recurring import run_schedules
 from tests.keys import queue_key
 
-from .conftest import running_worker
+from .conftest import BaseProbe, running_worker
 from .waiting import FAST, eventually
 
 
@@ -31,7 +30,7 @@ class Orphan(Request[int]):
 
 
 @dataclass
-class Probe:
+class Probe(BaseProbe):
     """Per-test state: the (job id, wall-clock start) of every Tick run."""
 
     runs: list[tuple[str, float]] = field(default_factory=list)
@@ -79,18 +78,9 @@ def reschedule(entry: RecurringJob, schedule: FixedTicks) -> None:
     object.__setattr__(entry, "schedule", schedule)
 
 
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
-    mediator = Mediator(redis=redis_url)
+def register(mediator: Mediator) -> None:
+    """Register the handlers the `mediator` fixture opens with."""
     mediator.handler(queue="ticks")(tick)
-    mediator.provide(probe)
-    async with mediator:
-        yield mediator
 
 
 def tick_id(name: str, moment: datetime) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, assert_type
 
 import pytest
@@ -25,8 +24,9 @@ from arq_mediator import (
     ResultRecord,
 )
 from arq_mediator._jobs import now_ms
+from tests.keys import Channels
 
-from .conftest import CHANNELS, running_worker
+from .conftest import BaseProbe, running_worker
 from .waiting import FAST, eventually
 
 
@@ -56,11 +56,9 @@ class Kaboom(RuntimeError):
 
 
 @dataclass
-class Probe:
+class Probe(BaseProbe):
     """Per-test state: Hold handlers signal `started` and wait for `release`."""
 
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
     holds: int = 0
 
 
@@ -84,21 +82,12 @@ async def unserializable(request: Unserializable, ctx: Context) -> dict[str, Any
     return {"handle": object()}
 
 
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
-    mediator = Mediator(redis=redis_url)
+def register(mediator: Mediator) -> None:
+    """Register the handlers the `mediator` fixture opens with."""
     mediator.handler(double)
     mediator.handler(explode)
     mediator.handler(hold)
     mediator.handler(unserializable)
-    mediator.provide(probe)
-    async with mediator:
-        yield mediator
 
 
 async def test_result_is_the_typed_response(mediator: Mediator) -> None:
@@ -150,7 +139,9 @@ async def test_result_of_an_unknown_job_raises_job_not_found(mediator: Mediator)
     assert await unknown.record() is None
 
 
-async def test_twenty_waiters_on_one_job_all_resolve(mediator: Mediator, redis: Redis, probe: Probe) -> None:
+async def test_twenty_waiters_on_one_job_all_resolve(
+    mediator: Mediator, redis: Redis, probe: Probe, channels: Channels
+) -> None:
     """Twenty concurrent `result()` calls on the same job share one subscription and all get the value."""
     async with running_worker(mediator, **FAST):
         handle = await mediator.enqueue(Hold(tag="shared"))
@@ -158,7 +149,7 @@ async def test_twenty_waiters_on_one_job_all_resolve(mediator: Mediator, redis: 
         waiters = [asyncio.create_task(mediator.job(handle.id, Hold).result(timeout=3)) for _ in range(20)]
 
         async def subscribed() -> bool:
-            [(_, subscribers)] = await redis.pubsub_numsub(CHANNELS.done(handle.id))
+            [(_, subscribers)] = await redis.pubsub_numsub(channels.done(handle.id))
             return int(subscribers) == 1
 
         await eventually(subscribed, what="the waiters' subscription")
@@ -180,7 +171,9 @@ async def test_concurrent_waiters_on_distinct_jobs_of_a_fresh_mediator_all_resol
     assert values == [Out(n=2 * i, label=f"doubled {i}") for i in range(20)]
 
 
-def hold_result_subscriptions(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+def hold_result_subscriptions(
+    monkeypatch: pytest.MonkeyPatch, channels: Channels
+) -> tuple[asyncio.Event, asyncio.Event]:
     """Hold back every SUBSCRIBE to a completion channel until the returned gate is set, as a slow link would.
 
     Returns:
@@ -189,25 +182,25 @@ def hold_result_subscriptions(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.
     entered, gate = asyncio.Event(), asyncio.Event()
     subscribe = PubSub.subscribe
 
-    async def gated_subscribe(self: PubSub, *channels: Any, **handlers: Any) -> Any:
-        if any(str(channel).startswith(CHANNELS.done_prefix) for channel in channels):
+    async def gated_subscribe(self: PubSub, *subscribed: Any, **handlers: Any) -> Any:
+        if any(str(channel).startswith(channels.done_prefix) for channel in subscribed):
             entered.set()
             await gate.wait()
-        return await subscribe(self, *channels, **handlers)
+        return await subscribe(self, *subscribed, **handlers)
 
     monkeypatch.setattr(PubSub, "subscribe", gated_subscribe)
     return entered, gate
 
 
 async def test_a_waiter_joining_while_the_subscription_is_in_flight_sees_the_result(
-    mediator: Mediator, probe: Probe, monkeypatch: pytest.MonkeyPatch
+    mediator: Mediator, probe: Probe, monkeypatch: pytest.MonkeyPatch, channels: Channels
 ) -> None:
     """A second waiter joining while the first one's subscription is in flight still gets the result."""
     async with running_worker(mediator, **FAST):  # the worker subscribes to its channels before the patch
         handle = await mediator.enqueue(Hold(tag="late"))
         await asyncio.wait_for(probe.started.wait(), 3)
 
-        entered, gate = hold_result_subscriptions(monkeypatch)
+        entered, gate = hold_result_subscriptions(monkeypatch, channels)
         status_read = asyncio.Event()
         status = mediator._jobs.status
 
@@ -236,11 +229,11 @@ async def test_a_waiter_joining_while_the_subscription_is_in_flight_sees_the_res
 
 
 async def test_result_timeout_bounds_the_whole_wait(
-    mediator: Mediator, monkeypatch: pytest.MonkeyPatch
+    mediator: Mediator, monkeypatch: pytest.MonkeyPatch, channels: Channels
 ) -> None:
     """`result(timeout=...)` raises TimeoutError on time even when Redis is slow to confirm a subscription."""
     handle = await mediator.enqueue(Double(n=1))  # no worker: it stays queued
-    entered, gate = hold_result_subscriptions(monkeypatch)
+    entered, gate = hold_result_subscriptions(monkeypatch, channels)
     started = time.monotonic()
     try:
         with pytest.raises(TimeoutError):
@@ -286,7 +279,9 @@ async def test_result_with_a_zero_timeout_only_looks(mediator: Mediator) -> None
     assert await handle.status() is JobStatus.QUEUED
 
 
-async def test_closing_the_mediator_ends_pending_result_waits(redis_url: str, redis: Redis) -> None:
+async def test_closing_the_mediator_ends_pending_result_waits(
+    redis_url: str, redis: Redis, channels: Channels
+) -> None:
     """A `result()` still waiting when its mediator closes ends then, instead of hanging on."""
     local = Mediator(redis=redis_url)
     local.handler(double)
@@ -295,7 +290,7 @@ async def test_closing_the_mediator_ends_pending_result_waits(redis_url: str, re
         waiter = asyncio.create_task(handle.result())
 
         async def subscribed() -> bool:
-            [(_, subscribers)] = await redis.pubsub_numsub(CHANNELS.done(handle.id))
+            [(_, subscribers)] = await redis.pubsub_numsub(channels.done(handle.id))
             return int(subscribers) == 1
 
         await eventually(subscribed)

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from arq_mediator import (
 )
 from tests.keys import deliveries_key, job_key, lease_key, result_key
 
-from .conftest import running_worker
+from .conftest import BaseProbe, running_worker
 from .waiting import FAST, eventually, polled
 
 
@@ -62,7 +61,7 @@ class Overlapped(Request[int]):
 
 
 @dataclass
-class Probe:
+class Probe(BaseProbe):
     """Per-test state: the tries each handler saw, with their wall-clock start times."""
 
     tries: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
@@ -71,8 +70,6 @@ class Probe:
     rogue_runs: int = 0
     beaten: asyncio.Event = field(default_factory=asyncio.Event)
     never: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-    started: asyncio.Event = field(default_factory=asyncio.Event)
 
     def saw(self, name: str, ctx: Context) -> int:
         assert ctx.job is not None
@@ -143,14 +140,8 @@ async def overlapped(request: Overlapped, ctx: Context) -> int:
 QUICK = Backoff(initial=0.01, factor=1, jitter=0)
 
 
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
-    mediator = Mediator(redis=redis_url)
+def register(mediator: Mediator) -> None:
+    """Register the handlers the `mediator` fixture opens with."""
     mediator.handler(max_tries=3, backoff=Backoff(initial=0.05, factor=2, jitter=0))(flaky)
     mediator.handler(max_tries=3, retry_on=(ConnectionError,), backoff=QUICK)(picky)
     mediator.handler(queue="doomed", max_tries=2, backoff=QUICK)(doomed)
@@ -159,9 +150,6 @@ async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
     mediator.handler(parked)
     mediator.handler(rogue)
     mediator.handler(max_tries=2, backoff=QUICK)(overlapped)
-    mediator.provide(probe)
-    async with mediator:
-        yield mediator
 
 
 async def test_retries_follow_the_backoff_until_a_try_succeeds(mediator: Mediator, probe: Probe) -> None:

@@ -38,9 +38,10 @@ from arq_mediator import (
     run_worker,
 )
 from arq_mediator._jobs import now_ms
-from tests.keys import deliveries_key, job_key, queue_key
+from tests.keys import Channels, deliveries_key, job_key, queue_key
+from tests.redis_databases import RedisDatabases
 
-from .conftest import CHANNELS, TEST_DB, redis_url_for, running_worker
+from .conftest import BaseProbe, running_worker
 from .waiting import FAST, eventually, polled
 
 ENVELOPE_ERROR = "arq_mediator.EnvelopeError"
@@ -74,12 +75,10 @@ class Gated(Request[str]):
 
 
 @dataclass
-class Probe:
+class Probe(BaseProbe):
     """Per-test state: the arguments the Strict handler ran with; Gated waits for `release`."""
 
     ran: list[int] = field(default_factory=list)
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def strict(request: Strict, ctx: Context) -> int:
@@ -98,20 +97,11 @@ async def on_announced(event: Announced, ctx: Context) -> None:
     pass
 
 
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
-    mediator = Mediator(redis=redis_url)
+def register(mediator: Mediator) -> None:
+    """Register the handlers the `mediator` fixture opens with."""
     mediator.handler(max_tries=3)(strict)
     mediator.handler(on_announced)
     mediator.handler(gated)
-    mediator.provide(probe)
-    async with mediator:
-        yield mediator
 
 
 async def plant(redis: Redis, job_id: str, body: bytes | str, queue: str = "default") -> None:
@@ -322,30 +312,30 @@ async def subscribers(redis: Redis, channel: str) -> int:
 
 
 async def test_a_worker_resubscribes_after_losing_its_pubsub_connection(
-    mediator: Mediator, redis: Redis
+    mediator: Mediator, redis: Redis, channels: Channels
 ) -> None:
     """A worker whose wake-up connection drops reconnects and is again woken at once by new jobs."""
     queue = f"blip-{uuid.uuid4().hex[:8]}"  # channels are server-wide: a name nobody else listens to
     settings = FAST | {"idle_check": 30.0}  # without a wake-up, a new job would wait half a minute
     async with running_worker(mediator, queues=[queue], **settings):
-        await polled(lambda: subscribers(redis, CHANNELS.wake(queue)), lambda n: n == 1)
+        await polled(lambda: subscribers(redis, channels.wake(queue)), lambda n: n == 1)
         assert await kill_pubsub_clients(redis) >= 1
-        await polled(lambda: subscribers(redis, CHANNELS.wake(queue)), lambda n: n == 0)
-        await polled(lambda: subscribers(redis, CHANNELS.wake(queue)), lambda n: n == 1, what="resubscribed")
+        await polled(lambda: subscribers(redis, channels.wake(queue)), lambda n: n == 0)
+        await polled(lambda: subscribers(redis, channels.wake(queue)), lambda n: n == 1, what="resubscribed")
 
         handle = await mediator.enqueue(Strict(n=4), queue=queue)
         assert await handle.result(timeout=2) == 4
 
 
 async def test_a_waiter_hears_of_a_job_finishing_while_its_connection_was_down(
-    mediator: Mediator, redis: Redis, probe: Probe
+    mediator: Mediator, redis: Redis, probe: Probe, channels: Channels
 ) -> None:
     """A result wait survives its pub/sub connection dropping, even if the job finishes meanwhile."""
     async with running_worker(mediator, **FAST):
         handle = await mediator.enqueue(Gated())
         await asyncio.wait_for(probe.started.wait(), 3)
         waiter = asyncio.create_task(handle.result(timeout=4))
-        await polled(lambda: subscribers(redis, CHANNELS.done(handle.id)), lambda n: n == 1)
+        await polled(lambda: subscribers(redis, channels.done(handle.id)), lambda n: n == 1)
 
         assert await kill_pubsub_clients(redis) >= 1
         probe.release.set()  # finishes (and publishes) while the waiter's connection is down
@@ -354,19 +344,19 @@ async def test_a_waiter_hears_of_a_job_finishing_while_its_connection_was_down(
 
 
 async def test_a_waiter_resubscribes_after_its_connection_drops(
-    mediator: Mediator, redis: Redis, probe: Probe
+    mediator: Mediator, redis: Redis, probe: Probe, channels: Channels
 ) -> None:
     """A result wait whose connection drops subscribes again, and hears of the job finishing after that."""
     async with running_worker(mediator, **FAST):
         handle = await mediator.enqueue(Gated())
         await asyncio.wait_for(probe.started.wait(), 3)
         waiter = asyncio.create_task(handle.result(timeout=4))
-        await polled(lambda: subscribers(redis, CHANNELS.done(handle.id)), lambda n: n == 1)
+        await polled(lambda: subscribers(redis, channels.done(handle.id)), lambda n: n == 1)
 
         assert await kill_pubsub_clients(redis) >= 1
-        await polled(lambda: subscribers(redis, CHANNELS.done(handle.id)), lambda n: n == 0)
+        await polled(lambda: subscribers(redis, channels.done(handle.id)), lambda n: n == 0)
         await polled(
-            lambda: subscribers(redis, CHANNELS.done(handle.id)), lambda n: n == 1, what="resubscribed"
+            lambda: subscribers(redis, channels.done(handle.id)), lambda n: n == 1, what="resubscribed"
         )
         probe.release.set()
 
@@ -449,14 +439,14 @@ async def test_run_worker_works_until_sigterm_then_returns_the_stopped_worker(
 
 
 @pytest.fixture
-async def neighbour(redis_url: str) -> AsyncIterator[tuple[Mediator, Probe, str]]:
+async def neighbour(redis_databases: RedisDatabases) -> AsyncIterator[tuple[Mediator, Probe, str]]:
     """Another app on another database of the same Redis server, its probe, and a token for shared ids.
 
     Only keys carrying the token are written there, and they are deleted after, so whatever else that
     database holds is left alone.
     """
     token = uuid.uuid4().hex
-    other = Mediator(redis=redis_url_for((TEST_DB + 1) % 16))
+    other = Mediator(redis=redis_databases.url("neighbour"))
     other.handler(strict)
     other.handler(gated)
     probe = other.provide(Probe())
@@ -470,14 +460,14 @@ async def neighbour(redis_url: str) -> AsyncIterator[tuple[Mediator, Probe, str]
 
 
 async def test_a_result_published_in_another_database_is_not_taken_for_this_ones(
-    mediator: Mediator, redis: Redis, neighbour: tuple[Mediator, Probe, str]
+    mediator: Mediator, redis: Redis, neighbour: tuple[Mediator, Probe, str], channels: Channels
 ) -> None:
     """A job finishing in another database does not answer `result()` for a same-id job in this one."""
     other, _, token = neighbour
     job_id, queue = f"shared-{token}", f"theirs-{token}"
     mine = await mediator.enqueue(Strict(n=1), job_id=job_id)  # no worker here: it stays queued
     waiter = asyncio.create_task(mine.result(timeout=1.5))
-    await polled(lambda: subscribers(redis, CHANNELS.done(job_id)), lambda n: n == 1)
+    await polled(lambda: subscribers(redis, channels.done(job_id)), lambda n: n == 1)
 
     theirs = await other.enqueue(Strict(n=100), job_id=job_id, queue=queue)
     async with running_worker(other, queues=[queue], **FAST):

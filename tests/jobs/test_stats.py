@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, Mediator, QueueStats, Request, Stats
 
+from .conftest import BaseProbe as Probe
 from .conftest import running_worker
 from .waiting import FAST, polled
 
@@ -27,14 +26,6 @@ class Broken(Request[int]):
 
 class Idle(Request[int]):
     pass
-
-
-@dataclass
-class Probe:
-    """Per-test state: Waiting handlers signal `started` and wait for `release`."""
-
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def waiting(request: Waiting, ctx: Context) -> str:
@@ -52,20 +43,11 @@ async def idle(request: Idle, ctx: Context) -> int:
     return 0
 
 
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
-    mediator = Mediator(redis=redis_url)
+def register(mediator: Mediator) -> None:
+    """Register the handlers the `mediator` fixture opens with."""
     mediator.handler(queue="busy")(waiting)
     mediator.handler(queue="busy")(broken)
     mediator.handler(queue="idle")(idle)
-    mediator.provide(probe)
-    async with mediator:
-        yield mediator
 
 
 async def test_stats_count_jobs_in_each_state_per_queue(mediator: Mediator, probe: Probe) -> None:

@@ -1,29 +1,22 @@
-"""Fixtures for the demo services: a PostgreSQL database of their own and a Redis database of their own."""
+"""Fixtures for the demo services: a PostgreSQL database of their own and a Redis database of their own
+(claimed for this run, see `tests/redis_databases.py`)."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 from services.settings import Settings
 
 from tests.processes import ManagedProcesses
+from tests.redis_databases import FlushedRedis
 
-# The service tests own this Redis database and flush it around each test.
-SERVICES_REDIS_DB = int(os.environ.get("ARQM_SERVICES_REDIS_DB", "11"))
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def services_redis_url() -> str:
-    """Return REDIS_URL (default redis://127.0.0.1:6379) pointed at the services' test database."""
-    parts = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
-    return urlunsplit((parts.scheme, parts.netloc, f"/{SERVICES_REDIS_DB}", parts.query, parts.fragment))
 
 
 def _asyncpg_dsn(url: str, database: str | None = None) -> str:
@@ -58,14 +51,9 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def clean_redis() -> AsyncIterator[str]:
+async def clean_redis(flushed_redis: FlushedRedis) -> str:
     """Return the services' Redis URL, with its database flushed before and after the test."""
-    url = services_redis_url()
-    client: Redis = Redis.from_url(url)
-    await client.flushdb()
-    yield url
-    await client.flushdb()
-    await client.aclose()
+    return await flushed_redis("services")
 
 
 @pytest.fixture

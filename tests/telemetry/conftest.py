@@ -30,7 +30,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from ..jobs.conftest import redis_url as redis_url
+from ..jobs.conftest import mediator as mediator
+from ..jobs.conftest import probe as probe
 from ..jobs.waiting import eventually
 
 # Deltas: each collection holds only what was recorded since the previous one, so a test that drains the

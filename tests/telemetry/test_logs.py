@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
@@ -38,12 +38,9 @@ def stamped(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixtu
     caplog.handler.removeFilter(log_filter)
 
 
-@pytest.fixture
-async def mediator(redis_url: str) -> AsyncIterator[Mediator]:
-    mediator = Mediator(redis=redis_url)
+def register(mediator: Mediator) -> None:
+    """Register the handler the `mediator` fixture opens with."""
     mediator.handler(queue="chores")(chore)
-    async with mediator:
-        yield mediator
 
 
 def stamp(record: logging.LogRecord) -> tuple[str, str]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from arq_mediator._jobs import now_ms
 from arq_mediator._telemetry import queue_depths
 from tests.keys import result_key
 
-from ..jobs.conftest import running_worker
+from ..jobs.conftest import BaseProbe, running_worker
 from ..jobs.waiting import FAST, eventually
 from .conftest import Telemetry, points
 
@@ -45,11 +44,10 @@ class Held(Request[int]):
 
 
 @dataclass
-class Probe:
+class Probe(BaseProbe):
     """Per-test state: Shaky's tries, and a gate Held waits at."""
 
     shaky_tries: int = 0
-    release: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def fine(request: Fine, ctx: Context) -> int:
@@ -80,22 +78,13 @@ async def held(request: Held, ctx: Context) -> int:
 QUEUES = ["m-fine", "m-broken", "m-shaky", "m-later", "m-held"]
 
 
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
-    mediator = Mediator(redis=redis_url)
+def register(mediator: Mediator) -> None:
+    """Register the handlers the `mediator` fixture opens with."""
     mediator.handler(queue="m-fine")(fine)
     mediator.handler(queue="m-broken")(broken)
     mediator.handler(queue="m-shaky", max_tries=2, backoff=Backoff(initial=0.01, jitter=0))(shaky)
     mediator.handler(queue="m-later")(later)
     mediator.handler(queue="m-held")(held)
-    mediator.provide(probe)
-    async with mediator:
-        yield mediator
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +18,7 @@ from arq_mediator._telemetry import tracer as library_tracer
 from arq_mediator._telemetry import tracing_enabled
 from tests.keys import job_key, queue_key
 
-from ..jobs.conftest import running_worker
+from ..jobs.conftest import BaseProbe, running_worker
 from ..jobs.waiting import FAST
 from .conftest import Telemetry, assert_child, attribute, by_attribute, ids, parent_id
 
@@ -67,7 +66,7 @@ class FlakyError(Exception):
 
 
 @dataclass
-class Probe:
+class Probe(BaseProbe):
     """Per-test state: the tries Flaky saw and the notification handlers that ran."""
 
     flaky_tries: list[int] = field(default_factory=list)
@@ -133,15 +132,9 @@ QUEUES = ["greet", "orders", "shipping", "signups", "flaky", "doomed", "ticks"]
 FLAKY_ERROR = f"{FlakyError.__module__}.{FlakyError.__qualname__}"
 
 
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
-    """Return an open mediator built after the SDK was set, so its inline routes are traced."""
-    mediator = Mediator(redis=redis_url)
+def register(mediator: Mediator) -> None:
+    """Register the handlers the `mediator` fixture opens with (after the autouse `telemetry` fixture set
+    the SDK, so its inline routes are traced)."""
     mediator.handler(queue="greet")(greet)
     mediator.handler(queue="orders")(take_order)
     mediator.handler(queue="shipping")(ship)
@@ -153,9 +146,6 @@ async def mediator(redis_url: str, probe: Probe) -> AsyncIterator[Mediator]:
     mediator.handler(ping)
     mediator.handler(on_ping_a)
     mediator.handler(on_ping_b)
-    mediator.provide(probe)
-    async with mediator:
-        yield mediator
 
 
 class DueAtFirstLook:

@@ -1,45 +1,28 @@
 """Fixtures running each test of the testing helper in both modes: in memory, and real workers on Redis.
 
-The Redis mode uses a database of its own (ARQM_TESTING_REDIS_DB, 9 by default), flushed before and after
-each test, so it never meets the databases other test folders use.
+The Redis mode uses a database of its own (claimed for this run, or ARQM_TESTING_REDIS_DB), flushed before
+and after each test, so it never meets the databases other test folders use.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 
 import pytest
-from redis.asyncio import Redis
 
 from arq_mediator import Mediator
 from arq_mediator.testing import drain, local_queue, running_worker
-from tests.jobs.conftest import redis_url_for
+from tests.redis_databases import FlushedRedis
 
-TESTING_DB = int(os.environ.get("ARQM_TESTING_REDIS_DB", "9"))
 # The queues the tests' handlers use, in the priority order the Redis mode's worker serves them.
 QUEUES = ["critical", "default", "emails"]
 
 
-@asynccontextmanager
-async def flushed_database() -> AsyncIterator[str]:
-    """Empty the testing helper's database before and after the block; yield its URL."""
-    url = redis_url_for(TESTING_DB)
-    client: Redis = Redis.from_url(url)
-    await client.flushdb()
-    try:
-        yield url
-    finally:
-        await client.flushdb()
-        await client.aclose()
-
-
 @pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
+async def redis_url(flushed_redis: FlushedRedis) -> str:
     """Return the URL of the testing helper's database, flushed before and after the test."""
-    async with flushed_database() as url:
-        yield url
+    return await flushed_redis("testing")
 
 
 class Jobs:
@@ -64,12 +47,12 @@ class Jobs:
 
 
 @pytest.fixture(params=["local", "redis"])
-async def jobs(request: pytest.FixtureRequest) -> AsyncIterator[Jobs]:
+async def jobs(request: pytest.FixtureRequest, flushed_redis: FlushedRedis) -> AsyncIterator[Jobs]:
     """Return a fresh mediator's job runner in memory, then again with a real worker on Redis."""
     mode: str = request.param
     async with AsyncExitStack() as stack:
         if mode == "redis":
-            url = await stack.enter_async_context(flushed_database())
+            url = await flushed_redis("testing")
             mediator = await stack.enter_async_context(Mediator(redis=url))
         else:
             mediator = Mediator()

@@ -9,19 +9,17 @@ the receiver closes, so the spans they flush on the way out still have somewhere
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from tests.processes import ManagedProcess, ManagedProcesses, free_port
+from tests.redis_databases import FlushedRedis
 from tests.services.conftest import postgres_url  # noqa: F401
 from tests.services.service_processes import clean_environment
 from tests.tracing.otlp_receiver import OtlpReceiver, running_receiver
@@ -29,9 +27,6 @@ from tests.tracing.otlp_receiver import OtlpReceiver, running_receiver
 # Spans leave a process a fifth of a second after they end, rather than the SDK's default 5 s.
 SCHEDULE_DELAY_MS = 200
 READY_TIMEOUT = 30.0
-# Not the services tests' database 11: a worker of theirs running meanwhile would take these tests' jobs
-# (and export their spans nowhere), and their flush would drop jobs in the middle of a retry.
-TRACING_REDIS_DB = int(os.environ.get("ARQM_TRACING_REDIS_DB", "10"))
 
 
 @dataclass
@@ -140,17 +135,13 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture
-async def tracing_redis() -> AsyncIterator[str]:
-    """Return REDIS_URL (default redis://127.0.0.1:6379) on these tests' database, flushed around the test."""
-    parts = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
-    url = urlunsplit((parts.scheme, parts.netloc, f"/{TRACING_REDIS_DB}", parts.query, parts.fragment))
-    client: Redis = Redis.from_url(url)
-    await client.flushdb()
-    try:
-        yield url
-    finally:
-        await client.flushdb()
-        await client.aclose()
+async def tracing_redis(flushed_redis: FlushedRedis) -> str:
+    """Return the URL of these tests' Redis database, flushed around the test.
+
+    Not the services tests' database: a worker of theirs running meanwhile would take these tests' jobs (and
+    export their spans nowhere), and their flush would drop jobs in the middle of a retry.
+    """
+    return await flushed_redis("tracing")
 
 
 @pytest.fixture
