@@ -141,7 +141,8 @@ class RedisDatabases:
         wanted = [role for role in ROLES if role not in self._numbers]
         held_by_others: list[int] = []
         foreign_keys: list[int] = []
-        for number in range(1, self._database_count(client)):
+        count = self._database_count(client)
+        for number in range(1, count):
             if not wanted:
                 break
             if number in self._numbers.values():
@@ -154,12 +155,16 @@ class RedisDatabases:
             else:
                 self._take(wanted.pop(0), number)
         if wanted:
-            claimed = len(self._numbers)
+            found = len(self._numbers)
             self._release_all()
+            reasons = [f"the server has {count} databases"]
+            if held_by_others:
+                reasons.append(f"held by other test runs: {held_by_others}")
+            if foreign_keys:
+                reasons.append(f"holding keys no test run wrote: {foreign_keys}")
             raise DatabasesUnavailableError(
-                f"the tests need {len(ROLES)} Redis databases of {self.server} besides database 0 and "
-                f"could claim only {claimed}: held by other test runs {held_by_others}, holding keys no "
-                f"test run wrote {foreign_keys}. Wait for the other runs, empty a database, or point "
+                f"the tests need {len(ROLES)} Redis databases of {self.server} besides database 0 and found "
+                f"{found} free ({'; '.join(reasons)}). Wait for the other runs, empty a database, or point "
                 "REDIS_URL at a server started with more (redis-server --databases 32)."
             )
         self._renewer = threading.Thread(target=self._keep_renewing, name="redis-claims", daemon=True)

@@ -112,6 +112,8 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # More redis-server options, e.g. ("--databases", "4").
+    options: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -132,6 +134,7 @@ class RedisServer:
             "yes",
             "--dir",
             str(self.directory),
+            *self.options,
         ]
         with (self.directory / "redis-server.log").open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
