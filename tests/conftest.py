@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Protocol
 
 import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Mediator
 from tests import containers
+from tests.jobs.worker_processes import RedisServer
 from tests.redis_databases import (
     DatabasesUnavailableError,
     FlushedRedis,
@@ -88,3 +91,33 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client: Redis = Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+class StartRedisServer(Protocol):
+    """Start a redis-server of the test's own with *options* (``"--databases", "4"``); return it answering."""
+
+    async def __call__(self, *options: str) -> RedisServer: ...
+
+
+@pytest.fixture
+async def redis_servers(tmp_path: Path) -> AsyncIterator[StartRedisServer]:
+    """Return a factory of private redis-servers (never the shared one); each is stopped when the test ends.
+
+    For what the shared server cannot give a test alone: an outage, a stall, its server-wide statistics.
+    """
+    started: list[RedisServer] = []
+
+    async def start(*options: str) -> RedisServer:
+        directory = tmp_path / f"redis-{len(started)}"
+        directory.mkdir()
+        server = RedisServer(directory, options=options)
+        started.append(server)
+        server.start()
+        await server.ready()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from redis import Redis
 
-from tests.jobs.worker_processes import RedisServer
+from tests.conftest import StartRedisServer
 from tests.redis_databases import ROLES, DatabasesUnavailableError, RedisDatabases, claim_key, url_for
 
 # Database 0 for the claims, and room for two runs' six databases: a third run finds none.
@@ -17,15 +16,9 @@ DATABASES = 1 + 2 * len(ROLES)
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[str]:
+async def server(redis_servers: StartRedisServer) -> str:
     """Return the URL of a private redis-server with `DATABASES` databases, stopped when the test ends."""
-    redis_server = RedisServer(tmp_path, options=("--databases", str(DATABASES)))
-    redis_server.start()
-    try:
-        await redis_server.ready()
-        yield redis_server.url
-    finally:
-        redis_server.stop()
+    return (await redis_servers("--databases", str(DATABASES))).url
 
 
 @contextmanager

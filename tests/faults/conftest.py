@@ -15,23 +15,16 @@ from pathlib import Path
 import pytest
 
 from arq_mediator import Mediator
+from tests.conftest import StartRedisServer
 from tests.jobs import process_app
 from tests.jobs.worker_processes import RedisServer, Workers, wait_until
 from tests.processes import ManagedProcess, ManagedProcesses
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+async def server(redis_servers: StartRedisServer) -> RedisServer:
     """Return a private redis-server, up and answering; stopped when the test ends."""
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    redis_server = RedisServer(directory)
-    redis_server.start()
-    try:
-        await redis_server.ready()
-        yield redis_server
-    finally:
-        redis_server.stop()
+    return await redis_servers()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import JobStatus, Mediator
+from tests.conftest import StartRedisServer
 from tests.keys import deliveries_key
 from tests.processes import ManagedProcess, ManagedProcesses
 
@@ -68,16 +69,9 @@ async def app(redis_url: str) -> AsyncIterator[Mediator]:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+async def private_redis(redis_servers: StartRedisServer) -> RedisServer:
     """Return a private redis-server (never the shared one), stopped at the end of the test."""
-    directory = tmp_path / "private-redis"
-    directory.mkdir()
-    server = RedisServer(directory)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    return await redis_servers()
 
 
 async def hash_of(redis: Redis, key: str) -> dict[str, str]:

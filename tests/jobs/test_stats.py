@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, Mediator, QueueStats, Request, Stats
+from tests.conftest import StartRedisServer
 
 from .conftest import BaseProbe as Probe
 from .conftest import running_worker
@@ -120,14 +121,20 @@ async def test_stats_of_an_empty_database_are_zero(mediator: Mediator) -> None:
     assert stats.totals == {"ready": 0, "running": 0, "deferred": 0, "failed": 0, "workers": 0}
 
 
-async def test_stats_read_registries_and_never_walk_the_keyspace(mediator: Mediator, redis: Redis) -> None:
+async def test_stats_read_registries_and_never_walk_the_keyspace(redis_servers: StartRedisServer) -> None:
     """Queues and workers are listed from the registries the scripts keep: no KEYS, no SCAN."""
-    await mediator.enqueue(Idle())
-    async with running_worker(mediator, queues=["busy"], **FAST):
-        stats = await polled(mediator.stats, lambda s: len(s.workers) == 1)
-        await redis.config_resetstat()
-        await mediator.stats()
-        commands = await redis.info("commandstats")
+    # Command statistics are server-wide: on a server of its own, no other test run's SCAN shows in them.
+    server = await redis_servers()
+    mediator = Mediator(redis=server.url)
+    register(mediator)
+    mediator.provide(Probe())
+    async with mediator, Redis.from_url(server.url) as redis:
+        await mediator.enqueue(Idle())
+        async with running_worker(mediator, queues=["busy"], **FAST):
+            stats = await polled(mediator.stats, lambda s: len(s.workers) == 1)
+            await redis.config_resetstat()
+            await mediator.stats()
+            commands = await redis.info("commandstats")
 
     assert {queue.name for queue in stats.queues} >= {"idle", "busy"}
     assert "cmdstat_scan" not in commands
