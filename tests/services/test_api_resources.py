@@ -195,17 +195,21 @@ async def test_the_openapi_document_lists_every_endpoint_and_the_uis_answer(
         assert "<html" in page.text.lower()
 
 
+def on_redis(settings: Settings, redis_url: str) -> Settings:
+    """Return the API's settings for a Redis of the test's own: no simulated work, no email failures."""
+    return Settings(
+        redis_url=redis_url,
+        database_url=settings.database_url,
+        work_scale=0.0,
+        email_failure_rate=0.0,
+        service_name="api",
+    )
+
+
 async def test_with_redis_stopped_health_and_enqueueing_answer_503(settings: Settings) -> None:
     """After Redis dies, /health names it as down and the enqueueing endpoints answer 503, never a 500."""
     with private_redis() as redis_server:
-        private = Settings(
-            redis_url=redis_server.url,
-            database_url=settings.database_url,
-            work_scale=0.0,
-            email_failure_rate=0.0,
-            service_name="api",
-        )
-        async with api_client(private) as client:
+        async with api_client(on_redis(settings, redis_server.url)) as client:
             assert (await client.get("/health")).status_code == 200
 
             redis_server.stop()
@@ -229,14 +233,7 @@ async def test_with_redis_stopped_health_and_enqueueing_answer_503(settings: Set
 async def test_with_redis_frozen_every_endpoint_answers_503_within_seconds(settings: Settings) -> None:
     """A Redis that hangs (SIGSTOP) gets the same fast 503 as one that is down, from every endpoint."""
     with private_redis() as redis_server:
-        private = Settings(
-            redis_url=redis_server.url,
-            database_url=settings.database_url,
-            work_scale=0.0,
-            email_failure_rate=0.0,
-            service_name="api",
-        )
-        async with api_client(private) as client:
+        async with api_client(on_redis(settings, redis_server.url)) as client:
             assert (await client.get("/health")).status_code == 200
             os.kill(redis_server.process.pid, signal.SIGSTOP)
             try:
