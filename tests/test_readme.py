@@ -105,6 +105,19 @@ def test_readme_background_example_is_the_script_verbatim() -> None:
     assert "".join(blocks) == (ROOT / "examples" / "background.py").read_text(encoding="utf-8")
 
 
+def run_example(script: str, redis_url: str) -> subprocess.CompletedProcess[str]:
+    """Run examples/*script* as a user would, warnings as errors, with REDIS_URL set to *redis_url*."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", str(ROOT / "examples" / script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=os.environ | {"REDIS_URL": redis_url},
+    )
+
+
 @pytest.fixture
 async def readme_redis(flushed_redis: FlushedRedis) -> str:
     """Return the URL of a database of the README examples' own, emptied before and after the test."""
@@ -113,16 +126,7 @@ async def readme_redis(flushed_redis: FlushedRedis) -> str:
 
 def test_background_example_runs_against_redis(readme_redis: str) -> None:
     """examples/background.py runs a job, a deferred job and a failing job through the Redis at REDIS_URL."""
-    environment = os.environ | {"REDIS_URL": readme_redis}
-    completed = subprocess.run(
-        [sys.executable, "-W", "error", str(ROOT / "examples" / "background.py")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=environment,
-    )
+    completed = run_example("background.py", readme_redis)
     assert completed.returncode == 0, completed.stderr
     assert "title='usage' rows=3" in completed.stdout
     assert "deferred job is deferred; then title='later' rows=1" in completed.stdout
@@ -137,15 +141,7 @@ def test_readme_testing_example_is_the_script_verbatim() -> None:
 
 def test_testing_example_runs_without_redis() -> None:
     """examples/testing.py retries one charge, fails the other for good, and prints both, with no Redis."""
-    completed = subprocess.run(
-        [sys.executable, "-W", "error", str(ROOT / "examples" / "testing.py")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=os.environ | {"REDIS_URL": "redis://127.0.0.1:1"},  # nothing listens there
-    )
+    completed = run_example("testing.py", "redis://127.0.0.1:1")  # nothing listens there
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.splitlines() == [
         "refused: builtins.ValueError: cannot charge 0 cents",

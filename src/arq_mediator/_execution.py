@@ -20,7 +20,8 @@ from pydantic_core import PydanticSerializationError
 
 from ._context import Context, JobInfo
 from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, decode_envelope, encode_raw, qualified_name
-from ._errors import EnvelopeError, JobAbortedError, NoHandlerError, WorkerLostError
+from ._errors import EnvelopeError, NoHandlerError, WorkerLostError
+from ._handle import aborted
 from ._jobs import now_ms
 from ._messages import Request, response_type_of
 from ._outcomes import ABORT_ASKED, DONE
@@ -42,11 +43,6 @@ if TYPE_CHECKING:
     from ._worker_settings import WorkerSettings
 
 logger = logging.getLogger("arq_mediator.worker")
-
-
-def aborted(how: str) -> ErrorRecord:
-    """Return the error record of a job aborted *how* ("aborted while running", say)."""
-    return ErrorRecord(type=qualified_name(JobAbortedError), message=how)
 
 
 # How much of an unreadable job's body its failure record keeps.

@@ -7,17 +7,20 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import TypeAdapter
 
-from ._envelope import ResultRecord
+from ._envelope import ErrorRecord, ResultRecord, qualified_name
 from ._errors import JobAbortedError, JobFailedError, redis_unavailable_as_queue_error
 
 if TYPE_CHECKING:
     from ._jobs import JobClient
 
 R = TypeVar("R")
-# The type names an aborted job's error record carries (the second: before 1.0).
-ABORTED_TYPES = frozenset(
-    {f"{JobAbortedError.__module__}.JobAbortedError", "arq_mediator._errors.JobAborted"}
-)
+# The type name an aborted job's error record carries, and the one records written before 1.0 carry.
+ABORTED_TYPES = frozenset({qualified_name(JobAbortedError), "arq_mediator._errors.JobAborted"})
+
+
+def aborted(how: str) -> ErrorRecord:
+    """Return the error record of a job aborted *how* ("aborted while running", say)."""
+    return ErrorRecord(type=qualified_name(JobAbortedError), message=how)
 
 
 class JobStatus(enum.StrEnum):

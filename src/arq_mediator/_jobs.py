@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from redis.exceptions import NoScriptError, RedisError
 
-from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, qualified_name
-from ._errors import JobAbortedError, JobNotFoundError
-from ._handle import ABORTED_TYPES, JobStatus
+from ._envelope import JobEnvelope, ResultRecord
+from ._errors import JobNotFoundError
+from ._handle import ABORTED_TYPES, JobStatus, aborted
 from ._keys import (
     QUEUE_PREFIX,
     QUEUES_KEY,
@@ -217,7 +217,8 @@ class JobClient:
         try:
             async with asyncio.timeout(_DESCRIBE_WITHIN):  # the caller's time is up already
                 state, body = await self.scripts.status(args=[job_id])
-                queue = _queue_of(body) if state != b"finished" else ""
+                envelope = _envelope_of(body) if state != b"finished" else None
+                queue = envelope.queue if envelope else ""
                 served = {q for worker in await self.workers() for q in worker.queues}
         except (RedisError, OSError, TimeoutError) as error:
             return f"job {job_id} did not finish within {timeout}s (its status is unknown: {error})"
@@ -263,7 +264,7 @@ class JobClient:
                 queue=queue,
                 ok=False,
                 type=envelope.type if envelope else "",
-                error=ErrorRecord(type=qualified_name(JobAbortedError), message="aborted before it started"),
+                error=aborted("aborted before it started"),
                 job=envelope,
                 finished_at=now_ms(),
             )
@@ -361,12 +362,6 @@ def _envelope_of(body: bytes | None) -> JobEnvelope | None:
         return JobEnvelope.model_validate_json(body)
     except ValidationError:
         return None
-
-
-def _queue_of(body: bytes | None) -> str:
-    """Return the queue named in a job body, or "" when there is none or it cannot be read."""
-    envelope = _envelope_of(body)
-    return envelope.queue if envelope else ""
 
 
 def status_of(record: ResultRecord) -> JobStatus:
