@@ -82,7 +82,7 @@ class JobSummary:
 
 @dataclass(frozen=True, slots=True)
 class JobStep:
-    """One state change: enqueued, started (try N on a worker), retry scheduled, succeeded, failed, aborted."""
+    """A state change: enqueued, started (try N on worker W), retry scheduled, succeeded, failed, aborted."""
 
     at: datetime
     state: str
