@@ -61,10 +61,22 @@ PACKAGES = [
     *("redis", "hiredis", "coredis", "pydantic"),
 ]
 FULL = Plan(
-    jobs=5000, latency_samples=40, slow_latency_samples=8, warmup=3, steady_rate=500, steady_seconds=4
+    jobs=5000,
+    slow_jobs=1000,
+    latency_samples=40,
+    slow_latency_samples=8,
+    warmup=3,
+    steady_rate=500,
+    steady_seconds=4,
 )
 QUICK = Plan(
-    jobs=300, latency_samples=8, slow_latency_samples=2, warmup=1, steady_rate=500, steady_seconds=0.5
+    jobs=300,
+    slow_jobs=300,
+    latency_samples=8,
+    slow_latency_samples=2,
+    warmup=1,
+    steady_rate=500,
+    steady_seconds=0.5,
 )
 
 
@@ -175,7 +187,9 @@ def main() -> None:
     if arguments.jobs is not None:
         if arguments.jobs < 100:
             parser.error("--jobs must be at least 100")
-        plan = Plan(**{**plan.__dict__, "jobs": arguments.jobs})
+        plan = Plan(
+            **{**plan.__dict__, "jobs": arguments.jobs, "slow_jobs": min(plan.slow_jobs, arguments.jobs)}
+        )
     runs = arguments.runs if arguments.runs is not None else (1 if arguments.quick else 3)
     if runs < 1:
         parser.error("--runs must be at least 1")

@@ -49,6 +49,7 @@ class Plan:
     """How much of everything one run measures."""
 
     jobs: int  # per drain
+    slow_jobs: int  # per drain for variants that poll at 0.5 s (arq's defaults: ~200 jobs/s)
     latency_samples: int
     slow_latency_samples: int  # for variants that poll at 0.5 s
     warmup: int
@@ -165,6 +166,7 @@ class VariantBench:
         self.control: Redis = Redis.from_url(url)
         self.client: PeerClient = variant.client(url)
         self.started = 0
+        self.jobs = min(plan.jobs, plan.slow_jobs) if variant.slow_polls else plan.jobs
 
     async def measure(self) -> dict[str, float]:
         """Run every measure; return them by name (seconds, bytes, jobs/s)."""
@@ -175,21 +177,21 @@ class VariantBench:
             stack.push_async_callback(self.client.close)
             await self.reset()
             before = await self.used_memory()
-            await self.client.preload("roundtrip", self.plan.jobs)
-            found["memory_per_job"] = (await self.used_memory() - before) / self.plan.jobs
+            await self.client.preload("roundtrip", self.jobs)
+            found["memory_per_job"] = (await self.used_memory() - before) / self.jobs
             with self.workers(1) as workers:
-                drain = await self.drain(workers, self.plan.jobs)
+                drain = await self.drain(workers, self.jobs)
                 found["drain"], found["cpu_per_job"] = drain.rate, drain.cpu_per_job
                 found.update(await self.latencies(workers))
             for kind, name in (("noop", "drain_noop"), ("sleep", "drain_sleep")):
                 await self.reset()
-                await self.client.preload(kind, self.plan.jobs)
+                await self.client.preload(kind, self.jobs)
                 with self.workers(1) as workers:
-                    found[name] = (await self.drain(workers, self.plan.jobs)).rate
+                    found[name] = (await self.drain(workers, self.jobs)).rate
             await self.reset()
-            await self.client.preload("roundtrip", self.plan.jobs)
+            await self.client.preload("roundtrip", self.jobs)
             with self.workers(2) as workers:
-                found["drain_two"] = (await self.drain(workers, self.plan.jobs)).rate
+                found["drain_two"] = (await self.drain(workers, self.jobs)).rate
                 found.update(await self.steady(workers))
             await self.reset()
         return found

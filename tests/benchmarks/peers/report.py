@@ -91,9 +91,8 @@ def render(runs: Sequence[Run], names: Sequence[str]) -> str:
             found = values(runs, name, measure)
             if not found:
                 continue
-            ratio = ""
-            if name not in (SUBJECT, CEILING):
-                ratio = summary(ratios(runs, name, measure), "{:.2f}x".format)
+            compared = [] if name in (SUBJECT, CEILING) else ratios(runs, name, measure)
+            ratio = summary(compared, "{:.2f}x".format) if compared else ""
             rows.append([name, summary(found), ratio])
         if rows:
             header = [f"{measure.label} ({measure.unit})", "median (range)", "arq-mediator vs it"]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 from typing import Any
 
 from saq import Job, Queue
+from saq.job import TERMINAL_STATUSES, Status
 
 from .system import Variant, Waiter, concurrently
 from .workload import CONCURRENCY, run_job
 
 QUEUE = "peers"
+RECHECK = 0.5  # seconds a result wait listens before reading the job again
 
 
 async def work(ctx: Any, *, kind: str, sent: float) -> float:
@@ -29,7 +33,7 @@ def settings(url: str) -> dict[str, Any]:
 
 
 class SaqClient:
-    """Enqueue with `Queue.enqueue`, await with `Job.refresh(until_complete=...)` (pub/sub)."""
+    """Enqueue with `Queue.enqueue`, await with `Job.refresh(until_complete=...)`, re-read every 0.5 s."""
 
     def __init__(self, url: str) -> None:
         self.queue = queue(url)
@@ -49,10 +53,19 @@ class SaqClient:
         job = await self._enqueue(kind, sent)
 
         async def wait(timeout: float) -> float:
-            await job.refresh(until_complete=timeout)
-            if job.result is None:
-                raise TimeoutError(f"saq job {job.key} did not complete within {timeout} s ({job.status})")
-            return float(job.result)
+            deadline = time.monotonic() + timeout
+            while True:
+                # refresh() reads the job, then listens for its completion: one that lands in between
+                # is not heard, so the listen is bounded and the job read again (saq's apply() polls
+                # at this interval too).
+                with contextlib.suppress(TimeoutError):
+                    await job.refresh(until_complete=RECHECK)
+                if job.status == Status.COMPLETE:
+                    return float(job.result)
+                if job.status in TERMINAL_STATUSES:
+                    raise RuntimeError(f"saq job {job.key} ended {job.status}: {job.error}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"saq job {job.key} not complete within {timeout} s ({job.status})")
 
         return wait
 
@@ -73,7 +86,7 @@ VARIANTS = [
         name="saq",
         system="saq",
         fast=False,
-        settings="defaults (its CLI logs errors only, so no line per job; JSON)",
+        settings="defaults (its CLI logs errors only, so no line per job; JSON); results by pub/sub",
         command=[sys.executable, "-m", "saq", "tests.benchmarks.peers.saq_worker.settings"],
         client=SaqClient,
     ),
