@@ -62,15 +62,17 @@ PACKAGES = [
 ]
 FULL = Plan(
     jobs=5000,
+    body_jobs=2500,
     slow_jobs=1000,
-    latency_samples=40,
+    latency_samples=30,
     slow_latency_samples=8,
     warmup=3,
     steady_rate=500,
-    steady_seconds=4,
+    steady_seconds=3,
 )
 QUICK = Plan(
     jobs=300,
+    body_jobs=300,
     slow_jobs=300,
     latency_samples=8,
     slow_latency_samples=2,
@@ -147,7 +149,10 @@ async def run(plan: Plan, variants: list[Variant], runs: int) -> list[Run]:
         for server in servers.values():
             await server.ready()
         print(f"Redis server {await server_version(servers[CEILING].url)}, one private server per variant")
-        print(f"work: {plan.jobs:,} jobs a drain, concurrency 20, {runs} run(s); logs in {work_dir}")
+        print(
+            f"work: {plan.jobs:,} jobs a round-trip drain, {plan.body_jobs:,} a no-op or sleep drain "
+            f"(at most {plan.slow_jobs:,} for 0.5 s polls), concurrency 20, {runs} run(s); logs in {work_dir}"
+        )
         for variant in variants:
             print(f"  {variant.name:14} {variant.settings}")
         for number in range(runs):
@@ -178,7 +183,12 @@ async def run(plan: Plan, variants: list[Variant], runs: int) -> list[Run]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=None, help="runs, each in a rotated order (default 3)")
-    parser.add_argument("--jobs", type=int, default=None, help="jobs per drain (default 5,000)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="jobs per round-trip drain (default 5,000; the no-op and sleep drains at most 2,500)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 300 jobs, 1 run, few samples")
     parser.add_argument("--only", help="comma-separated variant names, e.g. arq-mediator,saq")
     parser.add_argument("--json", type=Path, help="also write every run's numbers to this file")
@@ -187,9 +197,8 @@ def main() -> None:
     if arguments.jobs is not None:
         if arguments.jobs < 100:
             parser.error("--jobs must be at least 100")
-        plan = Plan(
-            **{**plan.__dict__, "jobs": arguments.jobs, "slow_jobs": min(plan.slow_jobs, arguments.jobs)}
-        )
+        smaller = {name: min(getattr(plan, name), arguments.jobs) for name in ("body_jobs", "slow_jobs")}
+        plan = Plan(**{**plan.__dict__, "jobs": arguments.jobs, **smaller})
     runs = arguments.runs if arguments.runs is not None else (1 if arguments.quick else 3)
     if runs < 1:
         parser.error("--runs must be at least 1")

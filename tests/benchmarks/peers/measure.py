@@ -48,8 +48,9 @@ LATENCY_TIMEOUT = 30.0
 class Plan:
     """How much of everything one run measures."""
 
-    jobs: int  # per drain
-    slow_jobs: int  # per drain for variants that poll at 0.5 s (arq's defaults: ~200 jobs/s)
+    jobs: int  # per drain of the round-trip body
+    body_jobs: int  # per drain of the no-op and the sleep body
+    slow_jobs: int  # at most, per drain, for variants that poll at 0.5 s (arq's defaults: ~200 jobs/s)
     latency_samples: int
     slow_latency_samples: int  # for variants that poll at 0.5 s
     warmup: int
@@ -167,6 +168,7 @@ class VariantBench:
         self.client: PeerClient = variant.client(url)
         self.started = 0
         self.jobs = min(plan.jobs, plan.slow_jobs) if variant.slow_polls else plan.jobs
+        self.body_jobs = min(plan.body_jobs, plan.slow_jobs) if variant.slow_polls else plan.body_jobs
 
     async def measure(self) -> dict[str, float]:
         """Run every measure; return them by name (seconds, bytes, jobs/s)."""
@@ -185,9 +187,9 @@ class VariantBench:
                 found.update(await self.latencies(workers))
             for kind, name in (("noop", "drain_noop"), ("sleep", "drain_sleep")):
                 await self.reset()
-                await self.client.preload(kind, self.jobs)
+                await self.client.preload(kind, self.body_jobs)
                 with self.workers(1) as workers:
-                    found[name] = (await self.drain(workers, self.jobs)).rate
+                    found[name] = (await self.drain(workers, self.body_jobs)).rate
             await self.reset()
             await self.client.preload("roundtrip", self.jobs)
             with self.workers(2) as workers:
