@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.peers.report import CEILING, MEASURES, SUBJECT, Run, ratios, render
+from tests.benchmarks.peers.report import CEILING, MEASURES, SUBJECT, Run, markdown, ratios, render
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "benchmarks" / "bench_peers.py"
@@ -46,6 +46,20 @@ def test_the_report_gives_medians_ranges_and_the_share_of_the_ceiling() -> None:
     assert "3,000 (2,000-4,000)" in text
     assert "30% (20%-40%) of the body-only ceiling" in text
     assert "85% (80%-90%) of the ideal" in text
+
+
+def test_the_markdown_table_compares_with_the_best_peer_of_each_measure() -> None:
+    """The best peer is the fastest for rates and the quickest for latencies, each with its ratio."""
+    runs: list[Run] = [
+        {
+            SUBJECT: {"drain": 2000, "pickup_p50": 0.002},
+            "slow": {"drain": 500, "pickup_p50": 0.001},
+            "fast": {"drain": 1000, "pickup_p50": 0.004},
+        }
+    ]
+    table = markdown(runs)
+    assert "| one worker drain, round-trip body, jobs/s | 2,000 | fast 1,000 | 2.00x |" in table
+    assert "| idle pickup p50 (enqueue -> start), ms | 2.00 | slow 1.00 | 0.50x |" in table
 
 
 def missing_for_smoke() -> str | None:

@@ -45,7 +45,7 @@ from redis.asyncio import Redis  # noqa: E402
 
 from tests.benchmarks.peers import arq_peer, mediator_peer, saq_peer, streaq_peer, taskiq_peer  # noqa: E402
 from tests.benchmarks.peers.measure import Plan, RedisServerProcess, VariantBench, ceiling  # noqa: E402
-from tests.benchmarks.peers.report import CEILING, Run, render  # noqa: E402
+from tests.benchmarks.peers.report import CEILING, Run, markdown, render  # noqa: E402
 from tests.benchmarks.peers.system import Variant  # noqa: E402
 from tests.processes import free_port  # noqa: E402
 
@@ -192,6 +192,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 300 jobs, 1 run, few samples")
     parser.add_argument("--only", help="comma-separated variant names, e.g. arq-mediator,saq")
     parser.add_argument("--json", type=Path, help="also write every run's numbers to this file")
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print arq-mediator against the best peer as Markdown"
+    )
     arguments = parser.parse_args()
     plan = QUICK if arguments.quick else FULL
     if arguments.jobs is not None:
@@ -203,6 +206,8 @@ def main() -> None:
     if runs < 1:
         parser.error("--runs must be at least 1")
     results = asyncio.run(run(plan, chosen(arguments.only), runs))
+    if arguments.markdown:
+        print(f"\n{markdown(results)}")
     if arguments.json is not None:
         document = {
             "versions": {name: version(name) for name in PACKAGES},

@@ -118,3 +118,25 @@ def _ceiling(runs: Sequence[Run]) -> str:
         f"its sleep-body drain {summary(sleeps, percent)} of the ideal "
         f"({number(runs[0][CEILING]['sleep_ideal'])} jobs/s: 20 slots / 10 ms)."
     )
+
+
+def markdown(runs: Sequence[Run]) -> str:
+    """Return a Markdown table: per measure, arq-mediator, the best peer variant, and their ratio by run."""
+    peers = sorted({name for run in runs for name in run} - {SUBJECT, CEILING})
+    lines = [
+        "| measure | arq-mediator | best peer (median of runs) | arq-mediator vs it |",
+        "|---|---|---|---|",
+    ]
+    for measure in MEASURES:
+        ours = values(runs, SUBJECT, measure)
+        medians = {peer: statistics.median(found) for peer in peers if (found := values(runs, peer, measure))}
+        if not ours or not medians:
+            continue
+        pick = max if measure.higher_is_better else min
+        best = pick(medians, key=lambda peer: medians[peer])
+        label = f"{measure.label}, {measure.unit}"
+        compared = summary(ratios(runs, best, measure), "{:.2f}x".format)
+        lines.append(
+            f"| {label} | {summary(ours)} | {best} {summary(values(runs, best, measure))} | {compared} |"
+        )
+    return "\n".join(lines)
