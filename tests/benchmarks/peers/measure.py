@@ -178,9 +178,14 @@ class VariantBench:
             await self.client.open()
             stack.push_async_callback(self.client.close)
             await self.reset()
+            # Memory is measured at the full count for every variant: fewer jobs would weigh the server's
+            # fixed costs (scripts, buffers) more.
             before = await self.used_memory()
-            await self.client.preload("roundtrip", self.jobs)
-            found["memory_per_job"] = (await self.used_memory() - before) / self.jobs
+            await self.client.preload("roundtrip", self.plan.jobs)
+            found["memory_per_job"] = (await self.used_memory() - before) / self.plan.jobs
+            if self.jobs != self.plan.jobs:
+                await self.reset()
+                await self.client.preload("roundtrip", self.jobs)
             with self.workers(1) as workers:
                 drain = await self.drain(workers, self.jobs)
                 found["drain"], found["cpu_per_job"] = drain.rate, drain.cpu_per_job
