@@ -101,7 +101,9 @@ def test_a_quick_run_measures_everything_for_arq_mediator_and_a_peer(tmp_path: P
     [run] = json.loads(results.read_text())["runs"]
     for name in (SUBJECT, "saq"):
         assert {found.key for found in MEASURES} <= set(run[name]), (name, run[name])
-        assert all(value > 0 for value in run[name].values()), (name, run[name])
+        # Redis's CPU time moves in kernel ticks: over 100 jobs it may not have moved at all.
+        assert all(value > 0 for key, value in run[name].items() if key != "redis_cpu_per_job"), run[name]
+        assert run[name]["redis_cpu_per_job"] >= 0
     assert run[CEILING]["drain"] > 0
     assert "arq-mediator vs it" in text
     assert "of the body-only ceiling" in text

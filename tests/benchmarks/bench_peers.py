@@ -7,7 +7,8 @@ system's defaults and, where its documentation offers faster settings, those. Pe
 * memory: Redis ``used_memory`` growth per queued job, with N jobs queued and no worker;
 * drains of N pre-queued jobs by one worker (round-trip body: one RPUSH; no-op body; sleep 10 ms body),
   and by two workers (round-trip), timed from the job tallies the workers keep over the span all of them
-  were running, so process start-up is left out; worker CPU per job from the round-trip drain;
+  were running, so process start-up is left out; worker CPU and Redis CPU per job from the one-worker
+  round-trip drain;
 * latency on an idle worker, one job at a time: enqueue -> start (idle pickup) and enqueue -> result
   returned through the system's own result API;
 * enqueue -> start p50 and p99 while enqueueing a steady 500 jobs/s, one at a time, to two workers;

@@ -187,7 +187,9 @@ class VariantBench:
                 await self.reset()
                 await self.client.preload("roundtrip", self.jobs)
             with self.workers(1) as workers:
+                redis_cpu = await self.redis_cpu()
                 drain = await self.drain(workers, self.jobs)
+                found["redis_cpu_per_job"] = (await self.redis_cpu() - redis_cpu) / self.jobs
                 found["drain"], found["cpu_per_job"] = drain.rate, drain.cpu_per_job
                 found.update(await self.latencies(workers))
             for kind, name in (("noop", "drain_noop"), ("sleep", "drain_sleep")):
@@ -207,6 +209,11 @@ class VariantBench:
         """Empty the variant's server and let the client recreate what its system expects."""
         await self.control.flushall()
         await self.client.after_flush()
+
+    async def redis_cpu(self) -> float:
+        """Return the CPU seconds the server used so far (user and system; the kernel counts in ticks)."""
+        info: dict[str, Any] = await self.control.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
     async def used_memory(self) -> float:
         """Return the server's used_memory in bytes."""

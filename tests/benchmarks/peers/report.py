@@ -33,6 +33,7 @@ MEASURES = [
     Measure("steady_p99", "steady 500 jobs/s, 2 workers: enqueue -> start p99", 1000, "ms", False),
     Measure("memory_per_job", "Redis memory per queued job", 1, "B", False),
     Measure("cpu_per_job", "worker CPU per job (round-trip drain)", 1e6, "us", False),
+    Measure("redis_cpu_per_job", "Redis CPU per job (round-trip drain)", 1e6, "us", False),
 ]
 
 # One run: variant name -> measure key -> value.
