@@ -63,7 +63,10 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     Raises:
         ValueError: the URL is malformed; the message says which part and what was expected.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # an unclosed [IPv6 address], say
+        raise ValueError(f"cannot read Sentinel URL {url!r}: {error}") from None
     scheme = parts.scheme.lower()
     if scheme not in SENTINEL_SCHEMES:
         raise ValueError(f"a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://, got {url!r}")
@@ -98,8 +101,8 @@ def _credentials(userinfo: str) -> tuple[str | None, str | None]:
 def _address(address: str, url: str) -> tuple[str, int]:
     """Read ``host``, ``host:port`` or ``[v6 address]:port``; the port is 26379 when left out."""
     if address.startswith("["):
-        host, closed, rest = address[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
+        host, _, rest = address[1:].partition("]")  # urlsplit saw to the closing bracket
+        if rest and not rest.startswith(":"):
             raise ValueError(f"sentinel address {address!r} is not [IPv6 address]:port, in {url!r}")
         port = rest[1:]
     else:

@@ -65,21 +65,29 @@ class SentinelProcess:
 
 @dataclass
 class SentinelDeployment:
-    """The master, its replica and three sentinels; `url` is how clients reach the master through them."""
+    """The master, its replicas (one by default) and three sentinels; `url` reaches the master via them."""
 
     directory: Path
+    replica_count: int = 1
     master: RedisServer = field(init=False)
-    replica: RedisServer = field(init=False)
+    replicas: list[RedisServer] = field(init=False)
     sentinels: list[SentinelProcess] = field(init=False)
 
     def __post_init__(self) -> None:
         # No delay before a replica's first full sync: the default waits 5 s for more replicas to join.
         fast_sync = ("--repl-diskless-sync-delay", "0")
         self.master = RedisServer(self._folder("master"), options=fast_sync)
-        self.replica = RedisServer(
-            self._folder("replica"), options=(*fast_sync, "--replicaof", "127.0.0.1", str(self.master.port))
-        )
+        follow = ("--replicaof", "127.0.0.1", str(self.master.port))
+        self.replicas = [
+            RedisServer(self._folder(f"replica-{i}"), options=(*fast_sync, *follow))
+            for i in range(self.replica_count)
+        ]
         self.sentinels = [SentinelProcess(self._folder(f"sentinel-{i}"), self.master.port) for i in range(3)]
+
+    @property
+    def replica(self) -> RedisServer:
+        """Return the first replica."""
+        return self.replicas[0]
 
     def _folder(self, name: str) -> Path:
         folder = self.directory / name
@@ -95,11 +103,12 @@ class SentinelDeployment:
         """Start every process; return once the replica is in sync and each sentinel knows all the others."""
         self.master.start()
         await self.master.ready()
-        self.replica.start()
-        await self.replica.ready()
+        for replica in self.replicas:
+            replica.start()
+            await replica.ready()
         for sentinel in self.sentinels:
             sentinel.start()
-        await wait_until(self._replica_in_sync, "the replica to sync with the master", timeout=15.0)
+        await wait_until(self._replicas_in_sync, "the replicas to sync with the master", timeout=15.0)
         await wait_until(
             self._sentinels_ready, "the sentinels to find each other and the replica", timeout=20.0
         )
@@ -108,12 +117,15 @@ class SentinelDeployment:
         """Stop every process by its PID (those a test killed already are skipped)."""
         for sentinel in self.sentinels:
             sentinel.stop()
-        self.replica.stop()
+        for replica in self.replicas:
+            replica.stop()
         self.master.stop()
 
-    async def _replica_in_sync(self) -> bool:
-        info = await self._info(self.replica.port, "replication")
-        return info.get("master_link_status") == "up"
+    async def _replicas_in_sync(self) -> bool:
+        for replica in self.replicas:
+            if (await self._info(replica.port, "replication")).get("master_link_status") != "up":
+                return False
+        return True
 
     async def _sentinels_ready(self) -> bool:
         for sentinel in self.sentinels:
@@ -124,7 +136,7 @@ class SentinelDeployment:
                 return False
             finally:
                 await client.aclose()
-            if not state or state["num-other-sentinels"] < 2 or state["num-slaves"] < 1:
+            if not state or state["num-other-sentinels"] < 2 or state["num-slaves"] < self.replica_count:
                 return False
         return True
 

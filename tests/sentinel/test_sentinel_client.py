@@ -11,14 +11,17 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from arq.connections import RedisSettings
 from redis.asyncio import Redis
 
 from arq_mediator import Durability, JobStatus, Mediator, NotReplicatedError
 from tests.jobs.conftest import running_worker
-from tests.jobs.process_app import Chore, build
-from tests.jobs.worker_processes import wait_until
+from tests.jobs.process_app import URL_ENV, Chore, build
+from tests.jobs.worker_processes import APP, wait_for_workers, wait_until
+from tests.processes import ManagedProcesses
 
 from .deployment import MASTER_NAME, SentinelDeployment
 
@@ -157,3 +160,52 @@ async def test_one_sentinel_down_is_not_noticed(deployment: SentinelDeployment) 
         async with running_worker(mediator, name="second-sentinel"):
             handle = await mediator.enqueue(Chore(tag="still"))
             assert await asyncio.wait_for(handle.result(), 10) == "still@second-sentinel"
+
+
+async def test_arq_redis_settings_reach_the_master_through_sentinel(deployment: SentinelDeployment) -> None:
+    """arq's ``RedisSettings(sentinel=True)`` work as the URL does, on the database they name."""
+    settings = RedisSettings(
+        host=[("127.0.0.1", sentinel.port) for sentinel in deployment.sentinels],
+        sentinel=True,
+        sentinel_master=MASTER_NAME,
+        database=2,
+    )
+    async with Mediator(redis=settings) as mediator:
+        assert await mediator.ping() >= 0
+        assert mediator._jobs.channels.db == 2
+
+
+async def test_closing_the_mediator_closes_its_sentinel_connections(deployment: SentinelDeployment) -> None:
+    """The connections the client opened to the sentinels close with the mediator, not at exit."""
+    sentinel: Redis = Redis(port=deployment.sentinels[0].port, decode_responses=True)
+    try:
+
+        async def clients() -> int:
+            return len(await sentinel.client_list())
+
+        before = await clients()
+        async with build(deployment.url()) as mediator:
+            await mediator.ping()
+            assert await clients() > before
+
+        async def back_to_before() -> bool:
+            return await clients() == before
+
+        await wait_until(back_to_before, "the mediator's sentinel connections to close", timeout=10.0)
+    finally:
+        await sentinel.aclose()
+
+
+async def test_a_worker_started_with_redis_on_the_command_line_works_through_sentinel(
+    deployment: SentinelDeployment, tmp_path: Path
+) -> None:
+    """``--redis redis+sentinel://...`` points a worker whose module names no Redis at the deployment."""
+    processes = ManagedProcesses(tmp_path)
+    environment = {key: value for key, value in os.environ.items() if key != URL_ENV}
+    arguments = ["-m", "arq_mediator", "worker", APP, "--queues", "default", "--name", "from-flag"]
+    try:
+        worker = processes.start("worker", [*arguments, "--redis", deployment.url(5)], environment)
+        async with build(deployment.url(5)) as mediator:
+            await wait_for_workers(mediator, "from-flag", diagnose=worker.output)
+    finally:
+        processes.stop_all()
