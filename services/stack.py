@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import sys
@@ -51,12 +52,13 @@ class StackError(RuntimeError):
 
 
 def without_password(url: str) -> str:
-    """Return *url* with any password replaced by ``***``, for printing."""
+    """Return *url* with any password (a Sentinel URL's ``sentinel_password`` too) replaced by ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    query = re.sub(r"(^|&)(sentinel_password=)[^&]*", r"\1\2***", parts.query)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _shown(path: Path) -> str:
