@@ -1,18 +1,27 @@
-"""The demo's processes on Sentinel: ``REDIS_URL=redis+sentinel://...`` is all a worker and the API need.
+"""The demo on Sentinel: ``REDIS_URL=redis+sentinel://...`` is all a worker and the API need, and the
+compose profile's sentinel.conf runs in a real sentinel.
 
 The API builds its mediator with `build_mediator` from the same settings, which the test does too.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from services.demo.handlers import build_mediator
 from services.demo.messages import Cleanup
 from services.settings import Settings
 from services.stack import without_password
 
-from tests.processes import ManagedProcesses
+from tests.conftest import StartRedisServer
+from tests.deploy.files import SENTINEL_FILE
+from tests.deploy.test_compose import sentinel_monitor
+from tests.jobs.worker_processes import wait_until
+from tests.processes import ManagedProcesses, free_port
 from tests.services.service_processes import worker_environment
 
 from .deployment import SentinelDeployment
@@ -47,3 +56,36 @@ def test_the_stack_hides_both_passwords_of_a_sentinel_url() -> None:
     """What the stack prints of a Sentinel URL shows neither the master's nor the sentinels' password."""
     shown = without_password("redis+sentinel://app:secret@h1:26379,h2:26379/jobs/0?sentinel_password=hush")
     assert shown == "redis+sentinel://app:***@h1:26379,h2:26379/jobs/0?sentinel_password=***"
+
+
+async def test_the_compose_sentinel_config_loads_in_a_real_sentinel(
+    redis_servers: StartRedisServer, tmp_path: Path
+) -> None:
+    """sentinel.conf, its master and port moved to loopback ones, starts a sentinel watching that master."""
+    master = await redis_servers()
+    _, _, _, quorum = sentinel_monitor()
+    port = free_port()
+    config = SENTINEL_FILE.read_text(encoding="utf-8").replace("port 26379", f"port {port}")
+    config = config.replace("monitor demo redis 6379", f"monitor demo 127.0.0.1 {master.port}")
+    assert str(master.port) in config, "sentinel.conf no longer monitors `demo redis 6379`"
+    (tmp_path / "sentinel.conf").write_text(config, encoding="utf-8")
+    processes = ManagedProcesses(tmp_path)
+    sentinel: Redis = Redis(port=port, decode_responses=True)
+    try:
+        started = processes.start_program(
+            "sentinel", ["redis-server", str(tmp_path / "sentinel.conf"), "--sentinel"], os.environ
+        )
+
+        async def watching() -> dict[str, Any]:
+            try:
+                state: dict[str, Any] = await sentinel.sentinel_master("demo")  # type: ignore[no-untyped-call]
+            except (RedisError, OSError):
+                return {}
+            return state
+
+        state = await wait_until(watching, "the sentinel to watch the master", diagnose=started.output)
+        assert (int(state["port"]), int(state["quorum"])) == (master.port, quorum)
+        assert int(state["down-after-milliseconds"]) == 5000
+    finally:
+        await sentinel.aclose()
+        processes.stop_all()
