@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from arq_mediator import Durability, JobStatus, Mediator, NotReplicatedError
+from tests.conftest import StartRedisServer
 from tests.jobs.conftest import running_worker
 from tests.jobs.process_app import URL_ENV, Chore, build
 from tests.jobs.worker_processes import APP, wait_for_workers, wait_until
@@ -209,3 +211,23 @@ async def test_a_worker_started_with_redis_on_the_command_line_works_through_sen
             await wait_for_workers(mediator, "from-flag", diagnose=worker.output)
     finally:
         processes.stop_all()
+
+
+async def test_a_durable_enqueue_on_a_redis_without_replicas_is_refused(
+    redis_servers: StartRedisServer,
+) -> None:
+    """A server with no replica can never confirm: the call fails after the wait, naming the job."""
+    server = await redis_servers()
+    async with build(server.url) as mediator:
+        with pytest.raises(NotReplicatedError, match=r"0 of the 1 replica\(s\) asked for confirmed them"):
+            await mediator.enqueue(Chore(), job_id="alone", durable=Durability(timeout=0.1))
+
+
+async def test_a_durable_enqueue_refused_by_redis_raises_its_error_reply(
+    redis_servers: StartRedisServer,
+) -> None:
+    """An error reply to the enqueue script (OOM here) reaches the caller as it does without durability."""
+    server = await redis_servers("--maxmemory", "1", "--maxmemory-policy", "noeviction")
+    async with build(server.url) as mediator:
+        with pytest.raises(ResponseError, match="maxmemory"):
+            await mediator.enqueue(Chore(), durable=Durability(timeout=0.1))

@@ -1,14 +1,19 @@
 """The Sentinel URL and the durable enqueue's settings: what they accept, and clear errors for the rest.
 
-Nothing here connects: a URL is read when the mediator is built, and a mistake in it is reported then.
+Nothing here connects: a URL is read when the mediator is built, and a mistake in it is reported then;
+a client is built without connecting.
 """
 
 from __future__ import annotations
 
 import pytest
+from arq.connections import RedisSettings
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import SentinelManagedSSLConnection
 
 from arq_mediator import Durability, Mediator
 from arq_mediator._cli import main
+from arq_mediator._connection import SentinelMaster, Timeouts, open_client
 from arq_mediator._policy import durability_of
 from arq_mediator._sentinel import SentinelUrl, is_sentinel_url, parse_sentinel_url
 
@@ -37,6 +42,12 @@ def test_a_short_url_defaults_to_database_0_without_credentials() -> None:
     )
 
 
+def test_a_user_without_password_and_an_ipv6_host_without_port_are_read() -> None:
+    """``user@`` names a user with no password; ``[::1]`` alone takes the default sentinel port."""
+    url = parse_sentinel_url("redis+sentinel://reader@[::1]/jobs")
+    assert (url.username, url.password, url.sentinels) == ("reader", None, (("::1", 26379),))
+
+
 def test_rediss_speaks_tls_with_the_options_given() -> None:
     """``rediss+sentinel://`` turns TLS on; its options reach redis-py as it names them."""
     url = parse_sentinel_url(
@@ -44,6 +55,22 @@ def test_rediss_speaks_tls_with_the_options_given() -> None:
     )
     assert url.ssl
     assert url.tls == {"ssl_cert_reqs": "required", "ssl_ca_certs": "/ca.pem", "ssl_check_hostname": False}
+
+
+async def test_tls_reaches_the_sentinels_from_a_url_and_only_the_master_from_arq_settings() -> None:
+    """``rediss+sentinel://`` encrypts both hops; arq's ``RedisSettings(ssl=True)`` only the master's."""
+    from_url = open_client("rediss+sentinel://h:26379/jobs/0?ssl_cert_reqs=none", Timeouts())
+    settings = RedisSettings(host=[("h", 26379)], sentinel=True, sentinel_master="jobs", ssl=True)
+    from_settings = open_client(settings, Timeouts())
+    try:
+        for client, sentinels_encrypted in ((from_url, True), (from_settings, False)):
+            assert isinstance(client, SentinelMaster)
+            assert client.connection_pool.connection_class is SentinelManagedSSLConnection
+            sentinel_pool = client.sentinel_manager.sentinels[0].connection_pool
+            assert (sentinel_pool.connection_class is SSLConnection) is sentinels_encrypted
+    finally:
+        await from_url.aclose()
+        await from_settings.aclose()
 
 
 def test_sentinel_urls_are_told_apart_from_others() -> None:
