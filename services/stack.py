@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -53,12 +53,10 @@ class StackError(RuntimeError):
 
 def without_password(url: str) -> str:
     """Return *url* with any password (a Sentinel URL's ``sentinel_password`` too) replaced by ``***``."""
-    parts = urlsplit(url)
-    query = re.sub(r"(^|&)(sentinel_password=)[^&]*", r"\1\2***", parts.query)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    password = urlsplit(url).password
+    if password is not None:
+        url = url.replace(f":{password}@", ":***@", 1)
+    return re.sub(r"([?&]sentinel_password=)[^&#]*", r"\1***", url)
 
 
 def _shown(path: Path) -> str:

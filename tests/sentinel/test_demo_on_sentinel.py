@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from services.demo.handlers import build_mediator
@@ -52,10 +53,25 @@ async def test_a_demo_worker_runs_jobs_through_sentinel(
         processes.stop_all()
 
 
-def test_the_stack_hides_both_passwords_of_a_sentinel_url() -> None:
-    """What the stack prints of a Sentinel URL shows neither the master's nor the sentinels' password."""
-    shown = without_password("redis+sentinel://app:secret@h1:26379,h2:26379/jobs/0?sentinel_password=hush")
-    assert shown == "redis+sentinel://app:***@h1:26379,h2:26379/jobs/0?sentinel_password=***"
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "redis+sentinel://app:secret@h1:26379,h2:26379/jobs/0?sentinel_password=hush",
+            "redis+sentinel://app:***@h1:26379,h2:26379/jobs/0?sentinel_password=***",
+        ),
+        (
+            "redis+sentinel://h1/jobs?sentinel_username=w&sentinel_password=hush",
+            "redis+sentinel://h1/jobs?sentinel_username=w&sentinel_password=***",
+        ),
+        ("postgresql+asyncpg://postgres:pw@db:5432/demo", "postgresql+asyncpg://postgres:***@db:5432/demo"),
+        ("sqlite+aiosqlite:////tmp/demo.sqlite3", "sqlite+aiosqlite:////tmp/demo.sqlite3"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_what_the_stack_prints_of_a_url_hides_every_password(url: str, shown: str) -> None:
+    """The master's and the sentinels' passwords are hidden; a URL without one is printed as it is."""
+    assert without_password(url) == shown
 
 
 async def test_the_compose_sentinel_config_loads_in_a_real_sentinel(
