@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from arq_mediator import JobHandle, JobStatus, Mediator, NotReplicatedError, QueueUnavailableError
+from arq_mediator import (
+    JobFailedError,
+    JobHandle,
+    JobStatus,
+    Mediator,
+    NotReplicatedError,
+    QueueUnavailableError,
+)
 from tests.jobs.process_app import Chore
 from tests.jobs.worker_processes import wait_until
 
@@ -81,6 +88,8 @@ class FailoverFigures:
         refused: Enqueues refused meanwhile (the master unreachable, or a replica that did not confirm).
         not_replicated: Of those, the durable ones whose replica did not confirm in time.
         lost: Acknowledged jobs the new master knows nothing of.
+        failed: Jobs that ran but failed: running when the master died, their handler's own Redis
+            writes failed (the test app's handlers record each run in Redis; they have one try).
     """
 
     flowing_again: float
@@ -88,6 +97,7 @@ class FailoverFigures:
     refused: int
     not_replicated: int
     lost: list[str]
+    failed: int = 0
 
 
 async def kill_master_under_load(
@@ -146,11 +156,17 @@ async def kill_master_under_load(
     for handle in handles:
         if await handle.status() is JobStatus.NOT_FOUND:
             lost.append(handle.id)
+    failed = 0
     async with asyncio.timeout(60.0):
         for handle in handles:
             if handle.id not in lost:
-                await handle.result()
-    return FailoverFigures(flowing_again, len(handles), producer.refused, producer.not_replicated, lost)
+                try:
+                    await handle.result()
+                except JobFailedError:
+                    failed += 1
+    return FailoverFigures(
+        flowing_again, len(handles), producer.refused, producer.not_replicated, lost, failed
+    )
 
 
 @asynccontextmanager
