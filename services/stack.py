@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import sys
@@ -19,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -51,12 +52,11 @@ class StackError(RuntimeError):
 
 
 def without_password(url: str) -> str:
-    """Return *url* with any password replaced by ``***``, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """Return *url* with any password (a Sentinel URL's ``sentinel_password`` too) replaced by ``***``."""
+    password = urlsplit(url).password
+    if password is not None:
+        url = url.replace(f":{password}@", ":***@", 1)
+    return re.sub(r"([?&]sentinel_password=)[^&#]*", r"\1***", url)
 
 
 def _shown(path: Path) -> str:

@@ -86,10 +86,21 @@ class ManagedProcesses:
         new_session: bool = False,
     ) -> ManagedProcess:
         """Run ``python *arguments*`` from the project's folder with *environment*; output to a file."""
+        return self.start_program(name, [sys.executable, *arguments], environment, new_session=new_session)
+
+    def start_program(
+        self,
+        name: str,
+        command: Sequence[str],
+        environment: Mapping[str, str],
+        *,
+        new_session: bool = False,
+    ) -> ManagedProcess:
+        """Run *command* (a program and its arguments) from the project's folder; output to a file."""
         log_path = self.directory / f"{name}.log"
         log_file = log_path.open("wb")
         process = subprocess.Popen(
-            [sys.executable, *arguments],
+            list(command),
             cwd=ROOT,
             env=dict(environment),
             stdin=subprocess.DEVNULL,

@@ -15,6 +15,7 @@ from ._errors import (
     MessageEncodingError,
     MissingResourceError,
     NoHandlerError,
+    NotReplicatedError,
     QueueNotConnectedError,
     QueueUnavailableError,
     WorkerLostError,
@@ -23,7 +24,7 @@ from ._handle import JobHandle, JobStatus
 from ._jobs import QueueStats, Stats, WorkerState
 from ._mediator import Mediator
 from ._messages import Message, Notification, Request
-from ._policy import Backoff
+from ._policy import Backoff, Durability
 from ._producer import RecurringJob
 from ._registry import CallNext
 from ._telemetry import TraceContextFilter
@@ -35,6 +36,7 @@ __all__ = [
     "Backoff",
     "CallNext",
     "Context",
+    "Durability",
     "EnvelopeError",
     "ErrorRecord",
     "HandlerRegistrationError",
@@ -51,6 +53,7 @@ __all__ = [
     "MessageEncodingError",
     "MissingResourceError",
     "NoHandlerError",
+    "NotReplicatedError",
     "Notification",
     "QueueNotConnectedError",
     "QueueStats",

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ._connection import check_target
 from ._mediator import Mediator
 from ._worker import run_worker
 from ._worker_settings import WorkerSettings
@@ -70,6 +71,13 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
         default=300.0,
         help="seconds after which such a job fails with NoHandlerError",
     )
+    worker.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="where the queues live, in place of the mediator's own setting: redis://host:port/db or, "
+        "through Sentinel, redis+sentinel://host:port,host:port/<master name>/<db>",
+    )
     worker.add_argument("--log-level", default="INFO")
     return parser.parse_args(arguments)
 
@@ -79,6 +87,12 @@ def main(arguments: Sequence[str] | None = None) -> None:
     options = parse(sys.argv[1:] if arguments is None else arguments)
     logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mediator = load_mediator(options.mediator)
+    if options.redis is not None:
+        try:
+            check_target(options.redis)
+        except ValueError as error:
+            raise SystemExit(f"invalid --redis: {error}") from error
+        mediator._redis_target = options.redis
     try:
         settings = WorkerSettings(
             queues=[queue.strip() for queue in options.queues.split(",") if queue.strip()],

@@ -2,6 +2,9 @@
 
 Without a command timeout a Redis that hangs (paused, or behind a network partition) hangs every caller;
 with one, it fails as fast as a refused connection does, and callers see the same "unavailable" error.
+
+Through Sentinel, every new connection asks the sentinels where the master is, so after a failover a
+connection that broke (or that met a READONLY reply from a demoted master) reconnects to the new one.
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from redis.asyncio import Connection, ConnectionPool, Redis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ._sentinel import SentinelUrl, is_sentinel_url, parse_sentinel_url
+
+# The URL schemes `open_client` takes (redis-py's own, and Sentinel's).
+_PLAIN_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +64,89 @@ class _TimedConnection(Connection):
             self.socket_timeout = limit
 
 
-def open_client(target: str | RedisSettings, timeouts: Timeouts) -> Redis:
-    """Return a client of *target* (a ``redis://`` URL or arq `RedisSettings`); it connects on first use.
+class _TimedSentinelConnection(SentinelManagedConnection, _TimedConnection):
+    """A sentinel-managed connection (it finds the master on connect) with the cheaper write deadline."""
 
-    Nothing is sent yet, so a mediator opens while Redis is down and its calls fail (or succeed) later.
+
+class SentinelMaster(Redis):
+    """A client of the master a set of sentinels names; closing it closes its sentinel connections too."""
+
+    sentinel_manager: Sentinel
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the master's connections, then those to the sentinels."""
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.aclose()
+
+
+def check_target(target: str | RedisSettings | None) -> None:
+    """Check that *target* names a Redis this library can open, without connecting.
+
+    Raises:
+        ValueError: a URL of another scheme, or a malformed Sentinel URL; the message says what is wrong.
+    """
+    if not isinstance(target, str):
+        return
+    scheme = target.partition("://")[0].lower()
+    if is_sentinel_url(target):
+        parse_sentinel_url(target)
+    elif "://" not in target or scheme not in _PLAIN_SCHEMES:
+        hint = " (Redis Cluster is not supported)" if "cluster" in scheme else ""
+        raise ValueError(
+            f"a Redis URL starts with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://; "
+            f"got {target!r}{hint}"
+        )
+
+
+def follows_master(connection: Connection | None, redis: Redis) -> bool:
+    """Return whether *connection* (a pub/sub's, say) is on the master *redis*'s sentinels last named.
+
+    Always true without Sentinel. A subscriber's connection is never handed back to the pool, so when the
+    pool learns of a new master (another command reconnected after a failover) it must move by itself.
+    """
+    pool = redis.connection_pool
+    if connection is None or not isinstance(pool, SentinelConnectionPool) or pool.master_address is None:
+        return True
+    return (connection.host, connection.port) == tuple(pool.master_address)
+
+
+def _open_sentinel_master(
+    url: SentinelUrl, limits: dict[str, Any], credentials: dict[str, Any], *, tls_to_sentinels: bool = True
+) -> SentinelMaster:
+    """Return a client of *url*'s master, found through its sentinels on every new connection.
+
+    arq's `RedisSettings` speaks TLS to the master only, so it passes *tls_to_sentinels* false.
+    """
+    tls: dict[str, Any] = {"ssl": True, **url.tls} if url.ssl else {}
+    to_sentinels = {
+        **limits,
+        **(tls if tls_to_sentinels else {}),
+        "username": url.sentinel_username,
+        "password": url.sentinel_password,
+    }
+    sentinel = Sentinel(list(url.sentinels), sentinel_kwargs=to_sentinels, **limits, **tls)  # type: ignore[no-untyped-call]
+    if not url.ssl:  # TLS keeps redis-py's own connection class
+        credentials = {**credentials, "connection_class": _TimedSentinelConnection}
+    master: SentinelMaster = sentinel.master_for(url.master, redis_class=SentinelMaster, **credentials)
+    master.sentinel_manager = sentinel
+    return master
+
+
+def open_client(target: str | RedisSettings, timeouts: Timeouts) -> Redis:
+    """Return a client of *target* (a ``redis://`` or Sentinel URL, or arq `RedisSettings`).
+
+    It connects on first use: nothing is sent yet, so a mediator opens while Redis is down and its calls
+    fail (or succeed) later.
     """
     limits: dict[str, Any] = {"socket_connect_timeout": timeouts.connect, "socket_timeout": timeouts.command}
+    if isinstance(target, str) and is_sentinel_url(target):
+        url = parse_sentinel_url(target)
+        return _open_sentinel_master(
+            url, limits, {"db": url.db, "username": url.username, "password": url.password}
+        )
     if isinstance(target, str):
         if target.startswith("redis://"):  # plain TCP; TLS and Unix sockets keep their own classes
             limits["connection_class"] = _TimedConnection
@@ -74,9 +159,8 @@ def open_client(target: str | RedisSettings, timeouts: Timeouts) -> Redis:
     }
     if target.sentinel:
         sentinels = target.host if isinstance(target.host, list) else [(target.host, target.port)]
-        sentinel = Sentinel(sentinels, ssl=target.ssl, sentinel_kwargs=limits, **limits)  # type: ignore[no-untyped-call]
-        master: Redis = sentinel.master_for(target.sentinel_master, **credentials)
-        return master
+        url = SentinelUrl(sentinels=tuple(sentinels), master=target.sentinel_master, ssl=target.ssl)
+        return _open_sentinel_master(url, limits, credentials, tls_to_sentinels=False)
     if not target.ssl and not target.unix_socket_path:
         pool = ConnectionPool(
             connection_class=_TimedConnection,

@@ -58,6 +58,24 @@ class QueueUnavailableError(ArqMediatorError, ConnectionError):
     """
 
 
+class NotReplicatedError(QueueUnavailableError):
+    """A durable enqueue's jobs reached the master, but too few replicas confirmed them in time.
+
+    The jobs are queued on the master, and run unless it fails before its replicas catch up; a failover
+    then may lose them. Enqueue them again with the same job ids (idempotent) to be sure once the
+    replicas are back.
+
+    Attributes:
+        job_ids: The ids of the jobs the call queued.
+        replicas: How many replicas confirmed them (fewer than asked for).
+    """
+
+    def __init__(self, message: str, job_ids: list[str], replicas: int) -> None:
+        super().__init__(message)
+        self.job_ids = job_ids
+        self.replicas = replicas
+
+
 class JobIdConflictError(ArqMediatorError, ValueError):
     """A job id given to ``enqueue`` belongs to a job of another message type."""
 
@@ -113,7 +131,7 @@ def redis_unavailable_as_queue_error() -> Iterator[None]:
     """Turn the Redis client's connection errors and timeouts into `QueueUnavailableError`."""
     try:
         yield
-    except TimeoutError:  # the caller's own deadline (asyncio's TimeoutError is an OSError too)
+    except (TimeoutError, QueueUnavailableError):  # the caller's deadline, or ours: both OSErrors too
         raise
     except REDIS_UNAVAILABLE as error:
         raise QueueUnavailableError(
@@ -131,6 +149,7 @@ for _public in (
     EnvelopeError,
     QueueNotConnectedError,
     QueueUnavailableError,
+    NotReplicatedError,
     JobIdConflictError,
     MessageEncodingError,
     JobFailedError,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from redis.exceptions import NoScriptError, RedisError
 
 from ._envelope import JobEnvelope, ResultRecord
-from ._errors import JobNotFoundError
+from ._errors import JobNotFoundError, NotReplicatedError
 from ._handle import ABORTED_TYPES, JobStatus, aborted
 from ._keys import (
     QUEUE_PREFIX,
@@ -27,7 +27,7 @@ from ._keys import (
     recurring_key,
     result_key,
 )
-from ._policy import KEEP_FAILED
+from ._policy import KEEP_FAILED, Durability
 from ._results import ResultWaiter
 from ._scripts import Scripts
 
@@ -128,22 +128,62 @@ class JobClient:
         self.scripts = Scripts(redis, self.channels)
         self.results = ResultWaiter(redis, self.channels)
 
-    async def push(self, jobs: list[PendingJob]) -> list[tuple[int, str, str]]:
-        """Store and queue *jobs* in one round trip.
+    async def push(
+        self, jobs: list[PendingJob], durability: Durability | None = None
+    ) -> list[tuple[int, str, str]]:
+        """Store and queue *jobs* in one round trip; with *durability*, wait for replicas in the same one.
 
         Returns:
             Per job, ADDED, ALREADY_QUEUED or ALREADY_FINISHED; the queue the job is on (for a job id that
             existed already, the existing job's queue, whatever this call asked for); and for such a job
             its message type, when it can be read ("" otherwise).
+
+        Raises:
+            NotReplicatedError: fewer replicas than *durability* asks for confirmed the jobs in time.
         """
         arguments: list[str | int] = []
         for job in jobs:
             arguments += (job.id, job.queue, job.delay_ms, job.body)
-        reply = await self.scripts.enqueue(args=arguments)
+        if durability is None:
+            reply = await self.scripts.enqueue(args=arguments)
+        else:
+            reply = await self._push_replicated(arguments, durability, [job.id for job in jobs])
         return [
             (int(reply[i]), reply[i + 1].decode(errors="replace"), reply[i + 2].decode(errors="replace"))
             for i in range(0, len(reply), 3)
         ]
+
+    async def _push_replicated(
+        self, arguments: list[Any], durability: Durability, job_ids: list[str]
+    ) -> list[Any]:
+        """Run the enqueue script, then WAIT for replicas: one pipeline, so both use one connection.
+
+        WAIT counts the replicas that hold every write its own connection made, so it must follow the
+        script on the connection that ran it.
+        """
+        script = self.scripts.enqueue
+        for _ in range(2):  # a second time only after Redis forgot the script (a restart or a failover)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, 0, *arguments)
+                pipe.wait(durability.replicas, int(durability.timeout * 1000))
+                reply, replicas = await pipe.execute(raise_on_error=False)
+            if not isinstance(reply, NoScriptError):
+                break
+            script.sha = await self.redis.script_load(script.script)
+        for result in (reply, replicas):
+            if isinstance(result, Exception):
+                raise result
+        if int(replicas) < durability.replicas:
+            raise NotReplicatedError(
+                f"{len(job_ids)} job(s) reached the Redis master, but {replicas} of the "
+                f"{durability.replicas} replica(s) asked for confirmed them within {durability.timeout}s: a "
+                "failover now could lose them. Enqueue again with the same job ids once the replicas are "
+                "back (ids: "
+                f"{', '.join(job_ids[:5])}{', ...' if len(job_ids) > 5 else ''})",
+                job_ids,
+                int(replicas),
+            )
+        return reply  # type: ignore[no-any-return]
 
     async def enqueue_tick(self, schedule: str, tick_ms: int, job: PendingJob) -> bool:
         """Push the job of one tick of recurring *schedule* unless that tick or a later one was pushed."""

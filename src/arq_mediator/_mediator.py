@@ -12,13 +12,23 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from arq.connections import RedisSettings
 
-from ._connection import Timeouts, open_client
+from ._connection import Timeouts, check_target, open_client
 from ._context import Context
 from ._envelope import qualified_name
 from ._errors import NoHandlerError
 from ._jobs import JobClient
 from ._messages import Notification, Request
-from ._policy import DEFAULT_QUEUE, KEEP_FAILED, KEEP_RESULT, MAX_JOB_BYTES, Backoff, JobPolicy, to_seconds
+from ._policy import (
+    DEFAULT_QUEUE,
+    KEEP_FAILED,
+    KEEP_RESULT,
+    MAX_JOB_BYTES,
+    Backoff,
+    Durability,
+    JobPolicy,
+    durability_of,
+    to_seconds,
+)
 from ._producer import Producer
 from ._registry import Registry, Route, inspect_behavior, inspect_handler
 from ._telemetry import traced_head, tracing_enabled
@@ -42,8 +52,9 @@ class Mediator(Producer):
     ``async with mediator`` and close on the way out.
 
     Args:
-        redis: Where the job queues live: a ``redis://`` URL or arq ``RedisSettings``; ``None`` for a
-            mediator that only runs requests inline (or that gets a client from `connect`).
+        redis: Where the job queues live: a ``redis://`` URL, a Sentinel URL
+            (``redis+sentinel://host:port,host:port/<master name>/<db>``) or arq ``RedisSettings``; ``None``
+            for a mediator that only runs requests inline (or that gets a client from `connect`).
         logger: The logger handlers receive through their context; ``arq_mediator`` by default.
         connect_timeout: Seconds to open a connection to Redis.
         command_timeout: Seconds to wait for Redis to answer one command, so a Redis that hangs fails
@@ -51,6 +62,14 @@ class Mediator(Producer):
         keep_result: Seconds a succeeded job's result is kept, unless its handler says otherwise.
         keep_failed: Seconds a failed job's record is kept, unless its handler says otherwise.
         max_job_bytes: The largest job envelope `enqueue` accepts and workers run.
+        durable_enqueue: Make every enqueue wait until a replica holds its jobs (``True``, or a
+            `Durability` for more replicas or another timeout), so a failover cannot lose an acknowledged
+            job; each call may say otherwise with ``durable=``. Off by default: it costs a replica's
+            round trip per call.
+
+    Raises:
+        ValueError: a URL of an unknown scheme or a malformed Sentinel URL, a durable enqueue that would
+            wait as long as the command timeout, or a setting out of range.
     """
 
     def __init__(
@@ -63,10 +82,18 @@ class Mediator(Producer):
         keep_result: float | timedelta = KEEP_RESULT,
         keep_failed: float | timedelta = KEEP_FAILED,
         max_job_bytes: int = MAX_JOB_BYTES,
+        durable_enqueue: Durability | bool = False,
     ) -> None:
         super().__init__(Registry(), keep_failed=to_seconds(keep_failed) or 0.0, max_job_bytes=max_job_bytes)
+        check_target(redis)
         self._redis_target = redis
         self._timeouts = Timeouts(connect=connect_timeout, command=command_timeout)
+        self.durable_enqueue = durability_of(durable_enqueue, None)
+        if self.durable_enqueue is not None and self.durable_enqueue.timeout >= command_timeout:
+            raise ValueError(
+                f"a durable enqueue waits up to {self.durable_enqueue.timeout}s for replicas, which must be "
+                f"shorter than command_timeout ({command_timeout}s), or the wait would end as a timeout"
+            )
         self.keep_result = to_seconds(keep_result) or 0.0
         if self.keep_result <= 0:
             raise ValueError(f"keep_result must be positive, got {keep_result}")

@@ -22,6 +22,40 @@ def to_seconds(value: float | timedelta | None) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Durability:
+    """What a durable enqueue waits for: *replicas* replicas holding the jobs, for up to *timeout* seconds.
+
+    Redis replicates asynchronously: a master that fails right after it acknowledged an enqueue may take
+    the job with it, as the replica promoted in its place never received it. A durable enqueue sends
+    ``WAIT <replicas> <timeout>`` after the enqueue script, on the same connection in the same round trip,
+    and succeeds only once that many replicas confirmed; else it raises `NotReplicatedError`.
+
+    Attributes:
+        replicas: Replicas that must confirm the jobs.
+        timeout: Seconds to wait for them at most; shorter than the mediator's command timeout.
+    """
+
+    replicas: int = 1
+    timeout: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1 or self.timeout <= 0:
+            raise ValueError(
+                f"a durable enqueue waits for 1 or more replicas for a positive time, got {self.replicas=} "
+                f"and {self.timeout=}"
+            )
+
+
+def durability_of(choice: Durability | bool | None, default: Durability | None) -> Durability | None:
+    """Return what an enqueue waits for: *choice* (``True`` for one replica), or *default* when ``None``."""
+    if choice is None:
+        return default
+    if isinstance(choice, Durability):
+        return choice
+    return Durability() if choice else None
+
+
+@dataclass(frozen=True, slots=True)
 class Backoff:
     """Exponential backoff with jitter, capped: retry *n* waits about ``initial * factor**(n-1)`` seconds.
 

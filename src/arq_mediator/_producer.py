@@ -28,7 +28,7 @@ from ._errors import (
 from ._handle import JobHandle
 from ._jobs import ADDED, JobClient, PendingJob, Stats, now_ms
 from ._messages import Message, Notification, Request, response_type_of
-from ._policy import to_seconds
+from ._policy import Durability, durability_of, to_seconds
 from ._telemetry import jobs_enqueued, record_failure, start_producer_span
 
 if TYPE_CHECKING:
@@ -81,6 +81,8 @@ class Producer:
         # When each queue was last checked for a live worker serving it (monotonic seconds).
         self._served_checked: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # What every enqueue waits for unless the call says otherwise: nothing, or replicas (`Durability`).
+        self.durable_enqueue: Durability | None = None
 
     @property
     def _jobs(self) -> JobClient:
@@ -103,6 +105,7 @@ class Producer:
         queue: str | None = None,
         job_id: str | None = None,
         max_tries: int | None = None,
+        durable: Durability | bool | None = None,
     ) -> JobHandle[R]:
         """Queue *request* to run in a worker now; return a handle to its typed result.
 
@@ -113,15 +116,18 @@ class Producer:
                 enqueueing it again adds nothing and returns the existing job's handle (``enqueued`` is
                 then ``False``).
             max_tries: Tries in all for this job, overriding the handler's policy.
+            durable: Wait until replicas hold the job before returning (``True``: one replica, see
+                `Durability`); ``False`` not to; the mediator's ``durable_enqueue`` when ``None``.
 
         Raises:
             NoHandlerError: the request's type has no handler (nothing reaches Redis).
             JobIdConflictError: *job_id* belongs to a job of another message type.
             QueueUnavailableError: Redis could not be reached or did not answer in time.
+            NotReplicatedError: a durable enqueue's job reached the master but not enough replicas in time.
             ValueError: the job is over ``max_job_bytes``, or *max_tries* is below 1.
             TypeError: *request* is a `Notification`: use `enqueue_publish`.
         """
-        [handle] = await self._enqueue_requests([request], queue, [job_id], max_tries, 0)
+        [handle] = await self._enqueue_requests([request], queue, [job_id], max_tries, 0, durable)
         return handle
 
     async def defer(
@@ -133,6 +139,7 @@ class Producer:
         queue: str | None = None,
         job_id: str | None = None,
         max_tries: int | None = None,
+        durable: Durability | bool | None = None,
     ) -> JobHandle[R]:
         """Queue *request* to run later: *by* a delay (seconds or timedelta) or *at* an aware datetime.
 
@@ -142,7 +149,7 @@ class Producer:
             ValueError: both or neither of *by* and *at*, a negative delay, or a naive *at*.
         """
         delay_ms = _delay_ms(by, at, required=True)
-        [handle] = await self._enqueue_requests([request], queue, [job_id], max_tries, delay_ms)
+        [handle] = await self._enqueue_requests([request], queue, [job_id], max_tries, delay_ms, durable)
         return handle
 
     async def enqueue_many(
@@ -154,6 +161,7 @@ class Producer:
         max_tries: int | None = None,
         by: timedelta | float | None = None,
         at: datetime | None = None,
+        durable: Durability | bool | None = None,
     ) -> list[JobHandle[R]]:
         """Queue many requests in one round trip to Redis; return their handles in order.
 
@@ -164,6 +172,7 @@ class Producer:
             max_tries: Tries in all for every job, overriding the handlers' policies.
             by: Delay every job by this much, as in `defer`.
             at: Or start every job at this aware datetime.
+            durable: Wait until replicas hold every job, as in `enqueue`.
 
         Raises:
             NoHandlerError: any request type lacks a handler; nothing is queued then.
@@ -172,7 +181,7 @@ class Producer:
         ids = list(job_ids) if job_ids is not None else [None] * len(requests)
         if len(ids) != len(requests):
             raise ValueError(f"enqueue_many got {len(requests)} requests but {len(ids)} job ids")
-        return await self._enqueue_requests(requests, queue, ids, max_tries, _delay_ms(by, at))
+        return await self._enqueue_requests(requests, queue, ids, max_tries, _delay_ms(by, at), durable)
 
     async def enqueue_publish(
         self,
@@ -183,12 +192,14 @@ class Producer:
         max_tries: int | None = None,
         by: timedelta | float | None = None,
         at: datetime | None = None,
+        durable: Durability | bool | None = None,
     ) -> list[JobHandle[None]]:
         """Publish *notification* in the background: one job per handler, each with its own tries.
 
         Each job goes to its handler's queue (or *queue*); with *job_id*, each handler's job gets the id
         ``<job_id>:<handler name>``, an idempotency key as in `enqueue`. *by* or *at* delay them all, as in
-        `defer`. A notification with no handler queues nothing and returns an empty list.
+        `defer`; *durable* waits for replicas as in `enqueue`. A notification with no handler queues nothing
+        and returns an empty list.
 
         Raises:
             QueueUnavailableError: Redis could not be reached or did not answer in time.
@@ -209,7 +220,7 @@ class Producer:
             )
             for spec in self._registry.handlers_of(type(notification))
         ]
-        outcomes = await self._push(jobs) if jobs else []
+        outcomes = await self._push(jobs, durable) if jobs else []
         return [
             JobHandle(self._jobs, job.id, placed, None, enqueued=outcome == ADDED)
             for (job, _), (outcome, placed, _) in zip(jobs, outcomes, strict=True)
@@ -222,6 +233,7 @@ class Producer:
         job_ids: Sequence[str | None],
         max_tries: int | None,
         delay_ms: int,
+        durable: Durability | bool | None,
     ) -> list[JobHandle[R]]:
         now = now_ms()
         jobs = []
@@ -233,7 +245,7 @@ class Producer:
                 )
             spec = self._registry.handler_for(type(request))
             jobs.append(self._pending(request, spec, queue, job_id, max_tries, now, delay_ms))
-        outcomes = await self._push(jobs)
+        outcomes = await self._push(jobs, durable)
         conflicts = [
             (job.id, existing)
             for (job, _), request, (_, _, existing) in zip(jobs, requests, outcomes, strict=True)
@@ -250,11 +262,14 @@ class Producer:
             for request, (job, _), (outcome, placed, _) in zip(requests, jobs, outcomes, strict=True)
         ]
 
-    async def _push(self, prepared: list[tuple[PendingJob, Span]]) -> list[tuple[int, str, str]]:
+    async def _push(
+        self, prepared: list[tuple[PendingJob, Span]], durable: Durability | bool | None
+    ) -> list[tuple[int, str, str]]:
         """Push jobs in one round trip and end their PRODUCER spans, marking failures and duplicates."""
+        durability = durability_of(durable, self.durable_enqueue)
         try:
             with redis_unavailable_as_queue_error():
-                outcomes = await self._jobs.push([job for job, _ in prepared])
+                outcomes = await self._jobs.push([job for job, _ in prepared], durability)
         except BaseException as error:
             for _, span in prepared:
                 record_failure(span, error)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._connection import follows_master
 from ._errors import QueueNotConnectedError
 from ._keys import Channels, result_key
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from redis.asyncio import Connection, Redis
     from redis.asyncio.client import PubSub
 
 logger = logging.getLogger("arq_mediator.results")
@@ -25,7 +26,8 @@ class ResultWaiter:
 
     A waiter subscribes to the job's completion channel *before* it reads the stored result, so a job
     finishing in between is seen one way or the other. After a lost connection, every awaited job's
-    stored result is read again, since messages published while disconnected are gone.
+    stored result is read again, since messages published while disconnected are gone. Through Sentinel,
+    the subscription moves to the new master once a failover is seen.
     """
 
     def __init__(self, redis: Redis, channels: Channels) -> None:
@@ -99,6 +101,8 @@ class ResultWaiter:
         delay = 0.1
         while self._waiting or pubsub.subscribed:
             try:
+                if not follows_master(pubsub.connection, self._redis):
+                    raise RedisConnectionError("the Redis master moved (a Sentinel failover)")
                 # A bounded wait, not a blocking read: the client's command timeout would end that one.
                 message: dict[str, Any] | None = await pubsub.get_message(timeout=1.0)
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
@@ -106,6 +110,10 @@ class ResultWaiter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                    # redis-py types a pub/sub's connection as always None
+                    connection = cast("Connection | None", pubsub.connection)
+                    if connection is not None:  # still open to a demoted master: close it first
+                        await connection.disconnect()
                     await pubsub.connect()  # type: ignore[no-untyped-call]
                     await self._recheck()
                     delay = 0.1

@@ -21,9 +21,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ._claims import Claim, ClaimReply, read_claim_reply
+from ._connection import follows_master
 from ._execution import Counters, JobRunner
 from ._jobs import WorkerState, now_ms
 from ._keys import WORKERS_KEY, worker_key
@@ -232,8 +234,12 @@ class Worker:
         task.cancel()
 
     async def _listen(self, pubsub: PubSub) -> None:
-        """Hear wake-ups and abort requests; nothing on these server-wide channels can stop the listener."""
+        """Hear wake-ups and abort requests; nothing on these server-wide channels can stop the listener.
+
+        Through Sentinel it subscribes again on the new master once another loop has found it.
+        """
         channels = self.mediator._jobs.channels
+        redis = self.mediator._jobs.redis
         health = LoopHealth(logger, f"worker {self.name} listening for wake-ups")
         subscribed = False
         while True:
@@ -242,6 +248,8 @@ class Worker:
                     await pubsub.subscribe(*(channels.wake(q) for q in self.settings.queues), channels.abort)
                     subscribed = True
                     self._attention.set()  # wake-ups may have been missed meanwhile
+                elif not follows_master(pubsub.connection, redis):
+                    raise RedisConnectionError("the Redis master moved (a Sentinel failover)")
                 message = await pubsub.get_message(timeout=LISTEN_POLL)
                 health.succeeded()
             except Exception as error:

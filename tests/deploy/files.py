@@ -21,6 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 COLLECTOR_FILE = ROOT / "otel-collector.yaml"
+SENTINEL_FILE = ROOT / "sentinel.conf"
+SENTINEL_ENV_FILE = ROOT / "compose.sentinel.env"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 # The code whose environment reads count: the library and the services (not tests or examples).
@@ -58,6 +60,25 @@ def interpolate(value: str, environment: Mapping[str, str]) -> str:
 
     assert "$" not in _VARIABLE.sub("", value), f"{value!r} uses a variable form these checks do not read"
     return _VARIABLE.sub(substitute, value)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """Return the ``NAME=value`` lines of a compose env file; comments and blank lines are skipped."""
+    variables: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, equals, value = line.partition("=")
+        assert equals, f"{path.name}:{number}: {line!r} is not NAME=value"
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name), f"{path.name}:{number}: {name!r} is no name"
+        variables[name] = value
+    return variables
+
+
+def sentinel_directives() -> list[list[str]]:
+    """Return the directives of sentinel.conf, each split into its words."""
+    lines = SENTINEL_FILE.read_text(encoding="utf-8").splitlines()
+    return [shlex.split(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def variables_in(value: Any) -> set[str]:

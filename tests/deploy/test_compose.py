@@ -27,16 +27,20 @@ from services.worker.entrypoint import parse as parse_worker_arguments
 from services.worker.profiles import PROFILES, ConfigurationError, configure
 from uvicorn.main import main as uvicorn_command
 
+from arq_mediator._sentinel import parse_sentinel_url
 from tests.deploy.files import (
     COLLECTOR_FILE,
     COMPOSE_FILE,
     ROOT,
+    SENTINEL_ENV_FILE,
+    SENTINEL_FILE,
     base_images,
     command_of,
     compose,
     compose_as_written,
     depends_on,
     dockerfile,
+    env_file,
     environment_of,
     excluded_from_context,
     has_healthcheck,
@@ -45,6 +49,7 @@ from tests.deploy.files import (
     mounts_of,
     names_the_code_reads,
     seconds,
+    sentinel_directives,
     services,
     variables_in,
 )
@@ -57,6 +62,9 @@ SCHEMA_RESOURCE = "compose-spec.json"
 WORKERS = tuple(f"worker-{profile}" for profile in PROFILES)
 APP_SERVICES = ("api", *WORKERS)
 STACK = {"redis", "postgres", *APP_SERVICES, "otel-collector", "jaeger"}
+SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+# What the `sentinel` profile adds: a replica of redis and three sentinels watching it.
+SENTINEL_PROFILE = {"redis-replica", *SENTINELS}
 COLLECTOR = "otel-collector"
 JAEGER = "jaeger"
 # The standard variables the OpenTelemetry SDK reads, which no `os.environ` call of ours names.
@@ -218,8 +226,14 @@ def test_compose_file_has_no_obsolete_version_key() -> None:
 
 
 def test_compose_defines_the_stack_of_the_design() -> None:
-    """compose.yaml runs redis, postgres, the API, a worker per profile, the collector and Jaeger, no more."""
-    assert set(services()) == STACK
+    """By default: redis, postgres, the API, a worker per profile, the collector and Jaeger, no more.
+
+    The `sentinel` profile adds a replica and three sentinels, and nothing else has a profile.
+    """
+    defined = services()
+    assert {name for name, service in defined.items() if "profiles" not in service} == STACK
+    profiled = {name: service["profiles"] for name, service in defined.items() if "profiles" in service}
+    assert profiled == {name: ["sentinel"] for name in SENTINEL_PROFILE}
 
 
 def test_app_services_share_one_image_built_from_the_dockerfile() -> None:
@@ -454,6 +468,7 @@ def test_images_and_host_ports_can_be_substituted_without_editing_the_file() -> 
         "JAEGER_IMAGE",
         "API_PORT",
         "JAEGER_UI_PORT",
+        "APP_REDIS_URL",
     }
 
 
@@ -739,3 +754,76 @@ def test_observability_images_are_the_ones_the_configuration_is_written_for() ->
     # v2.0.0's image listened for OTLP on localhost only; from v2.1.0 on it listens on 0.0.0.0 in a container.
     assert version[0] == 2, f"{jaeger} is not Jaeger v2"
     assert version >= (2, 1), f"{jaeger} takes no OTLP from other containers; use 2.1.0 or later"
+
+
+# The `sentinel` profile: compose.sentinel.env, sentinel.conf ---------------------------------------------
+
+
+def sentinel_monitor() -> tuple[str, str, int, int]:
+    """Return what sentinel.conf monitors: master name, host, port and quorum."""
+    monitors = [words[2:] for words in sentinel_directives() if words[:2] == ["sentinel", "monitor"]]
+    assert len(monitors) == 1, f"sentinel.conf should monitor one master, found {monitors}"
+    name, host, port, quorum = monitors[0]
+    return name, host, int(port), int(quorum)
+
+
+def sentinel_port() -> int:
+    """Return the port sentinel.conf listens on."""
+    ports = [int(words[1]) for words in sentinel_directives() if words[0] == "port"]
+    assert len(ports) == 1, f"sentinel.conf should set one port, found {ports}"
+    return ports[0]
+
+
+def test_the_sentinel_env_file_turns_the_profile_on_and_points_every_app_at_the_sentinels() -> None:
+    """With compose.sentinel.env, every app's REDIS_URL is a Sentinel URL of the profile's sentinels."""
+    variables = env_file(SENTINEL_ENV_FILE)
+    assert variables["COMPOSE_PROFILES"] == "sentinel"
+    defined = compose(variables)["services"]
+    master, _, _, _ = sentinel_monitor()
+    for name in APP_SERVICES:
+        redis_url = environment_of(defined[name])["REDIS_URL"] or ""
+        assert redis_url == variables["APP_REDIS_URL"], name
+        url = parse_sentinel_url(redis_url)
+        assert sorted(url.sentinels) == [(sentinel, sentinel_port()) for sentinel in SENTINELS], name
+        assert (url.master, url.db) == (master, 0), name
+
+
+def test_the_sentinels_watch_the_redis_service_with_a_quorum_they_can_reach() -> None:
+    """sentinel.conf monitors redis:6379 under the URL's name; a majority of the three is the quorum."""
+    name, host, port, quorum = sentinel_monitor()
+    assert host in services(), f"sentinel.conf monitors {host}, which compose does not define"
+    assert "profiles" not in services()[host], f"{host} is not in the default stack"
+    assert port == 6379
+    assert len(SENTINELS) // 2 < quorum <= len(SENTINELS)
+    directives = sentinel_directives()
+    assert ["sentinel", "resolve-hostnames", "yes"] in directives, "the master is named by host name"
+    assert ["sentinel", "announce-hostnames", "yes"] in directives, "clients must get names, not addresses"
+    others = [words[2] for words in directives if words[0] == "sentinel" and len(words) == 4]
+    assert set(others) == {name}, f"every per-master option should name {name}: {others}"
+
+
+def test_each_redis_of_the_profile_announces_its_service_name_and_the_replica_follows_redis() -> None:
+    """redis and redis-replica announce their own names; the replica is a replica of redis:6379."""
+    _, host, port, _ = sentinel_monitor()
+    for name in ("redis", "redis-replica"):
+        command = command_of(services()[name])
+        assert command[command.index("--replica-announce-ip") + 1] == name
+        assert command[command.index("--appendonly") + 1] == "yes"
+    replica = command_of(services()["redis-replica"])
+    assert replica[replica.index("--replicaof") + 1 : replica.index("--replicaof") + 3] == [host, str(port)]
+
+
+@pytest.mark.parametrize("name", SENTINELS)
+def test_each_sentinel_runs_a_writable_copy_of_the_mounted_config(name: str) -> None:
+    """A sentinel copies the read-only sentinel.conf it mounts, then runs redis-server --sentinel on that."""
+    service = services()[name]
+    [mount] = mounts_of(service)
+    assert (COMPOSE_FILE.parent / mount.source).resolve() == SENTINEL_FILE
+    assert mount.read_only
+    shell, flag, script = command_of(service)
+    assert (shell, flag) == ("sh", "-c")
+    copy, run = script.split(" && ")
+    _, source, target = shlex.split(copy)
+    assert source == mount.target
+    assert shlex.split(run) == ["exec", "redis-server", target, "--sentinel"]
+    assert str(sentinel_port()) in " ".join(service["healthcheck"]["test"])

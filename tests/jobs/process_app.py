@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from arq_mediator import Backoff, Context, JobInfo, Mediator, Request
+from arq_mediator._connection import Timeouts, open_client
 
 URL_ENV = "ARQM_TEST_REDIS_URL"
 RAN_BY = "test:ran_by"
@@ -239,7 +240,7 @@ def build(url: str | None) -> Mediator:
         if url is None:
             yield
             return
-        client: Redis = Redis.from_url(url)
+        client = open_client(url, Timeouts())  # a Sentinel URL too
         mediator.provide(Recorder(client))
         try:
             yield

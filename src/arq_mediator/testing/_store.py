@@ -19,7 +19,7 @@ from .._errors import JobAbortedError, JobNotFoundError, QueueNotConnectedError
 from .._handle import JobStatus
 from .._jobs import ADDED, ALREADY_FINISHED, ALREADY_QUEUED, JobClient, QueueStats, Stats, now_ms, status_of
 from .._outcomes import ABORT_ASKED, DONE, NOT_HELD, Outcomes
-from .._policy import KEEP_FAILED
+from .._policy import KEEP_FAILED, Durability
 
 if TYPE_CHECKING:
     from .._jobs import PendingJob, WorkerState
@@ -86,8 +86,13 @@ class LocalJobClient(JobClient):
 
     # The producer's side ------------------------------------------------------------------------------
 
-    async def push(self, jobs: list[PendingJob]) -> list[tuple[int, str, str]]:
-        """Add each job unless its id is queued, running or finished; answer as `JobClient.push`."""
+    async def push(
+        self, jobs: list[PendingJob], durability: Durability | None = None
+    ) -> list[tuple[int, str, str]]:
+        """Add each job unless its id is queued, running or finished; answer as `JobClient.push`.
+
+        In memory there are no replicas to wait for: *durability* is accepted and met at once.
+        """
         answers = []
         for job in jobs:
             existing = self.jobs.get(job.id)
