@@ -106,6 +106,10 @@ class Worker:
         ]
         if self.mediator.recurring_jobs:
             helpers.append(asyncio.create_task(run_schedules(self.mediator, self._stopping)))
+        if settings.relay is not None:
+            relay = asyncio.create_task(settings.relay.run(self._stopping), name=f"{self.name} outbox relay")
+            relay.add_done_callback(self._relay_ended)
+            helpers.append(relay)
         describe_capabilities(self.mediator, self.name, settings.queues, settings.max_jobs)
         try:
             await self._claim_loop()
@@ -120,6 +124,11 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             logger.info("worker %s stopped: %s", self.name, self._describe_counts())
+
+    def _relay_ended(self, task: asyncio.Task[None]) -> None:
+        # The relay rides out Redis and database errors; what ends it early is a configuration error.
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("worker %s: its outbox relay stopped: %r", self.name, task.exception())
 
     def _describe_counts(self) -> str:
         counts = self.counters
