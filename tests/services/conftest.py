@@ -11,6 +11,7 @@ from services.settings import Settings
 
 from tests.processes import ManagedProcesses
 from tests.redis_databases import FlushedRedis
+from tests.services.api_harness import empty_outbox
 
 
 @pytest.fixture
@@ -21,7 +22,12 @@ async def clean_redis(flushed_redis: FlushedRedis) -> str:
 
 @pytest.fixture
 async def settings(postgres_url: str, clean_redis: str) -> Settings:
-    """Return settings on the test Redis and PostgreSQL, with the demo's work durations cut to nothing."""
+    """Return settings on the test Redis and PostgreSQL, with the demo's work durations cut to nothing.
+
+    The run's tests share the database: outbox rows an earlier test committed and never relayed (it ran
+    no worker) are deleted, or this test's relay would put their jobs in this test's Redis.
+    """
+    await empty_outbox(postgres_url)
     return Settings(
         redis_url=clean_redis,
         database_url=postgres_url,
