@@ -59,16 +59,16 @@ def load_relay(path: str, options: argparse.Namespace) -> OutboxRelay:
     target = load_object(path)
     if isinstance(target, OutboxRelay):
         return target
-    if isinstance(target, Mediator):
-        target = Outbox(target, outbox_table(MetaData(), options.table or DEFAULT_TABLE))
-    elif not isinstance(target, Outbox):
+    if isinstance(target, Outbox) and options.table:
+        raise SystemExit(f"{path!r} is an Outbox of table {target.table.name!r}: --table is for a Mediator")
+    if not isinstance(target, Outbox | Mediator):
         raise SystemExit(
             f"{path!r} is a {type(target).__name__}, not an arq_mediator Mediator, Outbox or OutboxRelay"
         )
-    elif options.table:
-        raise SystemExit(f"{path!r} is an Outbox of table {target.table.name!r}: --table is for a Mediator")
     engine = create_async_engine(options.database_url) if options.database_url else None
     try:
+        if isinstance(target, Mediator):
+            target = Outbox(target, outbox_table(MetaData(), options.table or DEFAULT_TABLE))
         return OutboxRelay(
             target,
             engine=engine,
