@@ -59,12 +59,32 @@ async def test_a_committed_job_runs_once_in_a_worker_that_relays(
     assert (handle.id, handle.queue, handle.enqueued) == ("greeting", QUEUE, True)
     relay = OutboxRelay(outbox, engine=engine, poll_interval=0.05)
     async with running_worker(mediator, queues=[QUEUE], relay=relay, **FAST):
-        # Until the relay pushed it, Redis knows no such job: a handle's result() says so rather than wait.
-        await eventually(lambda: relay.relayed == 1, timeout=20, what="the row relayed")
         assert await handle.result(timeout=20) == "HELLO"
     assert relay.relayed == 1
     assert await rows_in(engine) == 0
     assert (await mediator.stats()).totals["ready"] == 0
+
+
+async def test_a_handle_awaited_before_the_commit_gets_its_result_once_the_job_is_relayed(
+    app: App, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """`result()` of an outbox handle waits for a job Redis does not know yet; a rolled-back one times out."""
+    mediator, outbox = app
+    async with sessions() as session:
+        handle = await outbox.enqueue(Echo(text="patient"), session=session)
+        waiting = asyncio.create_task(handle.result(timeout=30))
+        assert await handle.status() is JobStatus.NOT_FOUND  # nothing is in Redis before the relay
+        await session.commit()
+    async with sessions() as session:
+        dropped = await outbox.enqueue(Echo(text="dropped"), session=session)
+        await session.rollback()
+    relay = OutboxRelay(outbox, engine=engine, poll_interval=0.05)
+    async with running_worker(mediator, queues=[QUEUE], relay=relay, **FAST):
+        assert await waiting == "PATIENT"
+        with pytest.raises(TimeoutError, match="not_found"):
+            await dropped.result(timeout=0.5)
+        with pytest.raises(TimeoutError):
+            await dropped.result(timeout=0)
 
 
 async def test_a_row_relayed_twice_adds_one_job(
@@ -107,7 +127,6 @@ async def test_a_notification_published_through_the_outbox_fans_out(
     assert sorted(handle.id.rpartition(".")[2] for handle in handles) == ["count", "greet"]
     relay = OutboxRelay(outbox, engine=engine, poll_interval=0.05)
     async with running_worker(mediator, queues=[QUEUE], relay=relay, **FAST):
-        await eventually(lambda: relay.relayed == 2, timeout=20, what="both rows relayed")
         for handle in handles:
             await handle.result(timeout=20)
             assert await handle.status() is JobStatus.SUCCEEDED

@@ -30,7 +30,8 @@ class Outbox:
     A rolled-back transaction leaves no job; a committed one gives exactly one job, even when Redis is
     down at the time (the relay pushes it when Redis is back). Nothing here commits, and nothing here
     talks to Redis: the mediator need only be open. The handles returned say ``enqueued=True``: the job
-    is accepted, and reaches its queue when the transaction commits and the relay runs.
+    is accepted, and reaches its queue when the transaction commits and the relay runs. Their ``result()``
+    waits meanwhile; their ``status()`` is ``NOT_FOUND`` until the relay has pushed the job.
 
     Args:
         mediator: Prepares the jobs (handler, policy, envelope, trace context) and gives their handles.
@@ -127,7 +128,9 @@ class Outbox:
         client = self.mediator._jobs  # raises before anything is written when the mediator is not open
         jobs = self.mediator._prepare_publish(notification, queue, job_id, max_tries, _delay_ms(by, at))
         await self._write(session, jobs)
-        return [JobHandle(client, job.id, job.queue, None, enqueued=True) for job, _ in jobs]
+        return [
+            JobHandle(client, job.id, job.queue, None, enqueued=True, from_outbox=True) for job, _ in jobs
+        ]
 
     async def _write_requests(
         self,
@@ -142,7 +145,14 @@ class Outbox:
         jobs = self.mediator._prepare_requests(requests, queue, job_ids, max_tries, delay_ms)
         await self._write(session, jobs)
         return [
-            JobHandle(client, job.id, job.queue, self.mediator._adapter(type(request)), enqueued=True)
+            JobHandle(
+                client,
+                job.id,
+                job.queue,
+                self.mediator._adapter(type(request)),
+                enqueued=True,
+                from_outbox=True,
+            )
             for request, (job, _) in zip(requests, jobs, strict=True)
         ]
 
