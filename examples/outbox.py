@@ -67,7 +67,6 @@ async def main() -> None:
             print(f"second sign-up rolled back ({type(error).__name__}): no user, no job")
 
         print(await handle.result(timeout=10))  # waits while the job is on its way from the outbox
-        print(f"jobs relayed: {relay.relayed}")
 
         worker.stop()
         await running
