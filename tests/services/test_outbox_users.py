@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
+from pathlib import Path
 
+import pytest
 from services.demo.models import AuditRecord, EmailAttempt
 from services.settings import Settings
 from sqlalchemy import func, select
@@ -23,11 +26,14 @@ async def fan_out_records(redis_url: str) -> list[ResultRecord]:
     return [record for record in await result_records(redis_url) if record.type == "demo.UserCreated"]
 
 
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
 async def test_with_redis_stopped_users_are_created_and_their_jobs_run_once_when_it_is_back(
-    settings: Settings, redis_servers: StartRedisServer
+    settings: Settings, redis_servers: StartRedisServer, database: str, tmp_path: Path
 ) -> None:
     """Redis down: 100 POST /api/users all answer 201. Redis back: each welcome email and audit runs once."""
     redis_server = await redis_servers()
+    if database == "sqlite":  # the local stack's database: no NOTIFY, the relay polls
+        settings = dataclasses.replace(settings, database_url=f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
     api_settings = on_redis(settings, redis_server.url)
     run = uuid.uuid4().hex[:8]
     emails = [f"outage-{run}-{n}@example.com" for n in range(USERS)]
