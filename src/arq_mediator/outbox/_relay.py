@@ -134,7 +134,8 @@ class OutboxRelay:
             listener = asyncio.create_task(self._listen(engine), name=f"outbox relay {name} listener")
         logger.info("outbox relay of table %s started (%s)", name, engine.dialect.name)
         health = LoopHealth(logger, f"outbox relay of table {name}")
-        tidy = True  # count the backlog (and purge kept rows) at start, then on each idle tick
+        clock = asyncio.get_running_loop().time
+        tidy_at = clock()  # count the backlog (and purge kept rows) at start, then once per poll interval
         try:
             while not stop.is_set():
                 self._wake.clear()  # before the batch: a NOTIFY arriving meanwhile asks for another
@@ -142,13 +143,15 @@ class OutboxRelay:
                     if health.failures:  # Redis or the database failed: take no lock until Redis answers
                         await self.outbox.mediator.ping()
                     moved = await self.relay_batch(engine)
-                    if tidy:
+                    if clock() >= tidy_at:
                         await self._tidy(engine)
+                        tidy_at = clock() + self.poll_interval
                 except Exception as error:  # any Redis or database error: back off and go on
                     await _first_of(stop, None, health.failed(error))
                     continue
                 health.succeeded()
-                tidy = moved < self.batch_size and not await _first_of(stop, self._wake, self.poll_interval)
+                if moved < self.batch_size:
+                    await _first_of(stop, self._wake, self.poll_interval)
         finally:
             if listener is not None:
                 listener.cancel()
