@@ -52,6 +52,7 @@ def load_relay(path: str, options: argparse.Namespace) -> OutboxRelay:
         SystemExit: *path* names something else, or options are given that it already fixes.
     """
     from sqlalchemy import MetaData
+    from sqlalchemy.exc import ArgumentError
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from .outbox import DEFAULT_TABLE, Outbox, OutboxRelay, outbox_table
@@ -65,7 +66,10 @@ def load_relay(path: str, options: argparse.Namespace) -> OutboxRelay:
         raise SystemExit(
             f"{path!r} is a {type(target).__name__}, not an arq_mediator Mediator, Outbox or OutboxRelay"
         )
-    engine = create_async_engine(options.database_url) if options.database_url else None
+    try:
+        engine = create_async_engine(options.database_url) if options.database_url else None
+    except (ArgumentError, ImportError) as error:  # not a URL, or its driver is not installed
+        raise SystemExit(f"invalid --database-url {options.database_url!r}: {error}") from error
     try:
         if isinstance(target, Mediator):
             target = Outbox(target, outbox_table(MetaData(), options.table or DEFAULT_TABLE))
@@ -82,7 +86,9 @@ def load_relay(path: str, options: argparse.Namespace) -> OutboxRelay:
 
 def parse(arguments: Sequence[str]) -> argparse.Namespace:
     """Read the command line."""
-    parser = argparse.ArgumentParser(prog="python -m arq_mediator", description="Run arq-mediator workers.")
+    parser = argparse.ArgumentParser(
+        prog="python -m arq_mediator", description="Run arq-mediator workers and outbox relays."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser("worker", help="take jobs from a set of queues until SIGTERM or Ctrl-C")
     worker.add_argument("mediator", help="import path of the Mediator, e.g. myapp.jobs:mediator")
@@ -158,7 +164,7 @@ def main(arguments: Sequence[str] | None = None) -> None:
     options = parse(sys.argv[1:] if arguments is None else arguments)
     logging.basicConfig(level=options.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if options.command == "relay":
-        asyncio.run(_relay(load_relay(options.outbox, options)))
+        asyncio.run(_relay(load_relay(options.outbox, options), own_engine=options.database_url is not None))
         return
     mediator = load_mediator(options.mediator)
     relay = None
@@ -197,11 +203,12 @@ def main(arguments: Sequence[str] | None = None) -> None:
 _RELAY_DEFAULTS = {"batch_size": 100, "poll_interval": 1.0, "keep_sent": 0.0}
 
 
-async def _relay(relay: OutboxRelay) -> None:
+async def _relay(relay: OutboxRelay, *, own_engine: bool) -> None:
+    """Run *relay* until SIGTERM or SIGINT; dispose of its engine when this command made it."""
     from .outbox import run_relay
 
     try:
         await run_relay(relay)
     finally:
-        if relay._engine is not None:  # made here from --database-url
-            await relay._engine.dispose()
+        if own_engine:
+            await relay.engine.dispose()

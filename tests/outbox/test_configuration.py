@@ -62,6 +62,12 @@ def test_a_relay_object_is_used_as_it_is() -> None:
     [
         (f"{__name__}:not_an_outbox", [], "is a str, not an arq_mediator Mediator, Outbox or OutboxRelay"),
         ("tests.outbox.outbox_app:outbox", ["--table", "t"], "--table is for a Mediator"),
+        ("tests.outbox.outbox_app:outbox", ["--database-url", "not a url"], "invalid --database-url"),
+        (
+            "tests.outbox.outbox_app:outbox",
+            ["--database-url", "postgresql+nodriver://h/d"],
+            "invalid --database-url",
+        ),
         ("tests.outbox.outbox_app:outbox", ["--batch-size", "0"], "invalid relay settings: batch_size"),
         ("tests.outbox.outbox_app:outbox", ["--poll-interval", "0"], "invalid relay settings: poll_interval"),
         (
