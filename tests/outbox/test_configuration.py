@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import MetaData, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from arq_mediator import Mediator, MissingResourceError, QueueNotConnectedError
 from arq_mediator._cli import load_relay, main, parse
@@ -181,3 +183,18 @@ async def test_the_relay_takes_the_engine_the_mediator_provides(
         assert await OutboxRelay(outbox).relay_batch() == 1
     async with engine.connect() as connection:
         assert (await connection.execute(select(outbox_app.table.c.job_id))).first() is None
+
+
+async def test_a_write_the_database_refuses_raises_its_error(
+    app: tuple[Mediator, Outbox], tmp_path: Path
+) -> None:
+    """An outbox whose table was never created raises the database's own error; the caller rolls back."""
+    _, outbox = app
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    try:
+        async with async_sessionmaker(engine)() as session:
+            with pytest.raises(OperationalError, match="no such table"):
+                await outbox.enqueue(Echo(text="x"), session=session)
+            await session.rollback()
+    finally:
+        await engine.dispose()

@@ -172,3 +172,28 @@ async def test_two_relays_on_one_sqlite_file_take_turns(redis_url: str, tmp_path
                 await eventually(lambda: _drained(engine), timeout=60, what="the outbox drained")
         assert sum(relay.relayed for relay in relays) == 300
     assert sorted(await _queued(redis_url)) == sorted(ids)
+
+
+async def test_a_relay_whose_listening_connection_is_killed_listens_again(
+    app: App, postgres: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL ends the LISTEN connection: the relay logs it and listens again; NOTIFY wakes it again."""
+    _, outbox = app
+    relay = OutboxRelay(outbox, engine=postgres, poll_interval=60)  # only a NOTIFY can wake it in time
+    caplog.set_level(logging.WARNING, "arq_mediator.outbox")
+    async with relaying(relay):
+        await eventually(lambda: relay.listening, timeout=10, what="the relay listening")
+        async with postgres.connect() as connection:
+            ended = await connection.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+                )
+            )
+        assert ended >= 1
+        await eventually(lambda: "works again" in caplog.text, timeout=20, what="the listener back")
+        await eventually(lambda: relay.listening, timeout=10, what="the relay listening again")
+        async with async_sessionmaker(postgres)() as session, session.begin():
+            await outbox.enqueue(Echo(text="after"), session=session)
+        await eventually(lambda: relay.relayed == 1, timeout=15, what="the row relayed on NOTIFY")
+    assert "listening for NOTIFY failed" in caplog.text
