@@ -191,7 +191,7 @@ async def test_a_relay_whose_listening_connection_is_killed_listens_again(
                 )
             )
         assert ended >= 1
-        await eventually(lambda: "works again" in caplog.text, timeout=20, what="the listener back")
+        await eventually(lambda: "NOTIFY works again" in caplog.text, timeout=20, what="the listener back")
         await eventually(lambda: relay.listening, timeout=10, what="the relay listening again")
         async with async_sessionmaker(postgres)() as session, session.begin():
             await outbox.enqueue(Echo(text="after"), session=session)

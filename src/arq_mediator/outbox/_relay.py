@@ -226,17 +226,23 @@ class OutboxRelay:
                             self.poll_interval,
                         )
                         return
-                    await self._hold_listener(driver, channel)
-                    health.succeeded()
+                    try:
+                        await self._hold_listener(driver, channel, health)
+                    finally:
+                        if (
+                            driver.is_closed()
+                        ):  # ended under it: drop it, rather than give it back to the pool
+                            await connection.invalidate()
             except Exception as error:
                 await asyncio.sleep(health.failed(error))
 
-    async def _hold_listener(self, driver: Any, channel: str) -> None:
+    async def _hold_listener(self, driver: Any, channel: str, health: LoopHealth) -> None:
         """LISTEN on *driver* (an asyncpg connection) until it closes; then raise, to listen again."""
         closed = asyncio.Event()
         await driver.add_listener(channel, self._notified)
         driver.add_termination_listener(lambda _: closed.set())
         self.listening = True
+        health.succeeded()
         self._wake.set()  # rows may have been committed while nobody listened
         try:
             while not closed.is_set() and not driver.is_closed():
