@@ -103,18 +103,19 @@ async def test_a_relay_process_killed_mid_batch_leaves_every_row_in_redis_exactl
     """SIGKILL a relay process between pushing a batch and deleting it; a new relay pushes each job once."""
     sessions = async_sessionmaker(postgres)
     ids = await _commit(app[1], sessions, ROWS, "kill")
-    # Each batch's DELETE waits a while, so the relay spends most of its time pushed-but-not-committed.
+    # Each batch's COMMIT waits a while (a deferred trigger runs at the commit, after the push), so the
+    # relay spends most of its time pushed-but-not-committed.
     async with postgres.begin() as connection:
         await connection.execute(
             text(
                 "CREATE FUNCTION slow_outbox_delete() RETURNS trigger AS "
-                "$$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$ LANGUAGE plpgsql"
+                "$$ BEGIN PERFORM pg_sleep(0.01); RETURN NULL; END $$ LANGUAGE plpgsql"
             )
         )
         await connection.execute(
             text(
-                f"CREATE TRIGGER slow_delete BEFORE DELETE ON {outbox_app.TABLE} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION slow_outbox_delete()"
+                f"CREATE CONSTRAINT TRIGGER slow_delete AFTER DELETE ON {outbox_app.TABLE} "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_outbox_delete()"
             )
         )
     processes = ManagedProcesses(tmp_path)

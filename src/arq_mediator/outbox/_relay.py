@@ -1,10 +1,11 @@
 """`OutboxRelay`: move committed outbox rows to Redis in batches, woken by NOTIFY, with a fallback poll.
 
-A batch is read, pushed and then deleted (or marked sent) inside one database transaction. The rows stay
-locked while they are pushed, so two relays never push the same row (``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL; SQLite's single write lock, taken first, on SQLite). A relay that dies after the push and
-before the commit leaves its rows to the next relay, which pushes them again: Redis then finds each job
-id taken and adds nothing, so the job id is the idempotency key that makes the hand-over exactly-once.
+A batch is claimed (deleted, or marked sent, by one statement), pushed, and committed, inside one
+database transaction. The rows stay locked while they are pushed, so two relays never push the same row
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite, its single write lock). A relay that dies after
+the push and before the commit leaves its rows to the next relay, which pushes them again: Redis then
+finds each job id taken and adds nothing, so the job id is the idempotency key that makes the hand-over
+exactly-once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
-from sqlalchemy import delete, false, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._errors import MissingResourceError
@@ -27,8 +28,6 @@ from .._resilience import LoopHealth
 from .._telemetry import meter
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
     from ._writer import Outbox
 
 logger = logging.getLogger("arq_mediator.outbox")
@@ -165,18 +164,28 @@ class OutboxRelay:
             RedisError, OSError, SQLAlchemyError: the batch did not go through; its rows stay for later.
         """
         table = self.outbox.table
+        batch = (
+            select(table.c.position)
+            .where(table.c.sent_at.is_(None))
+            .order_by(table.c.position)
+            .limit(self.batch_size)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        columns = (table.c.position, table.c.job_id, table.c.queue, table.c.body, table.c.due_at)
+        claimed = table.c.position.in_(batch)
         async with (engine or self.engine).begin() as connection:
-            await _lock_sqlite(connection, table)
-            rows = (
-                await connection.execute(
-                    select(table.c.position, table.c.job_id, table.c.queue, table.c.body, table.c.due_at)
-                    .add_columns(table.c.created_at)
-                    .where(table.c.sent_at.is_(None))
-                    .order_by(table.c.position)
-                    .limit(self.batch_size)
-                    .with_for_update(skip_locked=True)
+            # One statement claims the batch: its rows are deleted (or marked sent) at once, and back as
+            # they were if the push fails or the relay dies before the commit. On SQLite, a statement that
+            # writes takes the database's write lock, so a second relay waits here for this one's commit.
+            if self.keep_sent:
+                marked = update(table).where(claimed).values(sent_at=now_ms())
+                result = await connection.execute(marked.returning(*columns, table.c.created_at))
+            else:
+                result = await connection.execute(
+                    delete(table).where(claimed).returning(*columns, table.c.created_at)
                 )
-            ).all()
+            rows = sorted(result.all(), key=lambda row: row.position)
             if not rows:
                 return 0
             now = now_ms()
@@ -185,11 +194,6 @@ class OutboxRelay:
                 for row in rows
             ]
             outcomes = await self.outbox.mediator._jobs.push(jobs)
-            relayed = table.c.position.in_([row.position for row in rows])
-            if self.keep_sent:
-                await connection.execute(update(table).where(relayed).values(sent_at=now_ms()))
-            else:
-                await connection.execute(delete(table).where(relayed))
         done = now_ms()
         count_enqueued(jobs, outcomes)
         for row in rows:
@@ -255,16 +259,6 @@ class OutboxRelay:
 
     def _notified(self, *_: object) -> None:
         self._wake.set()
-
-
-async def _lock_sqlite(connection: AsyncConnection, table: Any) -> None:
-    """On SQLite, take the database's write lock before reading the batch.
-
-    A statement that writes (even nothing) takes it: a second relay on the same file then waits here
-    rather than pushing the same rows and failing to delete them. PostgreSQL locks the rows it reads.
-    """
-    if connection.dialect.name == "sqlite":
-        await connection.execute(delete(table).where(false()))
 
 
 async def _first_of(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float) -> bool:
