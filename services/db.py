@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
 from arq_mediator import Mediator
+from arq_mediator.outbox import outbox_table
 from services.telemetry import instrument_engine
 
 SessionFactory = async_sessionmaker[AsyncSession]
@@ -21,6 +22,11 @@ _SCHEMA_LOCK = 0x61726D71
 
 class Base(DeclarativeBase):
     """Base of the demo's tables."""
+
+
+# Jobs written in the same transaction as the data they follow from (a new user's fan-out); the workers
+# relay them to Redis.
+OUTBOX = outbox_table(Base.metadata)
 
 
 def create_engine(database_url: str) -> AsyncEngine:

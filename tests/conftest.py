@@ -4,11 +4,15 @@ use Redis work in databases this run claimed for itself (`tests/redis_databases.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 from redis.asyncio import Redis
 
@@ -38,6 +42,40 @@ def backing_services() -> Iterator[dict[str, str]]:
         for variable, url in found.items():
             patch.setenv(variable, url)
         yield found
+
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _asyncpg_dsn(url: str, database: str | None = None) -> str:
+    parts = urlsplit(url.replace("postgresql+asyncpg://", "postgresql://"))
+    path = f"/{database}" if database is not None else parts.path
+    return urlunsplit(("postgresql", parts.netloc, path, parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """Create a throwaway PostgreSQL database for this test session; drop it at the end.
+
+    Returns its SQLAlchemy URL (``postgresql+asyncpg://...``).
+    """
+    import asyncio
+
+    name = f"arqm_test_{uuid.uuid4().hex[:10]}"
+    # Read now, not at import: the session's containers (tests/conftest.py) may have set it since.
+    admin_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    admin = _asyncpg_dsn(admin_url)
+
+    async def run(statement: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    yield _asyncpg_dsn(admin_url, name).replace("postgresql://", "postgresql+asyncpg://", 1)
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 # The testing helper's fixtures, as a user's suite would opt into them (tests/testing uses them).

@@ -147,3 +147,19 @@ def test_testing_example_runs_without_redis() -> None:
         "refused: builtins.ValueError: cannot charge 0 cents",
         "charged after 2 tries: order_id=7 cents=1250",
     ]
+
+
+def test_readme_outbox_example_is_the_script_verbatim() -> None:
+    """The python block under "Transactional outbox example" equals examples/outbox.py."""
+    blocks = python_blocks_under(README.read_text(encoding="utf-8"), "Transactional outbox example")
+    assert "".join(blocks) == (ROOT / "examples" / "outbox.py").read_text(encoding="utf-8")
+
+
+def test_outbox_example_runs_against_redis(readme_redis: str) -> None:
+    """examples/outbox.py commits one sign-up with its job, rolls the duplicate back, and the job runs."""
+    completed = run_example("outbox.py", readme_redis)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == [
+        "second sign-up rolled back (IntegrityError): no user, no job",
+        "welcomed ada@example.com",
+    ]

@@ -36,7 +36,8 @@ def status_url(job_id: str) -> str:
     tags=["users"],
     summary="Create a user now (inline, through the same pipeline a worker would run)",
     description="The user's `UserCreated` fans out to a welcome email and an audit record: 2 jobs of the "
-    "client's budget.",
+    "client's budget. They commit with the user through the transactional outbox, so the user is created "
+    "(201) even while Redis is down, and the jobs run once it is back.",
     responses=problems(400, 409, 415, 429, 503),
 )
 async def create_user(

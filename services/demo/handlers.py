@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arq_mediator import Backoff, Context, Mediator
-from services.db import SessionFactory, database_lifespan
+from arq_mediator.outbox import Outbox
+from services.db import OUTBOX, SessionFactory, database_lifespan
 from services.demo.messages import (
     Cleanup,
     CleanupOut,
@@ -49,19 +50,24 @@ async def _simulate_work(ctx: Context, low: float, high: float) -> None:
 
 
 async def create_user(request: CreateUser, ctx: Context) -> UserOut:
-    """Store a new user, then announce it; a taken email raises `DuplicateEmail`."""
+    """Store a new user with its `UserCreated` fan-out, in one transaction; a taken email: `DuplicateEmail`.
+
+    The fan-out goes through the outbox: the user and its welcome email and audit jobs commit together, so
+    neither exists without the other, and creating a user needs no Redis (the jobs follow when it answers).
+    """
     await _simulate_work(ctx, 1.6, 5.0)
     async with _sessions(ctx)() as session:
         user = User(email=request.email.lower(), name=request.name)
         session.add(user)
         try:
-            await session.commit()
+            await session.flush()  # the id for the event, and the unique email checked, before writing it
         except IntegrityError:
             raise DuplicateEmail(f"a user with email {request.email} exists already") from None
         created = UserOut.model_validate(user, from_attributes=True)
-    await ctx.mediator.enqueue_publish(
-        UserCreated(user_id=created.id, email=created.email, name=created.name)
-    )
+        await ctx.resource(Outbox).enqueue_publish(
+            UserCreated(user_id=created.id, email=created.email, name=created.name), session=session
+        )
+        await session.commit()
     return created
 
 
@@ -227,6 +233,7 @@ def build_mediator(settings: Settings) -> Mediator:
         command_timeout=settings.redis_timeout,
     )
     mediator.provide(settings)
+    mediator.provide(Outbox(mediator, OUTBOX))
     mediator.lifespan(database_lifespan(settings.database_url))
     not_domain_errors = (Exception,)
     mediator.handler(queue="critical", max_tries=3, retry_on=(ConnectionError, OSError))(create_user)

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from arq_mediator import Mediator, Worker
+from arq_mediator.outbox import Outbox, OutboxRelay
 from services.demo.handlers import build_mediator
 from services.settings import Settings
 from services.telemetry import configure_telemetry, correlate_logs
@@ -80,7 +81,9 @@ async def serve(config: WorkerConfig, settings: Settings) -> Worker:
     if telemetry is not None:
         correlate_logs()
     mediator = build_mediator(settings)
-    worker = Worker(mediator, config.worker_settings())
+    # Every worker relays the outbox (new users' fan-out): relays share the table safely, and one that
+    # crashes leaves its rows to the others.
+    worker = Worker(mediator, config.worker_settings(relay=OutboxRelay(mediator.resources[Outbox])))
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, worker.stop)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from arq_mediator import WorkerSettings
+from arq_mediator.outbox import OutboxRelay
 
 # Health checks reach a container's port from outside it.
 DEFAULT_HTTP_HOST = "0.0.0.0"  # noqa: S104
@@ -60,9 +61,9 @@ class WorkerConfig:
             f"queues: {', '.join(self.queues)}"
         )
 
-    def worker_settings(self) -> WorkerSettings:
-        """Return the library's settings for this worker."""
-        return WorkerSettings(queues=self.queues, max_jobs=self.max_jobs, name=self.name)
+    def worker_settings(self, relay: OutboxRelay | None = None) -> WorkerSettings:
+        """Return the library's settings for this worker, running *relay* beside its jobs when given."""
+        return WorkerSettings(queues=self.queues, max_jobs=self.max_jobs, name=self.name, relay=relay)
 
 
 def _integer(environ: Mapping[str, str], name: str, low: int, high: int) -> int | None:

@@ -48,7 +48,7 @@ class JobHandle(Generic[R]):
             job with the same id was queued, running or finished already (an idempotent repeat).
     """
 
-    __slots__ = ("_adapter", "_client", "enqueued", "id", "queue")
+    __slots__ = ("_adapter", "_client", "_from_outbox", "enqueued", "id", "queue")
 
     def __init__(
         self,
@@ -58,9 +58,12 @@ class JobHandle(Generic[R]):
         adapter: TypeAdapter[R] | None,
         *,
         enqueued: bool = False,
+        from_outbox: bool = False,
     ) -> None:
         self._client = client
         self._adapter = adapter
+        # Written to an outbox: until the relay pushes it, Redis knows no such job, and result() waits.
+        self._from_outbox = from_outbox
         self.id = job_id
         self.queue = queue
         self.enqueued = enqueued
@@ -93,7 +96,8 @@ class JobHandle(Generic[R]):
     async def result(self, timeout: float | None = None) -> R:
         """Wait for the job to finish and return its value, validated into the response type.
 
-        Completion is pushed by the worker; nothing polls.
+        Completion is pushed by the worker; nothing polls. A handle an `Outbox` returned also waits while
+        the job is still on its way from the outbox (and, if its transaction rolled back, until *timeout*).
 
         Args:
             timeout: Seconds to wait; ``None`` waits as long as it takes.
@@ -107,7 +111,7 @@ class JobHandle(Generic[R]):
             TimeoutError: *timeout* passed first; the job goes on.
         """
         with redis_unavailable_as_queue_error():
-            record = await self._client.wait(self.id, timeout)
+            record = await self._client.wait(self.id, timeout, may_be_missing=self._from_outbox)
         return self._value_of(record)
 
     def _value_of(self, record: ResultRecord) -> R:

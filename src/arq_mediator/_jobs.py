@@ -229,15 +229,17 @@ class JobClient:
             return status_of(record), record
         return _STATES[state], None
 
-    async def wait(self, job_id: str, timeout: float | None) -> ResultRecord:
+    async def wait(self, job_id: str, timeout: float | None, *, may_be_missing: bool = False) -> ResultRecord:
         """Wait for *job_id* to finish; return its result record.
 
+        With *may_be_missing* (a job still in an outbox), a job Redis does not know yet is waited for too.
+
         Raises:
-            JobNotFoundError: the job is neither queued, running nor finished.
+            JobNotFoundError: the job is neither queued, running nor finished (and not *may_be_missing*).
             TimeoutError: *timeout* seconds passed first; the message says where the job stands.
         """
         if timeout is not None and timeout <= 0:  # a look, not a wait
-            record = await self._finished_record(job_id)
+            record = await self._finished_record(job_id, may_be_missing)
             if record is None:
                 raise TimeoutError(await self._unfinished(job_id, timeout))
             return record
@@ -245,7 +247,7 @@ class JobClient:
             async with asyncio.timeout(timeout):  # bounds the whole wait, subscribing included
                 future = await self.results.subscribe(job_id)
                 try:
-                    record = await self._finished_record(job_id)
+                    record = await self._finished_record(job_id, may_be_missing)
                     return record or ResultRecord.model_validate_json(await future)
                 finally:
                     self.results.forget(job_id, future)
@@ -269,14 +271,14 @@ class JobClient:
             hint = f"; no live worker serves queue {queue!r}: start one with --queues {queue}"
         return f"job {job_id} did not finish within {timeout}s: it is {status.value}{where}{hint}"
 
-    async def _finished_record(self, job_id: str) -> ResultRecord | None:
+    async def _finished_record(self, job_id: str, may_be_missing: bool = False) -> ResultRecord | None:
         """Return the job's result record if it finished, ``None`` if it is still to come.
 
         Raises:
-            JobNotFoundError: the job is neither queued, running nor finished.
+            JobNotFoundError: the job is neither queued, running nor finished (and not *may_be_missing*).
         """
         state, record = await self.status(job_id)
-        if state is JobStatus.NOT_FOUND:
+        if state is JobStatus.NOT_FOUND and not may_be_missing:
             raise JobNotFoundError(f"no job {job_id} is queued, running or finished (results expire)")
         return record
 

@@ -204,11 +204,26 @@ class Producer:
         Raises:
             QueueUnavailableError: Redis could not be reached or did not answer in time.
         """
+        jobs = self._prepare_publish(notification, queue, job_id, max_tries, _delay_ms(by, at))
+        outcomes = await self._push(jobs, durable) if jobs else []
+        return [
+            JobHandle(self._jobs, job.id, placed, None, enqueued=outcome == ADDED)
+            for (job, _), (outcome, placed, _) in zip(jobs, outcomes, strict=True)
+        ]
+
+    def _prepare_publish(
+        self,
+        notification: Notification,
+        queue: str | None,
+        job_id: str | None,
+        max_tries: int | None,
+        delay_ms: int,
+    ) -> list[tuple[PendingJob, Span]]:
+        """Prepare one job per handler of *notification* (see `enqueue_publish`), ready to push or store."""
         if not isinstance(notification, Notification):
             raise TypeError("enqueue_publish() takes a Notification; for a request use enqueue()")
-        delay_ms = _delay_ms(by, at)
         now = now_ms()
-        jobs = [
+        return [
             self._pending(
                 notification,
                 spec,
@@ -220,21 +235,21 @@ class Producer:
             )
             for spec in self._registry.handlers_of(type(notification))
         ]
-        outcomes = await self._push(jobs, durable) if jobs else []
-        return [
-            JobHandle(self._jobs, job.id, placed, None, enqueued=outcome == ADDED)
-            for (job, _), (outcome, placed, _) in zip(jobs, outcomes, strict=True)
-        ]
 
-    async def _enqueue_requests(
+    def _prepare_requests(
         self,
-        requests: Sequence[Request[R]],
+        requests: Sequence[Request[Any]],
         queue: str | None,
         job_ids: Sequence[str | None],
         max_tries: int | None,
         delay_ms: int,
-        durable: Durability | bool | None,
-    ) -> list[JobHandle[R]]:
+    ) -> list[tuple[PendingJob, Span]]:
+        """Prepare one job per request, ready to push or store; their PRODUCER spans are started.
+
+        Raises:
+            NoHandlerError: a request type has no handler.
+            TypeError: one of *requests* is not a `Request`.
+        """
         now = now_ms()
         jobs = []
         for request, job_id in zip(requests, job_ids, strict=True):
@@ -245,6 +260,18 @@ class Producer:
                 )
             spec = self._registry.handler_for(type(request))
             jobs.append(self._pending(request, spec, queue, job_id, max_tries, now, delay_ms))
+        return jobs
+
+    async def _enqueue_requests(
+        self,
+        requests: Sequence[Request[R]],
+        queue: str | None,
+        job_ids: Sequence[str | None],
+        max_tries: int | None,
+        delay_ms: int,
+        durable: Durability | bool | None,
+    ) -> list[JobHandle[R]]:
+        jobs = self._prepare_requests(requests, queue, job_ids, max_tries, delay_ms)
         outcomes = await self._push(jobs, durable)
         conflicts = [
             (job.id, existing)
@@ -275,16 +302,12 @@ class Producer:
                 record_failure(span, error)
                 span.end()
             raise
-        added: Counter[str] = Counter()
         self._watch_served(outcomes)
-        for (job, span), (outcome, _, _) in zip(prepared, outcomes, strict=True):
-            if outcome == ADDED:
-                added[job.queue] += 1
-            else:  # an idempotent repeat: nothing was sent
+        for (_, span), (outcome, _, _) in zip(prepared, outcomes, strict=True):
+            if outcome != ADDED:  # an idempotent repeat: nothing was sent
                 span.set_attribute("arq_mediator.job.existing", True)
             span.end()
-        for queue, count in added.items():  # one measurement per queue, not per job, for batches
-            jobs_enqueued.add(count, {"messaging.destination.name": queue})
+        count_enqueued([job for job, _ in prepared], outcomes)
         return outcomes
 
     def _watch_served(self, outcomes: list[tuple[int, str, str]]) -> None:
@@ -499,6 +522,15 @@ class Producer:
         with redis_unavailable_as_queue_error():
             queue, requeued = await self._jobs.requeue(job_id)
         return JobHandle(self._jobs, job_id, queue, None, enqueued=requeued)
+
+
+def count_enqueued(jobs: Sequence[PendingJob], outcomes: Sequence[tuple[int, str, str]]) -> None:
+    """Count the jobs that *outcomes* say were added, one measurement per queue rather than per job."""
+    added = Counter(
+        job.queue for job, (outcome, _, _) in zip(jobs, outcomes, strict=True) if outcome == ADDED
+    )
+    for queue, count in added.items():
+        jobs_enqueued.add(count, {"messaging.destination.name": queue})
 
 
 def _delay_ms(by: timedelta | float | None, at: datetime | None, *, required: bool = False) -> int:

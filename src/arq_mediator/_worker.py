@@ -44,6 +44,8 @@ logger = logging.getLogger("arq_mediator.worker")
 # Seconds the listener waits for a message before looking again: short enough that a connection Redis
 # dropped is noticed, long enough to cost nothing.
 LISTEN_POLL = 1.0
+# Seconds a stopping worker gives its outbox relay to finish the batch in hand.
+RELAY_STOP_WITHIN = 10.0
 
 
 class Worker:
@@ -108,11 +110,20 @@ class Worker:
         ]
         if self.mediator.recurring_jobs:
             helpers.append(asyncio.create_task(run_schedules(self.mediator, self._stopping)))
+        relay = None
+        if settings.relay is not None:
+            relay = asyncio.create_task(settings.relay.run(self._stopping), name=f"{self.name} outbox relay")
+            relay.add_done_callback(self._relay_ended)
+            helpers.append(relay)
         describe_capabilities(self.mediator, self.name, settings.queues, settings.max_jobs)
         try:
             await self._claim_loop()
         finally:
             await self._drain(heartbeat)
+            if (
+                relay is not None
+            ):  # it stops after its batch: cancelled mid-way it would push that batch twice
+                await asyncio.wait([relay], timeout=RELAY_STOP_WITHIN)
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -122,6 +133,11 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             logger.info("worker %s stopped: %s", self.name, self._describe_counts())
+
+    def _relay_ended(self, task: asyncio.Task[None]) -> None:
+        # The relay rides out Redis and database errors; what ends it early is a configuration error.
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("worker %s: its outbox relay stopped: %r", self.name, task.exception())
 
     def _describe_counts(self) -> str:
         counts = self.counters

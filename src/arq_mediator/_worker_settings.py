@@ -5,12 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ._mediator import Mediator
 
 logger = logging.getLogger("arq_mediator.worker")
+
+
+class Relay(Protocol):
+    """What a worker runs beside its jobs until it stops: an `arq_mediator.outbox.OutboxRelay`."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until *stop* is set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +38,8 @@ class WorkerSettings:
         unknown_type_delay: Seconds a job whose type this worker has no handler for waits before another
             worker may take it, when a live worker serving its queue has a handler (a rolling deploy).
         unknown_type_timeout: Seconds after which such a job fails anyway with `NoHandlerError`.
+        relay: An outbox relay the worker runs while it runs, so committed outbox rows reach Redis with
+            no process of their own; several workers may each run one.
     """
 
     queues: Sequence[str]
@@ -41,6 +52,7 @@ class WorkerSettings:
     max_lost: int = 5
     unknown_type_delay: float = 5.0
     unknown_type_timeout: float = 300.0
+    relay: Relay | None = None
 
     def __post_init__(self) -> None:
         if not self.queues or any(not queue for queue in self.queues):

@@ -17,10 +17,14 @@ import httpx
 from litestar import Litestar
 from redis.asyncio import Redis
 from services.api.app import create_app
+from services.db import OUTBOX
 from services.demo.handlers import build_mediator
 from services.settings import Settings
+from sqlalchemy import delete, inspect
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from arq_mediator import Mediator, ResultRecord, Worker
+from arq_mediator.outbox import Outbox, OutboxRelay
 from tests.jobs.conftest import running_worker as running_worker_on
 from tests.jobs.waiting import FAST
 from tests.processes import free_port
@@ -43,9 +47,39 @@ async def running_worker(
 async def running_worker_of(
     mediator: Mediator, *, name: str = "test-worker", queues: tuple[str, ...] = ALL_QUEUES
 ) -> AsyncIterator[Worker]:
-    """Run a worker of the (open) *mediator* in this event loop for the block; stop and drain it after."""
-    async with running_worker_on(mediator, queues=list(queues), max_jobs=20, name=name, **FAST) as worker:
+    """Run a worker of the (open) *mediator* in this event loop for the block; stop and drain it after.
+
+    It relays the demo's outbox, when the mediator has one, as a worker process does (polling often:
+    SQLite has no NOTIFY).
+    """
+    outbox = mediator.resources.get(Outbox)
+    relay = None if outbox is None else OutboxRelay(outbox, poll_interval=0.1)
+    async with running_worker_on(
+        mediator, queues=list(queues), max_jobs=20, name=name, relay=relay, **FAST
+    ) as worker:
         yield worker
+
+
+async def empty_outbox(database_url: str) -> None:
+    """Delete every row of the demo's outbox table at *database_url*, when the table exists."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            if await connection.run_sync(lambda sync: inspect(sync).has_table(OUTBOX.name)):
+                await connection.execute(delete(OUTBOX))
+    finally:
+        await engine.dispose()
+
+
+def on_redis(settings: Settings, redis_url: str) -> Settings:
+    """Return the API's settings for a Redis of the test's own: no simulated work, no email failures."""
+    return Settings(
+        redis_url=redis_url,
+        database_url=settings.database_url,
+        work_scale=0.0,
+        email_failure_rate=0.0,
+        service_name="api",
+    )
 
 
 async def result_records(redis_url: str) -> list[ResultRecord]:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arq_mediator import Worker
-from tests.services.api_harness import api_client, keys_in, private_redis, running_worker
+from tests.services.api_harness import api_client, keys_in, on_redis, private_redis, running_worker
 
 DEMO = "/api/distributeddemo"
 
@@ -193,17 +193,6 @@ async def test_the_openapi_document_lists_every_endpoint_and_the_uis_answer(
         page = await client.get(f"/schema/{ui}")
         assert page.status_code == 200
         assert "<html" in page.text.lower()
-
-
-def on_redis(settings: Settings, redis_url: str) -> Settings:
-    """Return the API's settings for a Redis of the test's own: no simulated work, no email failures."""
-    return Settings(
-        redis_url=redis_url,
-        database_url=settings.database_url,
-        work_scale=0.0,
-        email_failure_rate=0.0,
-        service_name="api",
-    )
 
 
 async def test_with_redis_stopped_health_and_enqueueing_answer_503(settings: Settings) -> None:

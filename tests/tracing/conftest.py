@@ -20,7 +20,6 @@ import pytest
 
 from tests.processes import ManagedProcess, ManagedProcesses, free_port
 from tests.redis_databases import FlushedRedis
-from tests.services.conftest import postgres_url  # noqa: F401
 from tests.services.service_processes import clean_environment
 from tests.tracing.otlp_receiver import OtlpReceiver, running_receiver
 
@@ -148,7 +147,7 @@ async def tracing_redis(flushed_redis: FlushedRedis) -> str:
 async def stack(
     tmp_path: Path,
     receiver: OtlpReceiver,
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
     tracing_redis: str,
 ) -> AsyncIterator[TracedStack]:
     """Return a `TracedStack` to start processes on; each is stopped by PID (SIGTERM, then SIGKILL) after."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -313,3 +314,32 @@ async def test_the_processes_export_the_job_metrics(stack: TracedStack) -> None:
     await stack.receiver.wait_for_metrics(exported, SPANS_TIMEOUT, what=f"api: {api}; workers: {workers}")
     assert stack.receiver.encodings() == {"identity", "gzip"}
     assert not stack.receiver.errors()
+
+
+async def test_a_user_created_through_the_outbox_keeps_the_request_trace_in_its_fan_out(
+    stack: TracedStack,
+) -> None:
+    """POST /api/users writes the fan-out to the outbox; the relayed jobs' spans join the request's trace."""
+    await start(stack, "general")
+    email = f"traced-{uuid.uuid4().hex[:8]}@example.com"
+    answer = await stack.client.post("/api/users", json={"email": email, "name": "Traced"})
+    assert answer.status_code == 201, answer.text
+
+    def fanned_out(spans: list[ReceivedSpan]) -> list[ReceivedSpan] | None:
+        consumers = [
+            s
+            for s in spans
+            if s.kind == CONSUMER and s.attributes.get("arq_mediator.request.type") == "demo.UserCreated"
+        ]
+        return spans if len(consumers) >= 2 and server_span("/api/users", spans) is not None else None
+
+    spans = await stack.receiver.wait_for(fanned_out, SPANS_TIMEOUT, what="the fan-out jobs' consumer spans")
+    request = server_span("/api/users", spans)
+    assert request is not None
+    by_id = index(spans)
+    for consumer in (s for s in spans if s.kind == CONSUMER):
+        assert consumer.trace_id == request.trace_id, explain(spans)
+        producer = by_id[consumer.parent_span_id]
+        assert (producer.kind, producer.service) == (PRODUCER, "api")
+        assert producer.attributes["arq_mediator.outbox"] == "arq_mediator_outbox"
+        assert request.span_id in [span.span_id for span in ancestors(producer, by_id)]

@@ -127,17 +127,17 @@ class LocalJobClient(JobClient):
             return JobStatus.IN_PROGRESS, None
         return (JobStatus.DEFERRED if job.due > self.now() else JobStatus.QUEUED), None
 
-    async def wait(self, job_id: str, timeout: float | None) -> ResultRecord:
+    async def wait(self, job_id: str, timeout: float | None, *, may_be_missing: bool = False) -> ResultRecord:
         """Wait for *job_id* to finish; return its result record.
 
         Raises:
-            JobNotFoundError: the job is neither queued, running nor finished.
+            JobNotFoundError: the job is neither queued, running nor finished (and not *may_be_missing*).
             TimeoutError: *timeout* passed first; the message says where the job stands.
         """
         state, record = await self.status(job_id)
         if record is not None:
             return record
-        if state is JobStatus.NOT_FOUND:
+        if state is JobStatus.NOT_FOUND and not may_be_missing:
             raise JobNotFoundError(f"no job {job_id} is queued, running or finished (results expire)")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(job_id, []).append(future)
