@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import _keys
-from ._history import recording_lua
+from ._history import HISTORY_PREFIX, recording_lua
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -34,6 +34,7 @@ _PREFIXES = {
     "RETRY_MARK": _keys.RETRY_MARK,
     "QUEUES": _keys.QUEUES_KEY,
     "WORKERS": _keys.WORKERS_KEY,
+    "HISTORY": HISTORY_PREFIX,
 }
 
 # The server's clock in ms, read once per script call.
@@ -448,7 +449,13 @@ return out
 )
 
 
-def _render(source: str, channels: Channels, history: JobHistory | None) -> str:
+def with_history(body: str) -> str:
+    """Return a script of *body* that has the clock (``now``), ``get`` and the history's functions."""
+    return _NOW + _FENCE + _RECORD + body
+
+
+def render(source: str, channels: Channels, history: JobHistory | None) -> str:
+    """Return *source* with the key prefixes, channel names and history functions of one database."""
     source = source.replace(_RECORD, recording_lua(history, channels.events))
     names = _PREFIXES | {
         "WAKE": channels.wake_prefix,
@@ -465,7 +472,7 @@ class Scripts:
 
     def __init__(self, redis: Redis, channels: Channels, history: JobHistory | None = None) -> None:
         def register(source: str) -> AsyncScript:
-            return redis.register_script(_render(source, channels, history))
+            return redis.register_script(render(source, channels, history))
 
         self.enqueue: AsyncScript = register(ENQUEUE)
         self.enqueue_tick: AsyncScript = register(ENQUEUE_TICK)
