@@ -58,7 +58,7 @@ async def parent(request: Parent, ctx: Context) -> str:
 
 def register(mediator: Mediator) -> None:
     """Register the handlers the `mediator` fixture opens with."""
-    mediator.handler(work, max_tries=2)
+    mediator.handler(max_tries=2)(work)
     mediator.handler(parent)
 
 
