@@ -385,7 +385,7 @@ class RedisDashboardSource:
         queue = detail.summary.queue
         if detail.summary.state.value not in FINISHED_STATES:  # waiting: make it due now
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(QUEUE_PREFIX + queue, {job_id: now_ms()}, xx=True)
+                pipe.zadd(QUEUE_PREFIX + queue, {job_id: now_ms()}, xx=True, ch=True)
                 pipe.publish(self._jobs.channels.wake(queue), now_ms())
                 moved, _ = await pipe.execute()
             return bool(moved)
