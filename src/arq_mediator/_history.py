@@ -116,21 +116,16 @@ local H = '{HISTORY}'
 local function h_publish(state, queue, id)
   redis.call('PUBLISH', '{EVENTS}', state .. '\\t' .. queue .. '\\t' .. id)
 end
-local function h_step(key, state, try, worker, detail)
-  local steps = redis.call('HGET', key, 'steps')
+-- Returns the job's step lines with one more; past STEPS_BYTES the oldest (but the first) go.
+local function h_steps(steps, state, try, worker, detail)
   local line = now .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
-  if not steps then
-    steps = line
-  else
-    if #steps > {STEPS_BYTES} then  -- keep the first step (enqueued), drop the oldest after it
-      local first = string.find(steps, '\\n', 1, true) or #steps
-      local cut = string.find(steps, '\\n', #steps - {STEPS_BYTES} / 2, true) or #steps
-      steps = string.sub(steps, 1, first) .. string.sub(steps, cut + 1)
-    end
-    steps = steps .. '\\n' .. line
+  if not steps then return line end
+  if #steps > {STEPS_BYTES} then
+    local first = string.find(steps, '\\n', 1, true) or #steps
+    local cut = string.find(steps, '\\n', #steps - {STEPS_BYTES} / 2, true) or #steps
+    steps = string.sub(steps, 1, first) .. string.sub(steps, cut + 1)
   end
-  redis.call('HSET', key, 'steps', steps)
-  redis.call('PEXPIRE', key, {ORPHAN_MS})
+  return steps .. '\\n' .. line
 end
 local function h_index_keys(state, queue, kind)
   local base = H .. 'index:' .. state
@@ -141,11 +136,12 @@ local function h_index_keys(state, queue, kind)
   end
   return keys
 end
+local finished_states = {succeeded = true, failed = true, aborted = true}
 -- Takes a job out of the finished indexes it is in (it was requeued, deleted or enqueued anew).
 local function h_unindex(id)
   local key = H .. 'job:' .. id
   local facts = redis.call('HMGET', key, 'state', 'queue', 'type')
-  if facts[1] and facts[2] then
+  if facts[1] and facts[2] and finished_states[facts[1]] then
     for _, index in ipairs(h_index_keys(facts[1], facts[2], facts[3])) do redis.call('ZREM', index, id) end
   end
   redis.call('ZREM', H .. 'retrying', id)
@@ -174,60 +170,74 @@ local function h_count(letter)
   h_bump(H .. 'count:minute:' .. hour, letter .. (minute % 60), {KEEP_COUNTERS_MS})
   h_bump(H .. 'count:hour:' .. math.floor(hour / 24), letter .. (hour % 24), {KEEP_COUNTERS_MS} + 86400000)
 end
+-- Writes a job's new state, one more step and any other fields, in one HSET.
+-- The step is named after the state unless *step* names it (released, requeued: enqueued again).
+local function h_record(key, steps, state, try, worker, detail, fields, step)
+  fields[#fields + 1] = 'state'
+  fields[#fields + 1] = state
+  fields[#fields + 1] = 'steps'
+  fields[#fields + 1] = h_steps(steps, step or state, try, worker, detail)
+  redis.call('HSET', key, unpack(fields))
+  redis.call('PEXPIRE', key, {ORPHAN_MS})
+end
 local function h_enqueued(id, queue, kind, parent, delay)
   local key = H .. 'job:' .. id
   if redis.call('EXISTS', key) == 1 then h_forget(id) end  -- an id used again: a new job's history
-  local state = tonumber(delay) > 0 and 'scheduled' or 'enqueued'
-  redis.call('HSET', key, 'type', kind, 'queue', queue, 'enqueued', now, 'state', state, 'tries', 0)
-  if parent ~= '' then redis.call('HSET', key, 'parent', parent) end
+  local state, detail = 'enqueued', ''
+  if tonumber(delay) > 0 then state, detail = 'scheduled', tostring(now + tonumber(delay)) end
+  local fields = {'type', kind, 'queue', queue, 'enqueued', now, 'tries', 0}
+  if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
+  h_record(key, nil, state, '', '', detail, fields)
   if kind ~= '' then redis.call('SADD', H .. 'types', kind) end
-  h_step(key, state, '', '', state == 'scheduled' and tostring(now + tonumber(delay)) or '')
   h_publish(state, queue, id)
 end
 local function h_started(id, queue, try, worker)
   local key = H .. 'job:' .. id
-  redis.call('HSET', key, 'state', 'running', 'started', now, 'tries', try, 'worker', worker, 'queue', queue)
-  h_step(key, 'started', try, worker, '')
-  redis.call('ZREM', H .. 'retrying', id)
+  local facts = redis.call('HMGET', key, 'state', 'steps')
+  if facts[1] == 'retrying' then redis.call('ZREM', H .. 'retrying', id) end
+  local fields = {'started', now, 'tries', try, 'worker', worker, 'queue', queue}
+  h_record(key, facts[2], 'running', try, worker, '', fields, 'started')
   h_publish('running', queue, id)
 end
 local function h_retrying(id, queue, try, due, detail)
   local key = H .. 'job:' .. id
-  redis.call('HSET', key, 'state', 'retrying')
-  h_step(key, 'retrying', try, '', due .. '\\t' .. detail)
+  h_record(key, redis.call('HGET', key, 'steps'), 'retrying', try, '', due .. '\\t' .. detail, {})
   redis.call('ZADD', H .. 'retrying', due, id)
   h_publish('retrying', queue, id)
 end
 local function h_released(id, queue)
   local key = H .. 'job:' .. id
-  redis.call('HSET', key, 'state', 'enqueued')
-  h_step(key, 'released', '', '', '')
+  h_record(key, redis.call('HGET', key, 'steps'), 'enqueued', '', '', '', {}, 'released')
   h_publish('enqueued', queue, id)
 end
 local function h_requeued(id, queue)
   h_unindex(id)
   local key = H .. 'job:' .. id
-  redis.call('HSET', key, 'state', 'enqueued', 'queue', queue)
-  h_step(key, 'requeued', '', '', '')
+  h_record(key, redis.call('HGET', key, 'steps'), 'enqueued', '', '', '', {'queue', queue}, 'requeued')
   h_publish('enqueued', queue, id)
 end
 -- body_key: the job's key, whose envelope (the request payload) is kept when it is small enough.
 local function h_finished(id, queue, state, kind, try, worker, detail, body_key)
   local key = H .. 'job:' .. id
-  redis.call('ZREM', H .. 'retrying', id)
-  local facts = redis.call('HMGET', key, 'state', 'type')
-  if facts[1] == 'succeeded' or facts[1] == 'failed' or facts[1] == 'aborted' then h_unindex(id) end
-  if kind == '' then kind = facts[2] or '' end
-  redis.call('HSET', key, 'state', state, 'finished', now, 'queue', queue, 'type', kind)
-  if worker ~= '' then redis.call('HSET', key, 'worker', worker, 'tries', try) end
+  local facts = redis.call('HMGET', key, 'state', 'type', 'steps')
+  if finished_states[facts[1]] then h_unindex(id)
+  elseif facts[1] == 'retrying' then redis.call('ZREM', H .. 'retrying', id) end
+  if kind == '' then
+    kind = facts[2] or ''
+  elseif facts[2] ~= kind then
+    redis.call('SADD', H .. 'types', kind)
+  end
+  local fields = {'finished', now, 'queue', queue, 'type', kind}
+  if worker ~= '' then
+    for _, value in ipairs({'worker', worker, 'tries', try}) do fields[#fields + 1] = value end
+  end
   local size = redis.pcall('STRLEN', body_key)
   if type(size) == 'number' and size > 0 and size <= {MAX_PAYLOAD_BYTES} then
-    redis.call('HSET', key, 'body', redis.call('GET', body_key))
+    fields[#fields + 1] = 'body'
+    fields[#fields + 1] = redis.call('GET', body_key)
   end
-  h_step(key, state, try, worker, detail)
-  redis.call('PEXPIRE', H .. 'logs:' .. id, {ORPHAN_MS})
+  h_record(key, facts[3], state, try, worker, detail, fields)
   for _, index in ipairs(h_index_keys(state, queue, kind)) do redis.call('ZADD', index, now, id) end
-  if kind ~= '' then redis.call('SADD', H .. 'types', kind) end
   h_trim(state)
   if state == 'succeeded' then h_count('s') elseif state == 'failed' then h_count('f') end
   h_publish(state, queue, id)
