@@ -184,11 +184,14 @@ class Enqueueing:
 
 @dataclass(slots=True)
 class Drain:
-    """One drain: handler-timed throughput, the worker's CPU per job, and wall time from spawn to empty."""
+    """One drain: handler-timed throughput, the worker's and the Redis server's CPU per job, and wall time
+    from spawn to empty (the server's CPU counts every client's commands meanwhile: on a shared server, an
+    upper bound)."""
 
     rate: float
     cpu_per_job: float
     wall: float
+    redis_cpu_per_job: float = 0.0
 
 
 @dataclass(slots=True)
@@ -347,6 +350,7 @@ class Bench:
         await self.flush()
         queue_key = await self.preload(kind, jobs)
         deadline = time.monotonic() + 300
+        redis_cpu = await self.redis_cpu()
         with self.worker(kind, expect=jobs) as worker:
             spawned = time.time()
             while True:
@@ -366,6 +370,7 @@ class Bench:
                     raise worker.failure("to empty its queue")
                 await asyncio.sleep(0.005)
             emptied = time.time()
+        redis_cpu = await self.redis_cpu() - redis_cpu
         report = json.loads(reply[1])
         results = 0
         async for _ in self.control.scan_iter(match="arq:result:*", count=1000):
@@ -380,7 +385,13 @@ class Bench:
             rate=jobs / (report["last_end"] - report["first_start"]),
             cpu_per_job=report["cpu"] / jobs,
             wall=emptied - spawned,
+            redis_cpu_per_job=redis_cpu / jobs,
         )
+
+    async def redis_cpu(self) -> float:
+        """Return the CPU seconds the Redis server used so far."""
+        info = await self.control.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
     async def draining(self, kinds: list[str] | None = None) -> dict[str, list[Drain]]:
         """Alternate drains of raw arq (CLI defaults, then logging off) and arq-mediator (history on, off)."""
@@ -391,7 +402,8 @@ class Bench:
                 drain = await self.drain(kind)
                 print(
                     f"  drain {kind:16} {drain.rate:9,.0f} jobs/s, worker CPU "
-                    f"{drain.cpu_per_job * 1e6:4.0f} us/job (spawn to empty queue {drain.wall:.2f} s)"
+                    f"{drain.cpu_per_job * 1e6:4.0f} us/job, Redis CPU {drain.redis_cpu_per_job * 1e6:4.0f} us/job "
+                    f"(spawn to empty queue {drain.wall:.2f} s)"
                 )
                 drains[kind].append(drain)
         return drains

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, JobHistory, Mediator, Request
-from arq_mediator._history import history_key, index_key, logs_key
+from arq_mediator._history import body_key, history_key, index_key, logs_key, steps_key
 from arq_mediator.dashboard._model import JobState
 from arq_mediator.dashboard._store import RedisDashboardSource
 
@@ -162,7 +162,10 @@ async def test_a_failed_job_is_listed_with_its_error_and_counted(mediator: Media
 async def test_old_jobs_past_the_cap_go_with_everything_kept_of_them(
     redis_url: str, redis: Redis, probe: Probe
 ) -> None:
-    """With max_jobs=2, each finish trims the oldest: its index entries, its hash and its log lines."""
+    """With max_jobs=2, a trim drops the oldest: index entries, hash, steps, payload and log lines.
+
+    Finishing jobs trim now and then (the first in each second, and one in 16), the counts always.
+    """
     mediator = Mediator(redis=redis_url, history=JobHistory(max_jobs=2))
     register(mediator)
     mediator.provide(probe)
@@ -173,11 +176,12 @@ async def test_old_jobs_past_the_cap_go_with_everything_kept_of_them(
             await handle.result(timeout=10)
             ids.append(handle.id)
         await eventually(lambda: _exists(redis, logs_key(ids[-1])), what="the last job's log lines")
+        assert (await RedisDashboardSource(mediator).counts()).succeeded == 2
     assert [member.decode() for member in await redis.zrange(index_key("succeeded"), 0, -1)] == ids[2:]
     assert await redis.zcard(index_key("succeeded", "default")) == 2
     assert await redis.zcard(index_key("succeeded", "default", Work.message_name)) == 2
     for old in ids[:2]:
-        assert not await redis.exists(history_key(old), logs_key(old))
+        assert not await redis.exists(history_key(old), logs_key(old), steps_key(old), body_key(old))
 
 
 async def test_jobs_older_than_the_retention_are_trimmed(redis_url: str, redis: Redis, probe: Probe) -> None:

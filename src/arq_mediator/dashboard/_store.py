@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._envelope import ResultRecord
 from .._errors import JobNotFoundError
-from .._history import FINISHED_STATES, RETRYING_KEY, TYPES_KEY, history_key, index_key, logs_key
+from .._history import (
+    FINISHED_STATES,
+    RETRYING_KEY,
+    TYPES_KEY,
+    body_key,
+    history_key,
+    index_key,
+    logs_key,
+    steps_key,
+)
 from .._jobs import now_ms, status_of
 from .._keys import LEASE_PREFIX, QUEUE_PREFIX, RETRY_MARK, job_key, recurring_key, result_key
 from .._scripts import render, with_history
@@ -258,17 +267,19 @@ class RedisDashboardSource:
             pipe.get(result_key(job_id))
             pipe.get(LEASE_PREFIX + job_id)
             pipe.lrange(logs_key(job_id), 0, -1)
-            raw_facts, body, raw_record, lease, log_lines = await pipe.execute()
+            pipe.get(steps_key(job_id))
+            pipe.get(body_key(job_id))
+            raw_facts, body, raw_record, lease, log_lines, raw_steps, kept = await pipe.execute()
         facts = {text(name): value for name, value in raw_facts.items()}
         record = record_of(raw_record)
         if not facts and body is None and record is None:
             return None
-        envelope = envelope_of(body) or (record.job if record else None) or envelope_of(facts.get("body"))
+        envelope = envelope_of(body) or (record.job if record else None) or envelope_of(kept)
         state = await self._state_of(job_id, facts, body, envelope, record, lease)
         summary = summary_of(job_id, [facts.get(name) for name in SUMMARY_FIELDS], state, envelope)
         if record is not None:
             summary = with_record(summary, record)
-        steps = steps_of(facts.get("steps"))
+        steps = steps_of(raw_steps)
         wait, run = wait_and_run(steps, summary)
         error = record.error if record is not None else None
         parent = text(facts.get("parent")) or (envelope.meta.get("parent", "") if envelope else "")
@@ -399,7 +410,7 @@ class RedisDashboardSource:
         """Return the envelope a finished job's result record or history kept."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(result_key(job_id))
-            pipe.hget(history_key(job_id), "body")
+            pipe.get(body_key(job_id))
             raw_record, body = await pipe.execute()
         record = record_of(raw_record)
         if record is not None and record.job is not None:
