@@ -144,7 +144,8 @@ async def measure(url: str, options: argparse.Namespace) -> None:
             "recurring()": store.recurring,
         }
         print(
-            f"\n{'store call':40} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  (target p95 < {TARGET_MS:.0f} ms)"
+            f"\n{'store call':40} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  "
+            f"(target p95 < {TARGET_MS:.0f} ms)"
         )
         worst = 0.0
         for name, call in calls.items():

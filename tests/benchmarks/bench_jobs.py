@@ -402,7 +402,8 @@ class Bench:
                 drain = await self.drain(kind)
                 print(
                     f"  drain {kind:16} {drain.rate:9,.0f} jobs/s, worker CPU "
-                    f"{drain.cpu_per_job * 1e6:4.0f} us/job, Redis CPU {drain.redis_cpu_per_job * 1e6:4.0f} us/job "
+                    f"{drain.cpu_per_job * 1e6:4.0f} us/job, Redis CPU "
+                    f"{drain.redis_cpu_per_job * 1e6:4.0f} us/job "
                     f"(spawn to empty queue {drain.wall:.2f} s)"
                 )
                 drains[kind].append(drain)
