@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, JobHistory, Mediator, Request
-from arq_mediator._history import body_key, history_key, index_key, logs_key, steps_key
+from arq_mediator._history import STEPS_BYTES, body_key, history_key, index_key, logs_key, steps_key
 from arq_mediator.dashboard._model import JobState
 from arq_mediator.dashboard._store import RedisDashboardSource
 
@@ -273,3 +273,31 @@ async def test_each_step_is_published_as_a_dashboard_event(mediator: Mediator) -
 
 async def _exists(redis: Redis, key: str) -> bool:
     return bool(await redis.exists(key))
+
+
+async def test_history_keys_of_another_type_cost_a_job_its_history_not_its_outcome(
+    mediator: Mediator, redis: Redis
+) -> None:
+    """A history key some other client gave another type is skipped; the job still runs and finishes."""
+    handle = await mediator.defer(Work(n=8), by=0.05, job_id="hostile")
+    await redis.delete(history_key("hostile"), steps_key("hostile"))
+    await redis.set(history_key("hostile"), "not a hash")
+    await redis.hset(steps_key("hostile"), "not", "a string")
+    await redis.set(index_key("succeeded"), "not a sorted set")
+    async with running_worker(mediator, **FAST):
+        assert await handle.result(timeout=10) == 8
+
+
+async def test_a_long_history_keeps_its_first_step_and_its_latest(mediator: Mediator, redis: Redis) -> None:
+    """Past its bound, a job's steps drop the oldest lines but the first (enqueued)."""
+    store = RedisDashboardSource(mediator)
+    handle = await mediator.enqueue(Work(n=9))
+    await redis.append(steps_key(handle.id), "\n" + "\n".join(["1\tfiller\t\t\t"] * 1000))
+    async with running_worker(mediator, **FAST):
+        await handle.result(timeout=10)
+    assert await redis.strlen(steps_key(handle.id)) <= STEPS_BYTES
+    detail = await store.job(handle.id)
+    assert detail is not None
+    states = [step.state for step in detail.steps]
+    assert states[0] == "enqueued"
+    assert states[-2:] == ["started", "succeeded"]
