@@ -282,7 +282,7 @@ async def test_history_keys_of_another_type_cost_a_job_its_history_not_its_outco
     handle = await mediator.defer(Work(n=8), by=0.05, job_id="hostile")
     await redis.delete(history_key("hostile"), steps_key("hostile"))
     await redis.set(history_key("hostile"), "not a hash")
-    await redis.hset(steps_key("hostile"), "not", "a string")
+    await redis.hset(steps_key("hostile"), "not", "a string")  # type: ignore[misc]
     await redis.set(index_key("succeeded"), "not a sorted set")
     async with running_worker(mediator, **FAST):
         assert await handle.result(timeout=10) == 8
