@@ -198,16 +198,11 @@ end
 local function h_trim(state)
   for _, id in ipairs(h_oldest(H .. 'index:' .. state, now - {KEEP_JOBS_MS}, {MAX_JOBS})) do h_forget(id) end
 end
-local function h_bump(key, field, ttl)
-  local count = w('HINCRBY', key, field, 1) or 0
-  if count == 1 then w('PEXPIRE', key, ttl) end
+-- Adds *by* to a counter; a counter hash this creates gets *ttl*. Returns the new count.
+local function h_bump(key, field, by, ttl)
+  local count = w('HINCRBY', key, field, by) or 0
+  if count == by then w('PEXPIRE', key, ttl) end
   return count
-end
--- Counts a finished job in its second and its minute; returns its number within the second.
-local function h_count(letter)
-  local second, minute = math.floor(now / 1000), math.floor(now / 60000)
-  h_bump(H .. 'count:minute:' .. math.floor(minute / 60), letter .. (minute % 60), {KEEP_COUNTERS_MS})
-  return h_bump(H .. 'count:second:' .. minute, letter .. (second % 60), 7200000)
 end
 local function h_enqueued(id, queue, kind, parent, delay)
   local key = H .. 'job:' .. id
@@ -247,10 +242,12 @@ local function h_requeued(id, queue)
   h_step(id, 'requeued', '', '', '')
   h_publish('enqueued', queue, id)
 end
+-- Index entries and counts of the jobs finished in this call, written once for them all by h_finish_flush.
+local h_pending, h_counts = {}, {}
 -- *kind* is the request type ('' when unknown: the history's is used), *body* the envelope to keep
 -- ('' for none). The job's hash and steps keep the lifetime they got when it was enqueued: the index
 -- trim, not their expiry, is what ends a finished job's history.
-local function h_finished(id, queue, state, kind, try, worker, detail, body)
+local function h_finish_one(id, queue, state, kind, try, worker, detail, body)
   local fields = {'state', state, 'finished', now, 'queue', queue}
   if kind == '' then
     kind = w('HGET', H .. 'job:' .. id, 'type')
@@ -267,12 +264,41 @@ local function h_finished(id, queue, state, kind, try, worker, detail, body)
   if body ~= '' and #body <= {MAX_PAYLOAD_BYTES} then
     w('SET', H .. 'body:' .. id, body, 'PX', {ORPHAN_MS})
   end
-  for _, index in ipairs(h_index_keys(state, queue, kind)) do w('ZADD', index, now, id) end
-  local nth = 1
-  if state == 'succeeded' then nth = h_count('s') elseif state == 'failed' then nth = h_count('f') end
-  -- Each trim drops up to TRIM_BATCH entries: one finish in 16 trimming keeps far ahead of one added each.
-  if nth % 16 == 1 then h_trim(state) end
+  for _, index in ipairs(h_index_keys(state, queue, kind)) do
+    local members = h_pending[index]
+    if not members then members = {}; h_pending[index] = members end
+    members[#members + 1] = now
+    members[#members + 1] = id
+  end
+  h_counts[state] = (h_counts[state] or 0) + 1
   h_publish(state, queue, id)
+end
+local h_letters = {succeeded = 's', failed = 'f'}
+local function h_finish_flush()
+  for index, members in pairs(h_pending) do
+    for first = 1, #members, 1000 do  -- unpack has a limit on how many values it returns
+      w('ZADD', index, unpack(members, first, math.min(first + 999, #members)))
+    end
+  end
+  for state, count in pairs(h_counts) do
+    local trim = true
+    local letter = h_letters[state]
+    if letter then
+      -- Each trim drops up to TRIM_BATCH entries: trimming on the first finish of each second and on
+      -- one in 16 keeps far ahead of the one entry each finish adds.
+      local second, minute = math.floor(now / 1000), math.floor(now / 60000)
+      local hour = math.floor(minute / 60)
+      h_bump(H .. 'count:minute:' .. hour, letter .. (minute % 60), count, {KEEP_COUNTERS_MS})
+      local total = h_bump(H .. 'count:second:' .. minute, letter .. (second % 60), count, 7200000)
+      trim = total == count or math.floor(total / 16) ~= math.floor((total - count) / 16)
+    end
+    if trim then h_trim(state) end
+  end
+  h_pending, h_counts = {}, {}
+end
+local function h_finished(id, queue, state, kind, try, worker, detail, body)
+  h_finish_one(id, queue, state, kind, try, worker, detail, body)
+  h_finish_flush()
 end
 """
 
@@ -293,6 +319,8 @@ local function h_requeued(id, queue)
   h_publish('enqueued', queue, id)
 end
 local function h_finished(id, queue, state, kind, try, worker, detail, body) end
+local function h_finish_one(id, queue, state, kind, try, worker, detail, body) end
+local function h_finish_flush() end
 """
 
 
