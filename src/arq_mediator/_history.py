@@ -1,22 +1,21 @@
 """Job history: what the engine records of each job's life, for the dashboard, in bounded Redis memory.
 
 Every record is written by the scripts that change a job's state (`_scripts`), inside the same atomic
-call, so recording costs no round trip of its own. Per job a small hash (``arqm:history:job:<id>``) holds
-its facts, a string its steps (appended to, never read, by the scripts) and another its envelope once it
-finished; finished jobs are indexed by state, newest first, in sorted sets (also per queue, per request
+call, so recording costs no round trip of its own. Per job a hash (``arqm:history:job:<id>``) holds its
+facts and, once it finished, its envelope; a string holds its steps (appended to, never read, by the
+scripts). Finished jobs are indexed by state, newest first, in sorted sets (also per queue, per request
 type and per both); counters per second and minute feed the throughput graphs. The scripts trim the
-indexes as they add to them (a bounded number of entries per call, on one finish in 16): entries older
-than `JobHistory.keep_jobs`, or past `JobHistory.max_jobs` per state, go with everything kept of their
-job. Every call to Redis inside a script costs microseconds on the hot path, so each state change makes
-as few as it can: one write per key it touches, never a read of what it appends to.
-The hash's values stay short, so Redis keeps it in its compact encoding.
+indexes as they add to them (a bounded number of entries per call, on the first finish of each second
+and one in 16): entries older than `JobHistory.keep_jobs`, or past `JobHistory.max_jobs` per state, go
+with everything kept of their job. Every call to Redis inside a script costs microseconds on the hot
+path, so each state change makes as few as it can: one write per key it touches, never a read of what
+it appends to, and a worker's outcomes of one turn share one write per index, counter and event message.
 
 Layout (all under ``arqm:history:``)::
 
     job:<id>                 hash: type, queue, state, enqueued, started, finished, tries, worker,
-                             parent, progress
+                             parent, progress, body (the envelope of a finished job, when small)
     steps:<id>               string: one line a step
-    body:<id>                string: the envelope (the request payload) of a finished job, when small
     logs:<id>                list: the handler's last log lines, JSON each
     index:<state>            sorted set of finished ids (succeeded, failed, aborted) scored by finish ms
     index:<state>:queue:<q>  the same per queue; ``:type:<t>`` per request type; ``:both:<len q>:<q>:<t>``
@@ -26,8 +25,9 @@ Layout (all under ``arqm:history:``)::
     count:minute:<hour>      hash of per-minute counters, kept `JobHistory.keep_counters` (hours and
                              days are their sums)
 
-A step line is ``<ms>\\t<state>\\t<try>\\t<worker>\\t<detail>``. State changes are also published, as
-``<state>\\t<queue>\\t<id>``, on the database's events channel (`Channels.events`).
+A step line is ``<ms>\\t<state>\\t<try>\\t<worker>\\t<detail>``. State changes are also published on the
+database's events channel (`Channels.events`): each script call's changes in one message, a line
+``<state>\\t<queue>\\t<id>`` each.
 """
 
 from __future__ import annotations
@@ -56,11 +56,6 @@ def history_key(job_id: str) -> str:
 def steps_key(job_id: str) -> str:
     """Return the string holding the step lines of *job_id*."""
     return HISTORY_PREFIX + "steps:" + job_id
-
-
-def body_key(job_id: str) -> str:
-    """Return the string holding the envelope a finished *job_id* kept."""
-    return HISTORY_PREFIX + "body:" + job_id
 
 
 def logs_key(job_id: str) -> str:
@@ -137,17 +132,28 @@ local function w(...)
   if type(reply) == 'table' and reply.err then return nil end
   return reply
 end
+-- State changes of this call, published as one message (a line each) by h_publish_pending at its end.
+local h_events = {}
 local function h_publish(state, queue, id)
-  w('PUBLISH', '{EVENTS}', state .. '\\t' .. queue .. '\\t' .. id)
+  h_events[#h_events + 1] = state .. '\\t' .. queue .. '\\t' .. id
 end
-local function h_line(state, try, worker, detail)
-  return now .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
+local function h_publish_pending()
+  if #h_events > 0 then w('PUBLISH', '{EVENTS}', table.concat(h_events, '\\n')) end
+  h_events = {}
 end
--- Appends one step line. A key this creates (its job's history expired, or was never written) gets the
--- history's lifetime; past STEPS_BYTES the oldest lines (but the first) go.
-local function h_step(id, state, try, worker, detail)
+local function h_line(state, try, worker, detail, at)
+  return (at or now) .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
+end
+-- Appends one step line, after the line of the try's start (on *started_by*, the worker) when *started*
+-- (ms) is given: a try's start is written with its outcome, so a claim costs no append. A key this
+-- creates (its job's history expired, or was never written) gets the history's lifetime; past
+-- STEPS_BYTES the oldest lines (but the first) go.
+local function h_step(id, state, try, worker, detail, started, started_by)
   local key = H .. 'steps:' .. id
   local line = '\\n' .. h_line(state, try, worker, detail)
+  if started and started ~= '' then
+    line = '\\n' .. h_line('started', try, started_by or worker, '', started) .. line
+  end
   local size = w('APPEND', key, line) or 0
   if size == #line then w('PEXPIRE', key, {ORPHAN_MS}) end
   if size > {STEPS_BYTES} then
@@ -182,7 +188,7 @@ local function h_unindex(id)
 end
 local function h_forget(id)
   h_unindex(id)
-  w('DEL', H .. 'job:' .. id, H .. 'steps:' .. id, H .. 'body:' .. id, H .. 'logs:' .. id)
+  w('DEL', H .. 'job:' .. id, H .. 'steps:' .. id, H .. 'logs:' .. id)
 end
 -- Drops the oldest entries of a sorted set scored below *cutoff* or past *cap*, a bounded number a call;
 -- returns them.
@@ -219,12 +225,11 @@ local function h_enqueued(id, queue, kind, parent, delay)
 end
 local function h_started(id, queue, try, worker)
   h_set(id, {'state', 'running', 'started', now, 'tries', try, 'worker', worker})
-  h_step(id, 'started', try, worker, '')
   h_publish('running', queue, id)
 end
-local function h_retrying(id, queue, try, due, detail)
+local function h_retrying(id, queue, try, due, detail, started, worker)
   h_set(id, {'state', 'retrying'})
-  h_step(id, 'retrying', try, '', due .. '\\t' .. detail)
+  h_step(id, 'retrying', try, '', due .. '\\t' .. detail, started, worker)
   -- Entries whose retry came due are stale (the job was claimed since): a few go with each new one.
   h_oldest(H .. 'retrying', now, {MAX_JOBS})
   w('ZADD', H .. 'retrying', due, id)
@@ -238,7 +243,7 @@ end
 local function h_requeued(id, queue)
   h_unindex(id)
   h_set(id, {'state', 'enqueued', 'queue', queue})
-  w('DEL', H .. 'body:' .. id)
+  w('HDEL', H .. 'job:' .. id, 'body')
   h_step(id, 'requeued', '', '', '')
   h_publish('enqueued', queue, id)
 end
@@ -247,7 +252,7 @@ local h_pending, h_counts = {}, {}
 -- *kind* is the request type ('' when unknown: the history's is used), *body* the envelope to keep
 -- ('' for none). The job's hash and steps keep the lifetime they got when it was enqueued: the index
 -- trim, not their expiry, is what ends a finished job's history.
-local function h_finish_one(id, queue, state, kind, try, worker, detail, body)
+local function h_finish_one(id, queue, state, kind, try, worker, detail, body, started)
   local fields = {'state', state, 'finished', now, 'queue', queue}
   if kind == '' then
     kind = w('HGET', H .. 'job:' .. id, 'type')
@@ -259,11 +264,12 @@ local function h_finish_one(id, queue, state, kind, try, worker, detail, body)
   if worker ~= '' then
     for _, value in ipairs({'worker', worker, 'tries', try}) do fields[#fields + 1] = value end
   end
-  h_set(id, fields)
-  h_step(id, state, try, worker, detail)
   if body ~= '' and #body <= {MAX_PAYLOAD_BYTES} then
-    w('SET', H .. 'body:' .. id, body, 'PX', {ORPHAN_MS})
+    fields[#fields + 1] = 'body'
+    fields[#fields + 1] = body
   end
+  h_set(id, fields)
+  h_step(id, state, try, worker, detail, started)
   for _, index in ipairs(h_index_keys(state, queue, kind)) do
     local members = h_pending[index]
     if not members then members = {}; h_pending[index] = members end
@@ -296,9 +302,10 @@ local function h_finish_flush()
   end
   h_pending, h_counts = {}, {}
 end
-local function h_finished(id, queue, state, kind, try, worker, detail, body)
-  h_finish_one(id, queue, state, kind, try, worker, detail, body)
+local function h_finished(id, queue, state, kind, try, worker, detail, body, started)
+  h_finish_one(id, queue, state, kind, try, worker, detail, body, started)
   h_finish_flush()
+  h_publish_pending()
 end
 """
 
@@ -308,19 +315,13 @@ local function h_unindex(id) end
 local function h_forget(id) end
 local function h_enqueued(id, queue, kind, parent, delay) end
 local function h_started(id, queue, try, worker) end
-local function h_retrying(id, queue, try, due, detail) end
+local function h_retrying(id, queue, try, due, detail, started, worker) end
 local function h_released(id, queue) end
 local function h_requeued(id, queue) end
-local function h_requeued(id, queue)
-  h_unindex(id)
-  local key = H .. 'job:' .. id
-  redis.call('HSET', key, 'state', 'enqueued', 'queue', queue)
-  h_step(key, 'requeued', '', '', '')
-  h_publish('enqueued', queue, id)
-end
-local function h_finished(id, queue, state, kind, try, worker, detail, body) end
-local function h_finish_one(id, queue, state, kind, try, worker, detail, body) end
+local function h_finished(id, queue, state, kind, try, worker, detail, body, started) end
+local function h_finish_one(id, queue, state, kind, try, worker, detail, body, started) end
 local function h_finish_flush() end
+local function h_publish_pending() end
 """
 
 

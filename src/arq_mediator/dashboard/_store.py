@@ -19,7 +19,6 @@ from .._history import (
     FINISHED_STATES,
     RETRYING_KEY,
     TYPES_KEY,
-    body_key,
     history_key,
     index_key,
     logs_key,
@@ -34,6 +33,7 @@ from ._model import (
     DashboardEvent,
     JobDetail,
     JobState,
+    JobStep,
     JobSummary,
     Page,
     QueueSummary,
@@ -282,18 +282,21 @@ class RedisDashboardSource:
             pipe.get(LEASE_PREFIX + job_id)
             pipe.lrange(logs_key(job_id), 0, -1)
             pipe.get(steps_key(job_id))
-            pipe.get(body_key(job_id))
-            raw_facts, body, raw_record, lease, log_lines, raw_steps, kept = await pipe.execute()
+            raw_facts, body, raw_record, lease, log_lines, raw_steps = await pipe.execute()
         facts = {text(name): value for name, value in raw_facts.items()}
         record = record_of(raw_record)
         if not facts and body is None and record is None:
             return None
-        envelope = envelope_of(body) or (record.job if record else None) or envelope_of(kept)
+        envelope = envelope_of(body) or (record.job if record else None) or envelope_of(facts.get("body"))
         state = await self._state_of(job_id, facts, body, envelope, record, lease)
         summary = summary_of(job_id, [facts.get(name) for name in SUMMARY_FIELDS], state, envelope)
         if record is not None:
             summary = with_record(summary, record)
         steps = steps_of(raw_steps)
+        if (
+            state is JobState.RUNNING and summary.started_at is not None
+        ):  # a try's start is written at its end
+            steps.append(JobStep(summary.started_at, "started", summary.tries or None, summary.worker))
         wait, run = wait_and_run(steps, summary)
         error = record.error if record is not None else None
         parent = text(facts.get("parent")) or (envelope.meta.get("parent", "") if envelope else "")
@@ -424,7 +427,7 @@ class RedisDashboardSource:
         """Return the envelope a finished job's result record or history kept."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(result_key(job_id))
-            pipe.get(body_key(job_id))
+            pipe.hget(history_key(job_id), "body")
             raw_record, body = await pipe.execute()
         record = record_of(raw_record)
         if record is not None and record.job is not None:
