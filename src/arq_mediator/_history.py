@@ -1,21 +1,23 @@
 """Job history: what the engine records of each job's life, for the dashboard, in bounded Redis memory.
 
 Every record is written by the scripts that change a job's state (`_scripts`), inside the same atomic
-call, so recording costs no round trip of its own. Per job a hash (``arqm:history:job:<id>``) holds its
-facts and, once it finished, its envelope; a string holds its steps (appended to, never read, by the
-scripts). Finished jobs are indexed by state, newest first, in sorted sets (also per queue, per request
-type and per both); counters per second and minute feed the throughput graphs. The scripts trim the
-indexes as they add to them (a bounded number of entries per call, on the first finish of each second
-and one in 16): entries older than `JobHistory.keep_jobs`, or past `JobHistory.max_jobs` per state, go
-with everything kept of their job. Every call to Redis inside a script costs microseconds on the hot
-path, so each state change makes as few as it can: one write per key it touches, never a read of what
-it appends to, and a worker's outcomes of one turn share one write per index, counter and event message.
+call, so recording costs no round trip of its own. Per job a hash (``arqm:history:job:<id>``) of short
+values (Redis keeps it compact) holds its facts; a string holds its steps and, once it finished, its
+envelope (appended to, never read, by the scripts). Finished jobs are indexed by state, newest first, in
+sorted sets (also per queue, per request type and per both); counters per second and minute feed the
+throughput graphs. The scripts trim the indexes as they add to them (a bounded number of entries per
+call, on the first finish of each second and one in 16): entries older than `JobHistory.keep_jobs`, or
+past `JobHistory.max_jobs` per state, go with everything kept of their job. Every call to Redis inside a
+script costs microseconds on the hot path, so each state change makes as few as it can: one write per
+key it touches, never a read of what it appends to, and a worker's outcomes of one turn share one write
+per index, counter and event message.
 
 Layout (all under ``arqm:history:``)::
 
     job:<id>                 hash: type, queue, state, enqueued, started, finished, tries, worker,
-                             parent, progress, body (the envelope of a finished job, when small)
-    steps:<id>               string: one line a step
+                             parent, progress
+    steps:<id>               string: one line a step, then for a finished job its envelope (when
+                             small) on a line that starts with a record separator (``\\x1e``)
     logs:<id>                list: the handler's last log lines, JSON each
     index:<state>            sorted set of finished ids (succeeded, failed, aborted) scored by finish ms
     index:<state>:queue:<q>  the same per queue; ``:type:<t>`` per request type; ``:both:<len q>:<q>:<t>``
@@ -145,21 +147,23 @@ local function h_line(state, try, worker, detail, at)
   return (at or now) .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
 end
 -- Appends one step line, after the line of the try's start (on *started_by*, the worker) when *started*
--- (ms) is given: a try's start is written with its outcome, so a claim costs no append. A key this
--- creates (its job's history expired, or was never written) gets the history's lifetime; past
--- STEPS_BYTES the oldest lines (but the first) go.
-local function h_step(id, state, try, worker, detail, started, started_by)
+-- (ms) is given, and before *after* (the kept envelope's line): a try's start is written with its
+-- outcome, so a claim costs no append. A key this creates (its job's history expired, or was never
+-- written) gets the history's lifetime; past STEPS_BYTES (and a payload) the oldest lines, but the first
+-- and this call's, go.
+local function h_step(id, state, try, worker, detail, started, started_by, after)
   local key = H .. 'steps:' .. id
   local line = '\\n' .. h_line(state, try, worker, detail)
   if started and started ~= '' then
     line = '\\n' .. h_line('started', try, started_by or worker, '', started) .. line
   end
+  if after then line = line .. after end
   local size = w('APPEND', key, line) or 0
   if size == #line then w('PEXPIRE', key, {ORPHAN_MS}) end
-  if size > {STEPS_BYTES} then
+  if size > {STEPS_BYTES} + {MAX_PAYLOAD_BYTES} then
     local steps = w('GET', key) or ''
     local first = string.find(steps, '\\n', 2, true) or #steps
-    local cut = string.find(steps, '\\n', #steps - {STEPS_BYTES} / 2, true) or #steps
+    local cut = string.find(steps, '\\n', #steps - {STEPS_BYTES} / 2 - #line, true) or #steps
     w('SET', key, string.sub(steps, 1, first - 1) .. string.sub(steps, cut), 'KEEPTTL')
   end
 end
@@ -243,7 +247,6 @@ end
 local function h_requeued(id, queue)
   h_unindex(id)
   h_set(id, {'state', 'enqueued', 'queue', queue})
-  w('HDEL', H .. 'job:' .. id, 'body')
   h_step(id, 'requeued', '', '', '')
   h_publish('enqueued', queue, id)
 end
@@ -264,12 +267,14 @@ local function h_finish_one(id, queue, state, kind, try, worker, detail, body, s
   if worker ~= '' then
     for _, value in ipairs({'worker', worker, 'tries', try}) do fields[#fields + 1] = value end
   end
-  if body ~= '' and #body <= {MAX_PAYLOAD_BYTES} then
-    fields[#fields + 1] = 'body'
-    fields[#fields + 1] = body
-  end
   h_set(id, fields)
-  h_step(id, state, try, worker, detail, started)
+  -- The envelope goes after the last step, on a line of its own marked by a record separator (compact
+  -- JSON has no line break), so it costs no call and no key of its own, and the hash stays compact.
+  local kept = nil
+  if body ~= '' and #body <= {MAX_PAYLOAD_BYTES} and not string.find(body, '\\n', 1, true) then
+    kept = '\\n\\30' .. body
+  end
+  h_step(id, state, try, worker, detail, started, worker, kept)
   for _, index in ipairs(h_index_keys(state, queue, kind)) do
     local members = h_pending[index]
     if not members then members = {}; h_pending[index] = members end

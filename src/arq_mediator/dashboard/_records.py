@@ -85,10 +85,22 @@ def summary_of(
     )
 
 
+# What starts the line of a finished job's envelope among its steps.
+ENVELOPE_MARK = "\x1e"
+
+
+def kept_envelope_of(raw_steps: Any) -> JobEnvelope | None:
+    """Return the envelope a finished job's steps kept (the last one, for a job that ran again)."""
+    lines = [line for line in text(raw_steps).split("\n") if line.startswith(ENVELOPE_MARK)]
+    return envelope_of(lines[-1][1:]) if lines else None
+
+
 def steps_of(raw: Any) -> list[JobStep]:
     """Return the steps of a job's history, oldest first."""
     steps = []
     for line in text(raw).split("\n"):
+        if line.startswith(ENVELOPE_MARK):
+            continue
         fields = line.split("\t", 4)
         if len(fields) < 5 or (at := moment(fields[0])) is None:
             continue

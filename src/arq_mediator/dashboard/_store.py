@@ -47,6 +47,7 @@ from ._records import (
     RAW_LIMIT,
     SUMMARY_FIELDS,
     envelope_of,
+    kept_envelope_of,
     logs_of,
     moment,
     progress_of,
@@ -287,7 +288,7 @@ class RedisDashboardSource:
         record = record_of(raw_record)
         if not facts and body is None and record is None:
             return None
-        envelope = envelope_of(body) or (record.job if record else None) or envelope_of(facts.get("body"))
+        envelope = envelope_of(body) or (record.job if record else None) or kept_envelope_of(raw_steps)
         state = await self._state_of(job_id, facts, body, envelope, record, lease)
         summary = summary_of(job_id, [facts.get(name) for name in SUMMARY_FIELDS], state, envelope)
         if record is not None:
@@ -427,12 +428,12 @@ class RedisDashboardSource:
         """Return the envelope a finished job's result record or history kept."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(result_key(job_id))
-            pipe.hget(history_key(job_id), "body")
-            raw_record, body = await pipe.execute()
+            pipe.get(steps_key(job_id))
+            raw_record, raw_steps = await pipe.execute()
         record = record_of(raw_record)
         if record is not None and record.job is not None:
             return record.job
-        return envelope_of(body)
+        return kept_envelope_of(raw_steps)
 
     async def delete(self, job_id: str) -> bool:
         """Delete a job that is not running, and everything kept of it; ``False`` when none was deleted."""
