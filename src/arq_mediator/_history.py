@@ -2,7 +2,7 @@
 
 Every record is written by the scripts that change a job's state (`_scripts`), inside the same atomic
 call, so recording costs no round trip of its own. Per job a hash (``arqm:history:job:<id>``) of short
-values (Redis keeps it compact) holds its facts; a string holds its steps and, once it finished, its
+values (Redis keeps it compact) holds its facts; a list holds its steps and, once it finished, its
 envelope (appended to, never read, by the scripts). Finished jobs are indexed by state, newest first, in
 sorted sets (also per queue, per request type and per both); counters per second and minute feed the
 throughput graphs. The scripts trim the indexes as they add to them (a bounded number of entries per
@@ -16,7 +16,7 @@ Layout (all under ``arqm:history:``)::
 
     job:<id>                 hash: type, queue, state, enqueued, started, finished, tries, worker,
                              parent, progress
-    steps:<id>               string: one line a step, then for a finished job its envelope (when
+    steps:<id>               list: one line a step, then for a finished job its envelope (when
                              small) on a line that starts with a record separator (``\\x1e``)
     logs:<id>                list: the handler's last log lines, JSON each
     index:<state>            sorted set of finished ids (succeeded, failed, aborted) scored by finish ms
@@ -46,8 +46,8 @@ TYPES_KEY = HISTORY_PREFIX + "types"
 FINISHED_STATES = ("succeeded", "failed", "aborted")
 # How many index entries one script call trims at most, so no call's work grows with the backlog.
 TRIM_BATCH = 100
-# How many bytes of step lines one job keeps; past that the oldest (but the first) go.
-STEPS_BYTES = 2048
+# How many step lines one job keeps; past that the oldest (but the first) go.
+MAX_STEPS = 64
 
 
 def history_key(job_id: str) -> str:
@@ -146,25 +146,22 @@ end
 local function h_line(state, try, worker, detail, at)
   return (at or now) .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
 end
--- Appends one step line, after the line of the try's start (on *started_by*, the worker) when *started*
+-- Adds one step line, after the line of the try's start (on *started_by*, the worker) when *started*
 -- (ms) is given, and before *after* (the kept envelope's line): a try's start is written with its
--- outcome, so a claim costs no append. A key this creates (its job's history expired, or was never
--- written) gets the history's lifetime; past STEPS_BYTES (and a payload) the oldest lines, but the first
--- and this call's, go.
+-- outcome, so a claim costs no write here. A list this creates (its job's history expired, or was never
+-- written) gets the history's lifetime; past MAX_STEPS lines the oldest, but the first, go.
 local function h_step(id, state, try, worker, detail, started, started_by, after)
   local key = H .. 'steps:' .. id
-  local line = '\\n' .. h_line(state, try, worker, detail)
-  if started and started ~= '' then
-    line = '\\n' .. h_line('started', try, started_by or worker, '', started) .. line
-  end
-  if after then line = line .. after end
-  local size = w('APPEND', key, line) or 0
-  if size == #line then w('PEXPIRE', key, {ORPHAN_MS}) end
-  if size > {STEPS_BYTES} + {MAX_PAYLOAD_BYTES} then
-    local steps = w('GET', key) or ''
-    local first = string.find(steps, '\\n', 2, true) or #steps
-    local cut = string.find(steps, '\\n', #steps - {STEPS_BYTES} / 2 - #line, true) or #steps
-    w('SET', key, string.sub(steps, 1, first - 1) .. string.sub(steps, cut), 'KEEPTTL')
+  local lines = {}
+  if started and started ~= '' then lines[1] = h_line('started', try, started_by or worker, '', started) end
+  lines[#lines + 1] = h_line(state, try, worker, detail)
+  if after then lines[#lines + 1] = after end
+  local size = w('RPUSH', key, unpack(lines)) or 0
+  if size == #lines then w('PEXPIRE', key, {ORPHAN_MS}) end
+  if size > {MAX_STEPS} then
+    local first = w('LINDEX', key, 0)
+    w('LTRIM', key, -{MAX_STEPS} / 2, -1)
+    if first then w('LPUSH', key, first) end
   end
 end
 -- Sets fields of a job's hash; a hash this creates (all its fields new) gets the history's lifetime.
@@ -224,7 +221,8 @@ local function h_enqueued(id, queue, kind, parent, delay)
   local lifetime = {ORPHAN_MS} + tonumber(delay)
   w('HSET', key, unpack(fields))
   w('PEXPIRE', key, lifetime)
-  w('SET', H .. 'steps:' .. id, h_line(state, '', '', detail), 'PX', lifetime)
+  w('RPUSH', H .. 'steps:' .. id, h_line(state, '', '', detail))
+  w('PEXPIRE', H .. 'steps:' .. id, lifetime)
   h_publish(state, queue, id)
 end
 local function h_started(id, queue, try, worker)
@@ -268,11 +266,11 @@ local function h_finish_one(id, queue, state, kind, try, worker, detail, body, s
     for _, value in ipairs({'worker', worker, 'tries', try}) do fields[#fields + 1] = value end
   end
   h_set(id, fields)
-  -- The envelope goes after the last step, on a line of its own marked by a record separator (compact
-  -- JSON has no line break), so it costs no call and no key of its own, and the hash stays compact.
+  -- The envelope goes after the last step, on a line of its own marked by a record separator, so it
+  -- costs no call and no key of its own, and the hash stays compact.
   local kept = nil
-  if body ~= '' and #body <= {MAX_PAYLOAD_BYTES} and not string.find(body, '\\n', 1, true) then
-    kept = '\\n\\30' .. body
+  if body ~= '' and #body <= {MAX_PAYLOAD_BYTES} then
+    kept = '\\30' .. body
   end
   h_step(id, state, try, worker, detail, started, worker, kept)
   for _, index in ipairs(h_index_keys(state, queue, kind)) do
@@ -337,7 +335,7 @@ def recording_lua(history: JobHistory | None, events_channel: str) -> str:
     constants = {
         "HISTORY": HISTORY_PREFIX,
         "EVENTS": events_channel,
-        "STEPS_BYTES": str(STEPS_BYTES),
+        "MAX_STEPS": str(MAX_STEPS),
         "TRIM_BATCH": str(TRIM_BATCH),
         "KEEP_JOBS_MS": str(history.keep_jobs_ms),
         # A job's hash outlives its listing, so the trim that unlists it can still read where it was listed.

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, JobHistory, Mediator, Request
-from arq_mediator._history import STEPS_BYTES, history_key, index_key, logs_key, steps_key
+from arq_mediator._history import MAX_STEPS, history_key, index_key, logs_key, steps_key
 from arq_mediator.dashboard._model import JobState
 from arq_mediator.dashboard._store import RedisDashboardSource
 
@@ -294,10 +294,10 @@ async def test_a_long_history_keeps_its_first_step_and_its_latest(mediator: Medi
     """Past its bound, a job's steps drop the oldest lines but the first (enqueued)."""
     store = RedisDashboardSource(mediator)
     handle = await mediator.enqueue(Work(n=9))
-    await redis.append(steps_key(handle.id), "\n" + "\n".join(["1\tfiller\t\t\t"] * 1000))
+    await redis.rpush(steps_key(handle.id), *["1\tfiller\t\t\t"] * 1000)  # type: ignore[misc]
     async with running_worker(mediator, **FAST):
         await handle.result(timeout=10)
-    assert await redis.strlen(steps_key(handle.id)) <= STEPS_BYTES
+    assert await redis.llen(steps_key(handle.id)) <= MAX_STEPS  # type: ignore[misc]
     detail = await store.job(handle.id)
     assert detail is not None
     states = [step.state for step in detail.steps]

@@ -89,16 +89,16 @@ def summary_of(
 ENVELOPE_MARK = "\x1e"
 
 
-def kept_envelope_of(raw_steps: Any) -> JobEnvelope | None:
+def kept_envelope_of(raw_steps: list[Any]) -> JobEnvelope | None:
     """Return the envelope a finished job's steps kept (the last one, for a job that ran again)."""
-    lines = [line for line in text(raw_steps).split("\n") if line.startswith(ENVELOPE_MARK)]
+    lines = [line for line in map(text, raw_steps) if line.startswith(ENVELOPE_MARK)]
     return envelope_of(lines[-1][1:]) if lines else None
 
 
-def steps_of(raw: Any) -> list[JobStep]:
-    """Return the steps of a job's history, oldest first."""
+def steps_of(raw_steps: list[Any]) -> list[JobStep]:
+    """Return the steps of a job's history (its step lines), oldest first."""
     steps = []
-    for line in text(raw).split("\n"):
+    for line in map(text, raw_steps):
         if line.startswith(ENVELOPE_MARK):
             continue
         fields = line.split("\t", 4)

@@ -282,7 +282,7 @@ class RedisDashboardSource:
             pipe.get(result_key(job_id))
             pipe.get(LEASE_PREFIX + job_id)
             pipe.lrange(logs_key(job_id), 0, -1)
-            pipe.get(steps_key(job_id))
+            pipe.lrange(steps_key(job_id), 0, -1)
             raw_facts, body, raw_record, lease, log_lines, raw_steps = await pipe.execute()
         facts = {text(name): value for name, value in raw_facts.items()}
         record = record_of(raw_record)
@@ -428,7 +428,7 @@ class RedisDashboardSource:
         """Return the envelope a finished job's result record or history kept."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(result_key(job_id))
-            pipe.get(steps_key(job_id))
+            pipe.lrange(steps_key(job_id), 0, -1)
             raw_record, raw_steps = await pipe.execute()
         record = record_of(raw_record)
         if record is not None and record.job is not None:
