@@ -24,7 +24,7 @@ from .._history import (
     logs_key,
     steps_key,
 )
-from .._jobs import now_ms, status_of
+from .._jobs import envelope_of, now_ms, status_of
 from .._keys import LEASE_PREFIX, QUEUE_PREFIX, QUEUES_KEY, RETRY_MARK, job_key, recurring_key, result_key
 from .._scripts import render, with_history
 from ._active import ActiveLists
@@ -46,7 +46,6 @@ from ._model import (
 from ._records import (
     RAW_LIMIT,
     SUMMARY_FIELDS,
-    envelope_of,
     kept_envelope_of,
     logs_of,
     moment,
