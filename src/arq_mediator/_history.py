@@ -77,6 +77,11 @@ def index_key(state: str, queue: str | None = None, request_type: str | None = N
     return base
 
 
+def step_field(value: str) -> str:
+    """Return *value* fit for a field of a step line: tabs and line breaks separate the fields and lines."""
+    return " ".join(value.split())
+
+
 def counter_key(resolution: str, bucket: int) -> str:
     """Return the hash of counters at *resolution* ("second", "minute", "hour") for *bucket*."""
     return f"{HISTORY_PREFIX}count:{resolution}:{bucket}"

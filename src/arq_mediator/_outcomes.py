@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from redis.exceptions import RedisError
 
 from ._handle import ABORTED_TYPES
+from ._history import step_field
 from ._jobs import now_ms
 from ._resilience import LoopHealth
 from ._telemetry import outcomes_dropped
@@ -45,8 +46,7 @@ class Outcomes:
     ) -> None:
         self._client = client
         self._worker = worker
-        # The name as the history's step lines carry it: tabs and line breaks separate their fields.
-        self._worker_field = " ".join(worker.split())
+        self._worker_field = step_field(worker)
         self._lease_ms = int(lease * 1000)
         self._history_bytes = client.history.max_payload_bytes if client.history is not None else -1
         self._give_up = give_up_after

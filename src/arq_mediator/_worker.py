@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from ._claims import Claim, ClaimReply, read_claim_reply
 from ._execution import Counters, JobRunner
+from ._history import step_field
 from ._jobs import WorkerState, now_ms
 from ._keys import WORKERS_KEY, worker_key
 from ._live import ReportWriter
@@ -56,8 +57,7 @@ class Worker:
         self.settings = settings
         self.instance = uuid.uuid4().hex[:12]
         self.name = settings.name or f"{socket.gethostname()}-{os.getpid()}"
-        # The name as the history's step lines carry it: tabs and line breaks separate their fields.
-        self._history_name = " ".join(self.name.split())
+        self._history_name = step_field(self.name)
         self._claims = itertools.count(1)
         self._running: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
         self._attention = asyncio.Event()
