@@ -21,6 +21,7 @@ from ._errors import (
     WorkerLostError,
 )
 from ._handle import JobHandle, JobStatus
+from ._history import JobHistory
 from ._jobs import QueueStats, Stats, WorkerState
 from ._mediator import Mediator
 from ._messages import Message, Notification, Request
@@ -44,6 +45,7 @@ __all__ = [
     "JobEnvelope",
     "JobFailedError",
     "JobHandle",
+    "JobHistory",
     "JobIdConflictError",
     "JobInfo",
     "JobNotFoundError",

@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError, RedisError
 from ._envelope import JobEnvelope, ResultRecord
 from ._errors import JobNotFoundError, NotReplicatedError
 from ._handle import ABORTED_TYPES, JobStatus, aborted
+from ._history import TYPES_KEY
 from ._keys import (
     QUEUE_PREFIX,
     QUEUES_KEY,
@@ -33,6 +34,8 @@ from ._scripts import Scripts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from ._history import JobHistory
 
 # ENQUEUE's answer per job.
 ADDED, ALREADY_QUEUED, ALREADY_FINISHED = 1, 0, 2
@@ -53,12 +56,17 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class PendingJob:
-    """A job ready to push: its id, queue, how long (ms) after it reaches Redis it may start, its envelope."""
+    """A job ready to push: its id, queue, how long (ms) after it reaches Redis it may start, its envelope.
+
+    Its message type and the id of the job whose handler enqueued it (``""`` for none) go to the history.
+    """
 
     id: str
     queue: str
     delay_ms: int
     body: str
+    type: str = ""
+    parent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +120,8 @@ class JobClient:
 
     # Whether worker processes serve these queues (so a queue none serves is worth a warning).
     has_workers = True
+    # What the scripts record of each job's life for the dashboard; None records nothing.
+    history: JobHistory | None = None
 
     def __init__(
         self,
@@ -119,13 +129,16 @@ class JobClient:
         *,
         keep_failed: float = KEEP_FAILED,
         errors: Mapping[str, type[BaseException]] | None = None,
+        history: JobHistory | None = None,
     ) -> None:
         self.redis = redis
         self.keep_failed = keep_failed
+        self.history = history
+        self._types_recorded: set[str] = set()
         # Exception types a failed job's caller gets raised as themselves, by qualified name.
         self.errors: Mapping[str, type[BaseException]] = errors if errors is not None else {}
         self.channels = Channels(db=int(redis.connection_pool.connection_kwargs.get("db", 0)))
-        self.scripts = Scripts(redis, self.channels)
+        self.scripts = Scripts(redis, self.channels, history)
         self.results = ResultWaiter(redis, self.channels)
 
     async def push(
@@ -143,7 +156,8 @@ class JobClient:
         """
         arguments: list[str | int] = []
         for job in jobs:
-            arguments += (job.id, job.queue, job.delay_ms, job.body)
+            arguments += (job.id, job.queue, job.delay_ms, job.body, job.type, job.parent)
+        await self._record_types(jobs)
         if durability is None:
             reply = await self.scripts.enqueue(args=arguments)
         else:
@@ -185,6 +199,18 @@ class JobClient:
             )
         return reply  # type: ignore[no-any-return]
 
+    async def _record_types(self, jobs: list[PendingJob]) -> None:
+        """Add the request types the history has not heard of from this process to its list of types.
+
+        Done here, once per type and process, rather than by the enqueue script on every job.
+        """
+        if self.history is None:
+            return
+        new = {job.type for job in jobs if job.type} - self._types_recorded
+        if new:
+            await self.redis.sadd(TYPES_KEY, *new)  # type: ignore[misc]
+            self._types_recorded |= new
+
     async def enqueue_tick(self, schedule: str, tick_ms: int, job: PendingJob) -> bool:
         """Push the job of one tick of recurring *schedule* unless that tick or a later one was pushed."""
         arguments: list[str | int] = [
@@ -194,32 +220,23 @@ class JobClient:
             job.queue,
             job.delay_ms,
             job.body,
+            job.type,
+            job.parent,
         ]
+        await self._record_types([job])
         outcome, _, _ = await self.scripts.enqueue_tick(args=arguments)
         return int(outcome) == ADDED
 
     async def complete_many(self, batch: list[list[Any]]) -> list[bool]:
-        """Run the COMPLETE script once per argument list in *batch*, all in one pipeline (one round trip).
+        """Record the outcomes in *batch* (COMPLETE's arguments per job) in one script call, one round trip.
 
         Returns:
             Per job, whether its outcome was recorded; ``False`` when its caller no longer held it.
         """
-        script = self.scripts.complete
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for arguments in batch:
-                pipe.evalsha(script.sha, 0, *arguments)
-            results = await pipe.execute(raise_on_error=False)
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(result, NoScriptError):
-                raise result
-        unloaded = [
-            args for args, result in zip(batch, results, strict=True) if isinstance(result, NoScriptError)
-        ]
-        if unloaded:  # Redis restarted or its script cache was flushed: load the script, send those again
-            script.sha = await self.redis.script_load(script.script)
-            again = iter(await self.complete_many(unloaded))
-            return [next(again) if isinstance(result, NoScriptError) else bool(result) for result in results]
-        return [bool(result) for result in results]
+        arguments = [argument for job in batch for argument in job]
+        # EVALSHA, loading the script when Redis lost it (it restarted, or its script cache was flushed).
+        recorded: list[int] = await self.scripts.complete(args=arguments)
+        return [bool(outcome) for outcome in recorded]
 
     async def status(self, job_id: str) -> tuple[JobStatus, ResultRecord | None]:
         """Return where *job_id* stands and, once it finished, its result record."""
@@ -259,7 +276,7 @@ class JobClient:
         try:
             async with asyncio.timeout(_DESCRIBE_WITHIN):  # the caller's time is up already
                 state, body = await self.scripts.status(args=[job_id])
-                envelope = _envelope_of(body) if state != b"finished" else None
+                envelope = envelope_of(body) if state != b"finished" else None
                 queue = envelope.queue if envelope else ""
                 served = {q for worker in await self.workers() for q in worker.queues}
         except (RedisError, OSError, TimeoutError) as error:
@@ -296,7 +313,7 @@ class JobClient:
         """
         while True:
             body = await self.redis.get(job_key(job_id))
-            envelope = _envelope_of(body)
+            envelope = envelope_of(body)
             queue = envelope.queue if envelope else ""
             # An unreadable body (a legacy pickled arq job) names no queue: look for it in every queue,
             # those arq-mediator never enqueued on included (a rare case: a scan is affordable here).
@@ -396,7 +413,7 @@ def _worker_state(raw: bytes) -> WorkerState | None:
         return None
 
 
-def _envelope_of(body: bytes | None) -> JobEnvelope | None:
+def envelope_of(body: bytes | None) -> JobEnvelope | None:
     """Return the envelope a job body holds, or ``None`` when there is none or it cannot be read."""
     if not body:
         return None

@@ -16,6 +16,7 @@ from ._connection import Timeouts, check_target, open_client
 from ._context import Context
 from ._envelope import qualified_name
 from ._errors import NoHandlerError
+from ._history import DEFAULT_HISTORY, JobHistory
 from ._jobs import JobClient
 from ._messages import Notification, Request
 from ._policy import (
@@ -66,6 +67,8 @@ class Mediator(Producer):
             `Durability` for more replicas or another timeout), so a failover cannot lose an acknowledged
             job; each call may say otherwise with ``durable=``. Off by default: it costs a replica's
             round trip per call.
+        history: What the engine records of each job's life for the dashboard (steps, logs, counters)
+            and for how long; ``None`` records nothing. Producers and workers of one Redis should agree.
 
     Raises:
         ValueError: a URL of an unknown scheme or a malformed Sentinel URL, a durable enqueue that would
@@ -83,9 +86,11 @@ class Mediator(Producer):
         keep_failed: float | timedelta = KEEP_FAILED,
         max_job_bytes: int = MAX_JOB_BYTES,
         durable_enqueue: Durability | bool = False,
+        history: JobHistory | None = DEFAULT_HISTORY,
     ) -> None:
         super().__init__(Registry(), keep_failed=to_seconds(keep_failed) or 0.0, max_job_bytes=max_job_bytes)
         check_target(redis)
+        self.history = history
         self._redis_target = redis
         self._timeouts = Timeouts(connect=connect_timeout, command=command_timeout)
         self.durable_enqueue = durability_of(durable_enqueue, None)
@@ -276,7 +281,9 @@ class Mediator(Producer):
 
         `disconnect` undoes it: it stops waiting for results, and leaves the client open.
         """
-        self._client = JobClient(redis, keep_failed=self.keep_failed, errors=self._registry.errors)
+        self._client = JobClient(
+            redis, keep_failed=self.keep_failed, errors=self._registry.errors, history=self.history
+        )
 
     async def disconnect(self) -> None:
         """Stop using the Redis client given to `connect`: close the result listener, keep the client."""
@@ -296,7 +303,9 @@ class Mediator(Producer):
             if self._redis_target is not None and self._client is None:
                 pool = open_client(self._redis_target, self._timeouts)
                 stack.push_async_callback(pool.aclose)
-                self._client = JobClient(pool, keep_failed=self.keep_failed, errors=self._registry.errors)
+                self._client = JobClient(
+                    pool, keep_failed=self.keep_failed, errors=self._registry.errors, history=self.history
+                )
                 stack.push_async_callback(self._disconnect)
             provided = dict(self._resources)
             # Runs after the lifespans closed what they provided: their resources must not outlive them.

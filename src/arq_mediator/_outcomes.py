@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import RedisError
 
+from ._handle import ABORTED_TYPES
+from ._history import step_field
 from ._jobs import now_ms
 from ._resilience import LoopHealth
 from ._telemetry import outcomes_dropped
@@ -44,7 +46,9 @@ class Outcomes:
     ) -> None:
         self._client = client
         self._worker = worker
+        self._worker_field = step_field(worker)
         self._lease_ms = int(lease * 1000)
+        self._history_bytes = client.history.max_payload_bytes if client.history is not None else -1
         self._give_up = give_up_after
         self._health = LoopHealth(logger, f"worker {worker} recording job outcomes")
         self._pending: list[tuple[list[Any], asyncio.Future[bool]]] = []
@@ -57,6 +61,10 @@ class Outcomes:
     ) -> bool:
         """Store a finished job's result record; return whether it was recorded (the fence held)."""
         claim.settling = True
+        error_type = record.error.type if record.error is not None else ""
+        state = "succeeded" if not failed else "aborted" if error_type in ABORTED_TYPES else "failed"
+        # The envelope the history keeps, sent along (the script need not read it back) when small.
+        keep_body = len(claim.body) <= self._history_bytes and not claim.problem
         arguments = [
             *claim.fence(),
             claim.queue,
@@ -64,6 +72,12 @@ class Outcomes:
             int(keep_seconds * 1000),
             int(failed),
             record.id,
+            state,
+            record.type,
+            self._worker_field,
+            error_type,
+            claim.body if keep_body else b"",
+            claim.claimed_at,
         ]
         done = asyncio.get_running_loop().create_future()
         self._pending.append((arguments, done))
@@ -81,10 +95,22 @@ class Outcomes:
             self._dropped(claim, "its result")
         return recorded
 
-    async def retry(self, claim: Claim, body: str, delay_ms: int) -> int:
-        """Put the job back for another try after *delay_ms*; return DONE, NOT_HELD or ABORT_ASKED."""
+    async def retry(self, claim: Claim, body: str, delay_ms: int, *, reason: str = "") -> int:
+        """Put the job back for another try after *delay_ms*; return DONE, NOT_HELD or ABORT_ASKED.
+
+        *reason* (the error type) goes to the job's history.
+        """
         claim.settling = True
-        arguments = [*claim.fence(), claim.queue, body, delay_ms, self._lease_ms]
+        arguments = [
+            *claim.fence(),
+            claim.queue,
+            body,
+            delay_ms,
+            self._lease_ms,
+            reason,
+            claim.claimed_at,
+            self._worker_field,
+        ]
         outcome = await self._persist(lambda: self._client.scripts.retry(args=arguments))
         if outcome == NOT_HELD:
             self._dropped(claim, "its retry")
