@@ -32,7 +32,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".installed-from"
-EXTRAS = "dev,services,docs"
+EXTRAS = "dev,services,dashboard,docs"
 SITE = ROOT / "site"
 # An attribute that makes a browser load or link something: in the built pages it must stay on-site.
 OFF_SITE = re.compile(

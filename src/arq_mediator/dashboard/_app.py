@@ -1,0 +1,207 @@
+"""The dashboard as a Litestar router, a Litestar plugin, or an ASGI app for any ASGI framework."""
+
+from __future__ import annotations
+
+import logging
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any, cast
+
+from litestar import Litestar, Request, Response, Router
+from litestar.config.app import AppConfig
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.handlers import BaseRouteHandler
+from litestar.plugins import InitPlugin
+from litestar.static_files import create_static_files_router
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.types import ASGIApp, Receive, Scope, Send
+from redis.exceptions import RedisError
+
+from .._errors import QueueNotConnectedError, QueueUnavailableError
+from .._mediator import Mediator
+from ._access import Authorize, admitted, refuse
+from ._actions import ACTION_ROUTES
+from ._model import DashboardSource
+from ._pages import PAGES
+from ._rendering import SECURITY_HEADERS, Dashboard
+
+if TYPE_CHECKING:
+    from litestar.types import ExceptionHandlersMap
+
+logger = logging.getLogger("arq_mediator.dashboard")
+
+__all__ = ["DashboardPlugin", "dashboard_app", "dashboard_router"]
+
+
+def _source_of(source_or_mediator: DashboardSource | Mediator) -> DashboardSource:
+    if isinstance(source_or_mediator, Mediator):
+        from ._store import DashboardStore  # the store is only needed for a mediator
+
+        return DashboardStore(source_or_mediator)
+    return source_or_mediator
+
+
+def _mount_path(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError(f"the dashboard's path must start with '/', got {path!r}")
+    return path.rstrip("/")
+
+
+def _error_pages(dashboard: Dashboard) -> Any:
+    """Return the exception handler that answers any failure with an HTML page saying what went wrong."""
+
+    def error_page(request: Request[Any, Any, Any], error: Exception) -> Response[str]:
+        if isinstance(error, HTTPException):
+            status, detail = error.status_code, error.detail
+        elif isinstance(error, RedisError | QueueNotConnectedError | QueueUnavailableError | OSError):
+            logger.warning("%s %s: Redis is unavailable: %r", request.method, request.url.path, error)
+            status, detail = (
+                HTTP_503_SERVICE_UNAVAILABLE,
+                "Redis is unavailable; this page works again once it is back",
+            )
+        else:
+            logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+            status, detail = (
+                HTTP_500_INTERNAL_SERVER_ERROR,
+                "the dashboard failed on this page; its log says why",
+            )
+        response = dashboard.render(
+            request, "error.html", status=status, title=f"Error {status}", code=status, detail=detail
+        )
+        response.headers.update(SECURITY_HEADERS)
+        if status == HTTP_503_SERVICE_UNAVAILABLE:
+            response.headers["Retry-After"] = "5"
+        return response
+
+    return error_page
+
+
+def _guard(dashboard: Dashboard) -> Any:
+    async def admit(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if not await admitted(connection, dashboard.authorize):
+            raise refuse(
+                "the dashboard serves only local requests"
+                if dashboard.authorize is None
+                else "not authorized to see the dashboard"
+            )
+
+    return admit
+
+
+def _secure(response: Response[Any]) -> Response[Any]:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def dashboard_router(
+    source_or_mediator: DashboardSource | Mediator,
+    *,
+    path: str = "/dashboard",
+    authorize: Authorize | None = None,
+    read_only: bool = False,
+    jaeger_url: str | None = None,
+) -> Router:
+    """Return the dashboard as a Litestar router to register in one's own app at *path*.
+
+    Args:
+        source_or_mediator: A `DashboardSource`, or a mediator whose Redis the dashboard reads; the app
+            that registers the router keeps the mediator open (``MediatorPlugin`` does).
+        path: Where the dashboard answers.
+        authorize: ``authorize(request) -> bool`` (or an awaitable of one) decides who may see it; by
+            default only requests whose socket peer is a loopback address.
+        read_only: Hide every action and refuse it (403).
+        jaeger_url: The Jaeger UI's base URL, to link each job's trace.
+    """
+    dashboard = Dashboard(
+        source=_source_of(source_or_mediator),
+        path=_mount_path(path),
+        authorize=authorize,
+        read_only=read_only,
+        jaeger_url=jaeger_url,
+    )
+    exception_handlers: ExceptionHandlersMap = {Exception: _error_pages(dashboard)}
+    static = create_static_files_router(
+        "/static",
+        directories=[files("arq_mediator.dashboard") / "static"],  # type: ignore[list-item]
+        include_in_schema=False,
+        name="arqm-dashboard:static",
+        cache_control=None,
+    )
+    return Router(
+        dashboard.path or "/",
+        route_handlers=[*PAGES, *ACTION_ROUTES, static],
+        dependencies={"dashboard": Provide(lambda: dashboard, sync_to_thread=False)},
+        signature_namespace={"Dashboard": Dashboard},
+        guards=[_guard(dashboard)],
+        exception_handlers=exception_handlers,
+        after_request=_secure,
+        include_in_schema=False,
+    )
+
+
+class DashboardPlugin(InitPlugin):
+    """Add the dashboard to a Litestar app: ``Litestar(plugins=[MediatorPlugin(m), DashboardPlugin(m)])``.
+
+    Takes the same arguments as `dashboard_router`.
+    """
+
+    __slots__ = ("router",)
+
+    def __init__(self, source_or_mediator: DashboardSource | Mediator, **options: Any) -> None:
+        self.router = dashboard_router(source_or_mediator, **options)
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        """Register the dashboard's router."""
+        app_config.route_handlers.append(self.router)
+        return app_config
+
+
+def dashboard_app(
+    source_or_mediator: DashboardSource | Mediator,
+    *,
+    path: str = "/",
+    authorize: Authorize | None = None,
+    read_only: bool = False,
+    jaeger_url: str | None = None,
+) -> ASGIApp:
+    """Return the dashboard as an ASGI app, to serve alone or mount under any ASGI framework.
+
+    Given a mediator, the app's lifespan opens and closes it; mounted where sub-apps get no lifespan
+    events, open the mediator in the host's lifespan instead and pass a source or keep it open.
+
+    Args:
+        source_or_mediator: A `DashboardSource`, or the mediator whose Redis the dashboard reads.
+        path: The path prefix its requests arrive with: the mount point when the host passes full
+            paths (as Starlette does); a host that strips the prefix and sets ``root_path`` works too.
+        authorize: As for `dashboard_router`.
+        read_only: As for `dashboard_router`.
+        jaeger_url: As for `dashboard_router`.
+    """
+    router = dashboard_router(
+        source_or_mediator, path=path, authorize=authorize, read_only=read_only, jaeger_url=jaeger_url
+    )
+    dashboard: Dashboard = router.dependencies["dashboard"].dependency()
+    lifespan = [source_or_mediator] if isinstance(source_or_mediator, Mediator) else []
+    app = Litestar(
+        route_handlers=[router],
+        lifespan=lifespan,
+        exception_handlers={NotFoundException: _error_pages(dashboard)},
+        openapi_config=None,
+        debug=False,
+    )
+    return _FullPaths(app, router.path)
+
+
+class _FullPaths:
+    """Give the app each request's full path, whether its host strips the mount prefix or not."""
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        root = scope.get("root_path", "") if scope["type"] in {"http", "websocket"} else ""
+        if root and self.prefix.startswith(root) and not scope["path"].startswith(self.prefix):
+            scope = cast("Scope", {**scope, "path": root.rstrip("/") + scope["path"]})
+        await self.app(scope, receive, send)
