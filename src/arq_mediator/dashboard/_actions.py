@@ -10,7 +10,9 @@ from typing import Any, Literal, cast
 from urllib.parse import quote, urlencode
 
 from litestar import Request, Response, post
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, NotFoundException, ValidationException
+from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_303_SEE_OTHER, HTTP_409_CONFLICT
 
@@ -23,7 +25,7 @@ Action = Literal["requeue", "delete", "abort"]
 PAST = {"requeue": "requeued", "delete": "deleted", "abort": "aborted"}
 
 
-async def _form(request: Request[Any, Any, Any], dashboard: Dashboard) -> dict[str, str]:
+async def _form(request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]) -> dict[str, str]:
     """Return the submitted form after checking the dashboard may act and the CSRF token matches."""
     if dashboard.read_only:
         raise refuse("this dashboard is read-only")
@@ -47,7 +49,10 @@ def _see(url: str) -> Redirect:
 
 @post("/job/{job_id:str}/{action:str}", name="arqm-dashboard:job-action", include_in_schema=False)
 async def job_action(
-    request: Request[Any, Any, Any], dashboard: Dashboard, job_id: str, action: str
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    job_id: FromPath[str],
+    action: FromPath[str],
 ) -> Response[Any]:
     """Requeue, delete or abort one job, then show its page (or, once deleted, its state's list)."""
     chosen = _action(action)
@@ -74,7 +79,10 @@ async def job_action(
 
 @post("/jobs/{state_name:str}/{action:str}", name="arqm-dashboard:bulk-action", include_in_schema=False)
 async def bulk_action(
-    request: Request[Any, Any, Any], dashboard: Dashboard, state_name: str, action: str
+    request: Request[Any, Any, Any],
+    dashboard: NamedDependency[Dashboard],
+    state_name: FromPath[str],
+    action: FromPath[str],
 ) -> Response[Any]:
     """Ask to confirm, then requeue, delete or abort every job in *state* (of one queue when given)."""
     chosen = _action(action)
@@ -104,7 +112,9 @@ async def bulk_action(
 
 
 @post("/recurring/{name:str}/trigger", name="arqm-dashboard:trigger", include_in_schema=False)
-async def trigger(request: Request[Any, Any, Any], dashboard: Dashboard, name: str) -> Response[Any]:
+async def trigger(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard], name: FromPath[str]
+) -> Response[Any]:
     """Enqueue recurring job *name* now, outside its schedule."""
     await _form(request, dashboard)
     known = {entry.name for entry in await dashboard.source.recurring()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, Request, Response, Router
 from litestar.config.app import AppConfig
@@ -15,7 +15,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.plugins import InitPlugin
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp
 from redis.exceptions import RedisError
 
 from .._errors import QueueNotConnectedError, QueueUnavailableError
@@ -113,13 +113,18 @@ def dashboard_router(
         read_only: Hide every action and refuse it (403).
         jaeger_url: The Jaeger UI's base URL, to link each job's trace.
     """
-    dashboard = Dashboard(
-        source=_source_of(source_or_mediator),
-        path=_mount_path(path),
-        authorize=authorize,
-        read_only=read_only,
-        jaeger_url=jaeger_url,
+    return _router(
+        Dashboard(
+            source=_source_of(source_or_mediator),
+            path=_mount_path(path),
+            authorize=authorize,
+            read_only=read_only,
+            jaeger_url=jaeger_url,
+        )
     )
+
+
+def _router(dashboard: Dashboard) -> Router:
     exception_handlers: ExceptionHandlersMap = {Exception: _error_pages(dashboard)}
     static = create_static_files_router(
         "/static",
@@ -172,36 +177,25 @@ def dashboard_app(
 
     Args:
         source_or_mediator: A `DashboardSource`, or the mediator whose Redis the dashboard reads.
-        path: The path prefix its requests arrive with: the mount point when the host passes full
-            paths (as Starlette does); a host that strips the prefix and sets ``root_path`` works too.
+        path: Where the pages answer inside this app. Mounted under a host framework, leave it at ``/``:
+            the host's mount point arrives as the ASGI ``root_path`` and every link includes it.
         authorize: As for `dashboard_router`.
         read_only: As for `dashboard_router`.
         jaeger_url: As for `dashboard_router`.
     """
-    router = dashboard_router(
-        source_or_mediator, path=path, authorize=authorize, read_only=read_only, jaeger_url=jaeger_url
+    dashboard = Dashboard(
+        source=_source_of(source_or_mediator),
+        path=_mount_path(path),
+        authorize=authorize,
+        read_only=read_only,
+        jaeger_url=jaeger_url,
     )
-    dashboard: Dashboard = router.dependencies["dashboard"].dependency()
     lifespan = [source_or_mediator] if isinstance(source_or_mediator, Mediator) else []
-    app = Litestar(
-        route_handlers=[router],
+    return Litestar(
+        route_handlers=[_router(dashboard)],
         lifespan=lifespan,
         exception_handlers={NotFoundException: _error_pages(dashboard)},
         openapi_config=None,
+        logging_config=None,  # the host's logging stays as the host set it up
         debug=False,
     )
-    return _FullPaths(app, router.path)
-
-
-class _FullPaths:
-    """Give the app each request's full path, whether its host strips the mount prefix or not."""
-
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
-        self.app = app
-        self.prefix = prefix.rstrip("/")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        root = scope.get("root_path", "") if scope["type"] in {"http", "websocket"} else ""
-        if root and self.prefix.startswith(root) and not scope["path"].startswith(self.prefix):
-            scope = cast("Scope", {**scope, "path": root.rstrip("/") + scope["path"]})
-        await self.app(scope, receive, send)

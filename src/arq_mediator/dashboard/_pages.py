@@ -6,7 +6,9 @@ import asyncio
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, ValidationException
+from litestar.params import FromPath
 from litestar.response import ServerSentEvent
 
 from ._charts import throughput_chart
@@ -23,7 +25,6 @@ DONE = {
     "deleted": "The job was deleted.",
     "aborted": "The job is being aborted.",
     "triggered": "The recurring job was triggered.",
-    "bulk": "The jobs were handled.",
 }
 
 
@@ -69,11 +70,15 @@ def check_job_id(job_id: str) -> str:
 
 def notice(request: Request[Any, Any, Any]) -> str | None:
     """Return what the last action did, for the page it redirected to."""
-    return DONE.get(request.query_params.get("done", ""))
+    done = request.query_params.get("done", "")
+    handled = request.query_params.get("handled", "")
+    if done == "bulk" and handled.isdigit():
+        return f"{int(handled)} job{'' if int(handled) == 1 else 's'} were handled."
+    return DONE.get(done)
 
 
 @get("/", name="arqm-dashboard:overview", include_in_schema=False)
-async def overview(request: Request[Any, Any, Any], dashboard: Dashboard) -> Response[str]:
+async def overview(request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]) -> Response[str]:
     """Counts by state, the live per-second graph and the per-hour and per-day history."""
     source = dashboard.source
     counts, seconds, hours, days = await asyncio.gather(
@@ -95,13 +100,15 @@ async def overview(request: Request[Any, Any, Any], dashboard: Dashboard) -> Res
 
 
 @get("/queues", name="arqm-dashboard:queues", include_in_schema=False)
-async def queues(request: Request[Any, Any, Any], dashboard: Dashboard) -> Response[str]:
+async def queues(request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]) -> Response[str]:
     """Each queue's counts and the workers that serve it."""
     return dashboard.render(request, "queues.html", title="Queues", queues=await dashboard.source.queues())
 
 
 @get("/jobs/{state_name:str}", name="arqm-dashboard:jobs", include_in_schema=False)
-async def jobs(request: Request[Any, Any, Any], dashboard: Dashboard, state_name: str) -> Response[str]:
+async def jobs(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard], state_name: FromPath[str]
+) -> Response[str]:
     """One page of the jobs in *state*, newest first, filtered by queue and request type."""
     wanted = job_state(state_name)
     queue = name_parameter(request, "queue")
@@ -137,7 +144,9 @@ async def jobs(request: Request[Any, Any, Any], dashboard: Dashboard, state_name
 
 
 @get("/job/{job_id:str}", name="arqm-dashboard:job", include_in_schema=False)
-async def job(request: Request[Any, Any, Any], dashboard: Dashboard, job_id: str) -> Response[str]:
+async def job(
+    request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard], job_id: FromPath[str]
+) -> Response[str]:
     """Everything about one job: payload, outcome, steps, timings, trace, parent, progress and logs."""
     detail = await dashboard.source.job(check_job_id(job_id))
     if detail is None:
@@ -153,7 +162,7 @@ async def job(request: Request[Any, Any, Any], dashboard: Dashboard, job_id: str
 
 
 @get("/recurring", name="arqm-dashboard:recurring", include_in_schema=False)
-async def recurring(request: Request[Any, Any, Any], dashboard: Dashboard) -> Response[str]:
+async def recurring(request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]) -> Response[str]:
     """The recurring jobs, their schedules and last outcomes."""
     return dashboard.render(
         request,
@@ -166,7 +175,7 @@ async def recurring(request: Request[Any, Any, Any], dashboard: Dashboard) -> Re
 
 
 @get("/workers", name="arqm-dashboard:workers", include_in_schema=False)
-async def workers(request: Request[Any, Any, Any], dashboard: Dashboard) -> Response[str]:
+async def workers(request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard]) -> Response[str]:
     """The live workers."""
     return dashboard.render(
         request, "workers.html", title="Workers", workers=await dashboard.source.workers()
@@ -174,7 +183,7 @@ async def workers(request: Request[Any, Any, Any], dashboard: Dashboard) -> Resp
 
 
 @get("/events", name="arqm-dashboard:events", include_in_schema=False)
-async def events(dashboard: Dashboard) -> ServerSentEvent:
+async def events(dashboard: NamedDependency[Dashboard]) -> ServerSentEvent:
     """The server-sent events that keep open pages up to date."""
     return ServerSentEvent(stream(dashboard.hub), headers={"Cache-Control": "no-store"})
 

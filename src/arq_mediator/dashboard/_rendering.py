@@ -94,9 +94,11 @@ class Dashboard:
         self, request: Request[Any, Any, Any], template: str, *, status: int = 200, **context: Any
     ) -> Response[str]:
         """Render *template* with *context* and what every page needs (links, CSRF token, mode)."""
-        token, cookie = _csrf.token_for(request, self.path or "/")
+        # A host framework that mounts the dashboard passes its mount point as the ASGI root path.
+        base = request.scope.get("root_path", "").rstrip("/") + self.path
+        token, cookie = _csrf.token_for(request, base or "/")
         html = self.templates.get_template(template).render(
-            base=self.path,
+            base=base,
             read_only=self.read_only,
             csrf_field=_csrf.FIELD,
             csrf_token=token,
