@@ -20,6 +20,7 @@ from ._errors import (
     WorkerLostError,
 )
 from ._handle import JobHandle, JobStatus
+from ._history import JobHistory
 from ._jobs import QueueStats, Stats, WorkerState
 from ._mediator import Mediator
 from ._messages import Message, Notification, Request
@@ -42,6 +43,7 @@ __all__ = [
     "JobEnvelope",
     "JobFailedError",
     "JobHandle",
+    "JobHistory",
     "JobIdConflictError",
     "JobInfo",
     "JobNotFoundError",

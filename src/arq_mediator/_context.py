@@ -9,10 +9,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._errors import MissingResourceError
+from ._live import checked_fraction
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
+    from ._live import JobReport
     from ._mediator import Mediator
     from ._messages import Request
 
@@ -50,12 +52,26 @@ class Context:
         logger: A logger for the handler; in a worker it carries the job's id in ``extra``.
         resources: Resources provided at start-up (a DB session factory, an HTTP client), keyed by type.
         job: Facts about the job when running in a worker; ``None`` when run inline by ``send``.
+        report: Where `progress` and the logger's lines go, in a worker with history on.
     """
 
     mediator: Mediator
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger]
     resources: Mapping[type[Any], Any]
     job: JobInfo | None = None
+    report: JobReport | None = None
+
+    def progress(self, fraction: float) -> None:
+        """Report how far the job is, from 0.0 to 1.0, for the dashboard; nothing happens outside a job.
+
+        It costs no round trip: the worker writes the latest value to the job's history shortly after.
+
+        Raises:
+            ValueError: *fraction* is not a number from 0 to 1.
+        """
+        checked = checked_fraction(fraction)
+        if self.report is not None:
+            self.report.set_progress(checked)
 
     def send(self, request: Request[R]) -> Coroutine[Any, Any, R]:
         """Run *request* inline, as `Mediator.send` does, its handler getting this context.

@@ -23,6 +23,7 @@ from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, decode_envelope, 
 from ._errors import EnvelopeError, NoHandlerError, WorkerLostError
 from ._handle import aborted
 from ._jobs import now_ms
+from ._live import JobLogger, current_job
 from ._messages import Request, response_type_of
 from ._outcomes import ABORT_ASKED, DONE
 from ._telemetry import (
@@ -37,6 +38,7 @@ from ._telemetry import (
 
 if TYPE_CHECKING:
     from ._claims import Claim
+    from ._live import ReportWriter
     from ._mediator import Mediator
     from ._outcomes import Outcomes
     from ._registry import HandlerSpec
@@ -74,6 +76,7 @@ class JobRunner:
         outcomes: Where outcomes are written.
         peers_can_run: Asked before failing a job whose type this worker has no handler for.
         settled: Called with a job's id once its outcome is recorded.
+        reports: Where handlers' progress and log lines go; ``None`` (history off) keeps none.
     """
 
     def __init__(
@@ -84,8 +87,10 @@ class JobRunner:
         outcomes: Outcomes,
         peers_can_run: PeerCheck,
         settled: Callable[[str], None],
+        reports: ReportWriter | None = None,
     ) -> None:
         self.counters = Counters()
+        self._reports = reports
         self._mediator = mediator
         self._settings = settings
         self._worker = worker
@@ -197,17 +202,28 @@ class JobRunner:
             worker=self._worker,
         )
         mediator = self._mediator
-        job_logger = logging.LoggerAdapter(mediator.logger, {"job_id": envelope.id, "queue": claim.queue})
-        ctx = Context(mediator=mediator, logger=job_logger, resources=mediator.resources, job=job)
+        extra = {"job_id": envelope.id, "queue": claim.queue}
+        report = self._reports.open(envelope.id, claim.deliveries) if self._reports else None
+        job_logger: logging.LoggerAdapter[logging.Logger] = (
+            logging.LoggerAdapter(mediator.logger, extra)
+            if report is None
+            else JobLogger(mediator.logger, extra, report)
+        )
+        ctx = Context(
+            mediator=mediator, logger=job_logger, resources=mediator.resources, job=job, report=report
+        )
         head, tail = mediator._registry.route(spec, ctx)
         clock = asyncio.get_running_loop().time
         began = clock()
+        current_job.set(envelope.id)  # this task runs this one job: jobs it enqueues name it their parent
         try:
             try:
                 async with asyncio.timeout(spec.policy.timeout):
                     value = await head(message, tail)
             finally:  # every try counts, the failed and timed-out ones too
                 job_duration.record(clock() - began, {"messaging.destination.name": claim.queue})
+                if report is not None and self._reports is not None:
+                    self._reports.close(report)
             encoded = self._encode(spec, value)
         except asyncio.CancelledError as cancelled:
             task = asyncio.current_task()
@@ -286,7 +302,9 @@ class JobRunner:
         retried = envelope.model_copy(update={"failures": try_number, "due_at": now_ms() + delay_ms})
         span = trace.get_current_span()
         record_failure(span, error)
-        outcome = await self._outcomes.retry(claim, retried.model_dump_json(), delay_ms)
+        outcome = await self._outcomes.retry(
+            claim, retried.model_dump_json(), delay_ms, reason=qualified_name(type(error))
+        )
         if outcome == ABORT_ASKED:
             await self._fail(claim, envelope, aborted("aborted while running"), started)
             return

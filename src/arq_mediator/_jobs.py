@@ -34,6 +34,8 @@ from ._scripts import Scripts
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from ._history import JobHistory
+
 # ENQUEUE's answer per job.
 ADDED, ALREADY_QUEUED, ALREADY_FINISHED = 1, 0, 2
 _STATES = {
@@ -53,12 +55,17 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class PendingJob:
-    """A job ready to push: its id, queue, how long (ms) after it reaches Redis it may start, its envelope."""
+    """A job ready to push: its id, queue, how long (ms) after it reaches Redis it may start, its envelope.
+
+    Its message type and the id of the job whose handler enqueued it (``""`` for none) go to the history.
+    """
 
     id: str
     queue: str
     delay_ms: int
     body: str
+    type: str = ""
+    parent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +126,16 @@ class JobClient:
         *,
         keep_failed: float = KEEP_FAILED,
         errors: Mapping[str, type[BaseException]] | None = None,
+        history: JobHistory | None = None,
     ) -> None:
         self.redis = redis
         self.keep_failed = keep_failed
+        # What the scripts record of each job's life for the dashboard; None records nothing.
+        self.history = history
         # Exception types a failed job's caller gets raised as themselves, by qualified name.
         self.errors: Mapping[str, type[BaseException]] = errors if errors is not None else {}
         self.channels = Channels(db=int(redis.connection_pool.connection_kwargs.get("db", 0)))
-        self.scripts = Scripts(redis, self.channels)
+        self.scripts = Scripts(redis, self.channels, history)
         self.results = ResultWaiter(redis, self.channels)
 
     async def push(self, jobs: list[PendingJob]) -> list[tuple[int, str, str]]:
@@ -138,7 +148,7 @@ class JobClient:
         """
         arguments: list[str | int] = []
         for job in jobs:
-            arguments += (job.id, job.queue, job.delay_ms, job.body)
+            arguments += (job.id, job.queue, job.delay_ms, job.body, job.type, job.parent)
         reply = await self.scripts.enqueue(args=arguments)
         return [
             (int(reply[i]), reply[i + 1].decode(errors="replace"), reply[i + 2].decode(errors="replace"))
@@ -154,6 +164,8 @@ class JobClient:
             job.queue,
             job.delay_ms,
             job.body,
+            job.type,
+            job.parent,
         ]
         outcome, _, _ = await self.scripts.enqueue_tick(args=arguments)
         return int(outcome) == ADDED

@@ -79,6 +79,11 @@ class Channels:
         """Return the channel asking workers to cancel a running job."""
         return f"arqm:{self.db}:abort"
 
+    @property
+    def events(self) -> str:
+        """Return the channel job state changes go to, as ``<state>\\t<queue>\\t<id>`` (history on)."""
+        return f"arqm:{self.db}:events"
+
     def wake(self, queue: str) -> str:
         """Return the wake-up channel of *queue*."""
         return self.wake_prefix + queue

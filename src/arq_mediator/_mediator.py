@@ -16,6 +16,7 @@ from ._connection import Timeouts, open_client
 from ._context import Context
 from ._envelope import qualified_name
 from ._errors import NoHandlerError
+from ._history import DEFAULT_HISTORY, JobHistory
 from ._jobs import JobClient
 from ._messages import Notification, Request
 from ._policy import DEFAULT_QUEUE, KEEP_FAILED, KEEP_RESULT, MAX_JOB_BYTES, Backoff, JobPolicy, to_seconds
@@ -51,6 +52,8 @@ class Mediator(Producer):
         keep_result: Seconds a succeeded job's result is kept, unless its handler says otherwise.
         keep_failed: Seconds a failed job's record is kept, unless its handler says otherwise.
         max_job_bytes: The largest job envelope `enqueue` accepts and workers run.
+        history: What the engine records of each job's life for the dashboard (steps, logs, counters)
+            and for how long; ``None`` records nothing. Producers and workers of one Redis should agree.
     """
 
     def __init__(
@@ -63,8 +66,10 @@ class Mediator(Producer):
         keep_result: float | timedelta = KEEP_RESULT,
         keep_failed: float | timedelta = KEEP_FAILED,
         max_job_bytes: int = MAX_JOB_BYTES,
+        history: JobHistory | None = DEFAULT_HISTORY,
     ) -> None:
         super().__init__(Registry(), keep_failed=to_seconds(keep_failed) or 0.0, max_job_bytes=max_job_bytes)
+        self.history = history
         self._redis_target = redis
         self._timeouts = Timeouts(connect=connect_timeout, command=command_timeout)
         self.keep_result = to_seconds(keep_result) or 0.0
@@ -249,7 +254,9 @@ class Mediator(Producer):
 
         `disconnect` undoes it: it stops waiting for results, and leaves the client open.
         """
-        self._client = JobClient(redis, keep_failed=self.keep_failed, errors=self._registry.errors)
+        self._client = JobClient(
+            redis, keep_failed=self.keep_failed, errors=self._registry.errors, history=self.history
+        )
 
     async def disconnect(self) -> None:
         """Stop using the Redis client given to `connect`: close the result listener, keep the client."""
@@ -269,7 +276,9 @@ class Mediator(Producer):
             if self._redis_target is not None and self._client is None:
                 pool = open_client(self._redis_target, self._timeouts)
                 stack.push_async_callback(pool.aclose)
-                self._client = JobClient(pool, keep_failed=self.keep_failed, errors=self._registry.errors)
+                self._client = JobClient(
+                    pool, keep_failed=self.keep_failed, errors=self._registry.errors, history=self.history
+                )
                 stack.push_async_callback(self._disconnect)
             provided = dict(self._resources)
             # Runs after the lifespans closed what they provided: their resources must not outlive them.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import RedisError
 
+from ._handle import ABORTED_TYPES
 from ._jobs import now_ms
 from ._resilience import LoopHealth
 from ._telemetry import outcomes_dropped
@@ -57,6 +58,8 @@ class Outcomes:
     ) -> bool:
         """Store a finished job's result record; return whether it was recorded (the fence held)."""
         claim.settling = True
+        error_type = record.error.type if record.error is not None else ""
+        state = "succeeded" if not failed else "aborted" if error_type in ABORTED_TYPES else "failed"
         arguments = [
             *claim.fence(),
             claim.queue,
@@ -64,6 +67,10 @@ class Outcomes:
             int(keep_seconds * 1000),
             int(failed),
             record.id,
+            state,
+            record.type,
+            self._worker,
+            error_type,
         ]
         done = asyncio.get_running_loop().create_future()
         self._pending.append((arguments, done))
@@ -81,10 +88,13 @@ class Outcomes:
             self._dropped(claim, "its result")
         return recorded
 
-    async def retry(self, claim: Claim, body: str, delay_ms: int) -> int:
-        """Put the job back for another try after *delay_ms*; return DONE, NOT_HELD or ABORT_ASKED."""
+    async def retry(self, claim: Claim, body: str, delay_ms: int, *, reason: str = "") -> int:
+        """Put the job back for another try after *delay_ms*; return DONE, NOT_HELD or ABORT_ASKED.
+
+        *reason* (the error type) goes to the job's history.
+        """
         claim.settling = True
-        arguments = [*claim.fence(), claim.queue, body, delay_ms, self._lease_ms]
+        arguments = [*claim.fence(), claim.queue, body, delay_ms, self._lease_ms, reason]
         outcome = await self._persist(lambda: self._client.scripts.retry(args=arguments))
         if outcome == NOT_HELD:
             self._dropped(claim, "its retry")

@@ -27,6 +27,7 @@ from ._errors import (
 )
 from ._handle import JobHandle
 from ._jobs import ADDED, JobClient, PendingJob, Stats, now_ms
+from ._live import current_job
 from ._messages import Message, Notification, Request, response_type_of
 from ._policy import to_seconds
 from ._telemetry import jobs_enqueued, record_failure, start_producer_span
@@ -319,6 +320,7 @@ class Producer:
         job_id = job_id or uuid.uuid4().hex
         queue = queue or spec.policy.queue
         message_name = type(message).message_name
+        parent = current_job.get()
         span, trace_context = start_producer_span(queue, message_name, job_id)
         header = {
             "v": 1,
@@ -330,7 +332,7 @@ class Producer:
             "enqueued_at": now,
             "due_at": now + delay_ms,
             "trace": trace_context,
-            "meta": _PRODUCER,
+            "meta": _PRODUCER if parent is None else {**_PRODUCER, "parent": parent},
         }
         # The payload is serialized by pydantic's core and spliced in, rather than dumped to Python
         # objects and serialized again: the envelope's JSON is the hot part of enqueueing.
@@ -347,7 +349,8 @@ class Producer:
                 f"{self.max_job_bytes} (Mediator(max_job_bytes=...)); pass a reference to large data "
                 "(a key, a path, a URL) rather than the data itself"
             )
-        return PendingJob(id=job_id, queue=queue, delay_ms=delay_ms, body=body), span
+        pending = PendingJob(job_id, queue, delay_ms, body, type=message_name, parent=parent or "")
+        return pending, span
 
     def _handle_for(
         self, request_type: type[Request[R]], job_id: str, queue: str, enqueued: bool

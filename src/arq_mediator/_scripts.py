@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import _keys
+from ._history import HISTORY_PREFIX, recording_lua
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
+    from ._history import JobHistory
     from ._keys import Channels
 
 _PREFIXES = {
@@ -32,6 +34,7 @@ _PREFIXES = {
     "RETRY_MARK": _keys.RETRY_MARK,
     "QUEUES": _keys.QUEUES_KEY,
     "WORKERS": _keys.WORKERS_KEY,
+    "HISTORY": HISTORY_PREFIX,
 }
 
 # The server's clock in ms, read once per script call.
@@ -39,6 +42,9 @@ _NOW = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
+
+# Where the history's recording functions (`_history`) go in a script: after the clock, before their use.
+_RECORD = "\n{RECORDING}\n"
 
 # A lease token names one claim ('<worker instance>.<claim number>'). The caller holds the job when the lease
 # holds its token, or when the lease lapsed and nobody claimed the job since (the delivery counter still
@@ -67,7 +73,7 @@ local function facts_of(body, fallback, out)
   out[#out + 1] = type(record.type) == 'string' and record.type or ''
 end
 local touched = {}
-local function enqueue_one(id, queue, delay, body, out)
+local function enqueue_one(id, queue, delay, body, kind, parent, out)
   local existing = redis.pcall('GET', '{JOB}' .. id)
   if type(existing) == 'table' then existing = '' end
   local finished = (not existing) and get('{RESULT}' .. id)
@@ -82,6 +88,7 @@ local function enqueue_one(id, queue, delay, body, out)
     redis.call('SET', '{JOB}' .. id, body)
     redis.call('ZADD', '{QUEUE}' .. queue, score, id)
     touched[queue] = score
+    h_enqueued(id, queue, kind, parent, delay)
     out[#out + 1] = 1
     out[#out + 1] = queue
     out[#out + 1] = ''
@@ -95,15 +102,18 @@ local function wake_touched()
 end
 """
 
-# ARGV: groups of (id, queue, delay_ms, body). Returns per job a pair from `enqueue_one`. Idle workers of
-# each touched queue are woken once.
+# ARGV: groups of (id, queue, delay_ms, body, request type, parent job id or ""). Returns per job a pair
+# from `enqueue_one`. Idle workers of each touched queue are woken once.
 ENQUEUE = (
     _NOW
     + _FENCE
+    + _RECORD
     + _ENQUEUE_ONE
     + """
 local out = {}
-for i = 1, #ARGV, 4 do enqueue_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], out) end
+for i = 1, #ARGV, 6 do
+  enqueue_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], out)
+end
 wake_touched()
 return out
 """
@@ -115,19 +125,21 @@ return out
 ENQUEUE_TICK = (
     _NOW
     + _FENCE
+    + _RECORD
     + _ENQUEUE_ONE
     + """
 local last = tonumber(get(ARGV[1]) or '')
 if last and last >= tonumber(ARGV[2]) then return {0, ARGV[4], ''} end
 redis.call('SET', ARGV[1], ARGV[2])
 local out = {}
-enqueue_one(ARGV[3], ARGV[4], ARGV[5], ARGV[6], out)
+enqueue_one(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], out)
 wake_touched()
 return out
 """
 )
 
-# ARGV: how many, lease_ms, token prefix, max envelope bytes, number of queues, queue names by priority,
+# ARGV: how many, lease_ms, token prefix, max envelope bytes, worker name (for the history), number of
+# queues, queue names by priority,
 # then ids the caller runs already (their lease may have lapsed in an outage; they must not start twice).
 # Takes ready jobs whose lease is free (or holds the retry mark: a retry due now), highest-priority queue
 # first, leasing each under the token prefix (this claim's token). Returns {server now, next due or -1,
@@ -137,9 +149,11 @@ return out
 CLAIM = (
     _NOW
     + _FENCE
+    + _RECORD
     + """
 local want, lease, prefix, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local last_queue = 5 + tonumber(ARGV[5])
+local worker = ARGV[5]
+local last_queue = 6 + tonumber(ARGV[6])
 local mine = {}
 for i = last_queue + 1, #ARGV do mine[ARGV[i]] = true end
 local out = {now, -1, ''}
@@ -174,7 +188,7 @@ local function count_delivery(id, problem)
   redis.call('DEL', key)
   return redis.call('INCR', key), problem
 end
-for qi = 6, last_queue do
+for qi = 7, last_queue do
   local queue = ARGV[qi]
   local qkey = '{QUEUE}' .. queue
   local running = '{RUNNING}' .. queue
@@ -195,6 +209,7 @@ for qi = 6, last_queue do
           local deliveries
           deliveries, problem = count_delivery(id, problem)
           redis.pcall('ZADD', running, now + lease, id)
+          h_started(id, queue, deliveries, worker)
           for _, value in ipairs({id, queue, deliveries, score, body, problem}) do out[#out + 1] = value end
           want = want - 1
         else  -- a queue entry whose job is gone: stale, dropped
@@ -218,17 +233,21 @@ return out
 )
 
 # ARGV: id, token, deliveries, queue, result record, keep_ms, failed (1/0), record id (the id the record
-# is kept under; differs from the id only for an id that is not text). Stores the result, forgets the
-# job, lists it as failed (scored by when its record expires) when it failed, and publishes the record to
-# whoever awaits it. Returns 1, or 0 when the caller no longer holds the job: a late outcome, dropped.
+# is kept under; differs from the id only for an id that is not text), then for the history: the final
+# state (succeeded, failed, aborted), the request type, the worker, and a detail (the error type). Stores
+# the result, forgets the job, lists it as failed (scored by when its record expires) when it failed, and
+# publishes the record to whoever awaits it. Returns 1, or 0 when the caller no longer holds the job: a
+# late outcome, dropped.
 COMPLETE = (
     _NOW
     + _FENCE
+    + _RECORD
     + """
 local id, queue, record = ARGV[1], ARGV[4], ARGV[5]
 if not holds(id, ARGV[2], ARGV[3]) then return 0 end
 local keep = tonumber(ARGV[6])
 local record_id = ARGV[8]
+h_finished(record_id, queue, ARGV[9], ARGV[10], ARGV[3], ARGV[11], ARGV[12], '{JOB}' .. id)
 redis.call('SET', '{RESULT}' .. record_id, record, 'PX', keep)
 redis.call('DEL', '{JOB}' .. id, '{LEASE}' .. id, '{DELIVERIES}' .. id, '{ABORT_FLAG}' .. id)
 redis.call('ZREM', '{QUEUE}' .. queue, id)
@@ -244,13 +263,15 @@ return 1
 """
 )
 
-# ARGV: id, token, deliveries, queue, new body, delay_ms, lease_ms. Puts a failed try back for a later
-# try. The lease becomes the retry mark: no worker holds the job, a claim may take it once it is due,
-# and a heartbeat already on its way cannot take it back. Returns 1, 0 when the caller no longer holds
-# the job, 2 when the job was asked to abort (the caller then records it aborted instead).
+# ARGV: id, token, deliveries, queue, new body, delay_ms, lease_ms, what failed (for the history). Puts
+# a failed try back for a later try. The lease becomes the retry mark: no worker holds the job, a claim
+# may take it once it is due, and a heartbeat already on its way cannot take it back. Returns 1, 0 when
+# the caller no longer holds the job, 2 when the job was asked to abort (the caller then records it
+# aborted instead).
 RETRY = (
     _NOW
     + _FENCE
+    + _RECORD
     + """
 local id, queue = ARGV[1], ARGV[4]
 if not holds(id, ARGV[2], ARGV[3]) then return 0 end
@@ -260,6 +281,7 @@ redis.call('SET', '{JOB}' .. id, ARGV[5])
 redis.call('ZADD', '{QUEUE}' .. queue, due, id)
 redis.call('ZREM', '{RUNNING}' .. queue, id)
 redis.call('SET', '{LEASE}' .. id, '{RETRY_MARK}', 'PX', tonumber(ARGV[6]) + tonumber(ARGV[7]))
+h_retrying(id, queue, ARGV[3], due, ARGV[8])
 redis.call('PUBLISH', '{WAKE}' .. queue, due)
 return 1
 """
@@ -271,6 +293,7 @@ return 1
 RELEASE = (
     _NOW
     + _FENCE
+    + _RECORD
     + """
 local id, queue, delay = ARGV[1], ARGV[4], tonumber(ARGV[5])
 if not holds(id, ARGV[2], ARGV[3]) then return 0 end
@@ -284,6 +307,7 @@ if delay > 0 then
 else
   redis.call('DEL', '{LEASE}' .. id)
 end
+h_released(id, queue)
 redis.call('PUBLISH', '{WAKE}' .. queue, now + delay)
 return 1
 """
@@ -353,6 +377,7 @@ return {'queued', body}
 ABORT = (
     _NOW
     + _FENCE
+    + _RECORD
     + """
 local id = ARGV[1]
 if redis.call('EXISTS', '{RESULT}' .. id) == 1 then return 0 end
@@ -366,11 +391,14 @@ local body = get('{JOB}' .. id)
 if not body then return -1 end
 if body ~= ARGV[2] then return -2 end
 local keep = tonumber(ARGV[4])
+local removed_from = ''
 for i = 5, #ARGV do
   if redis.call('ZREM', '{QUEUE}' .. ARGV[i], id) == 1 then
     redis.call('ZADD', '{FAILED}' .. ARGV[i], now + keep, id)
+    removed_from = ARGV[i]
   end
 end
+h_finished(id, removed_from, 'aborted', '', '', '', 'aborted before it started', '{JOB}' .. id)
 redis.call('DEL', '{JOB}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id, '{ABORT_FLAG}' .. id)
 redis.call('SET', '{RESULT}' .. id, ARGV[3], 'PX', keep)
 redis.call('PUBLISH', '{DONE}' .. id, ARGV[3])
@@ -382,6 +410,7 @@ return 1
 # with that id is queued or running already (nothing changed).
 REQUEUE = (
     _NOW
+    + _RECORD
     + """
 local id, queue = ARGV[1], ARGV[2]
 if redis.call('EXISTS', '{JOB}' .. id) == 1 then return 0 end
@@ -389,6 +418,7 @@ redis.call('SET', '{JOB}' .. id, ARGV[3])
 redis.call('ZADD', '{QUEUE}' .. queue, now, id)
 redis.call('DEL', '{RESULT}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id, '{ABORT_FLAG}' .. id)
 redis.call('ZREM', '{FAILED}' .. queue, id)
+h_requeued(id, queue)
 redis.call('PUBLISH', '{WAKE}' .. queue, now)
 return 1
 """
@@ -419,7 +449,14 @@ return out
 )
 
 
-def _render(source: str, channels: Channels) -> str:
+def with_history(body: str) -> str:
+    """Return a script of *body* that has the clock (``now``), ``get`` and the history's functions."""
+    return _NOW + _FENCE + _RECORD + body
+
+
+def render(source: str, channels: Channels, history: JobHistory | None) -> str:
+    """Return *source* with the key prefixes, channel names and history functions of one database."""
+    source = source.replace(_RECORD, recording_lua(history, channels.events))
     names = _PREFIXES | {
         "WAKE": channels.wake_prefix,
         "DONE": channels.done_prefix,
@@ -433,9 +470,9 @@ def _render(source: str, channels: Channels) -> str:
 class Scripts:
     """The scripts, registered on one client; each call is EVALSHA, loading the script on first miss."""
 
-    def __init__(self, redis: Redis, channels: Channels) -> None:
+    def __init__(self, redis: Redis, channels: Channels, history: JobHistory | None = None) -> None:
         def register(source: str) -> AsyncScript:
-            return redis.register_script(_render(source, channels))
+            return redis.register_script(render(source, channels, history))
 
         self.enqueue: AsyncScript = register(ENQUEUE)
         self.enqueue_tick: AsyncScript = register(ENQUEUE_TICK)

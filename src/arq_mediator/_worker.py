@@ -27,6 +27,7 @@ from ._claims import Claim, ClaimReply, read_claim_reply
 from ._execution import Counters, JobRunner
 from ._jobs import WorkerState, now_ms
 from ._keys import WORKERS_KEY, worker_key
+from ._live import ReportWriter
 from ._outcomes import Outcomes, stopped_for
 from ._recurring import run_schedules
 from ._resilience import LoopHealth
@@ -55,6 +56,8 @@ class Worker:
         self.settings = settings
         self.instance = uuid.uuid4().hex[:12]
         self.name = settings.name or f"{socket.gethostname()}-{os.getpid()}"
+        # The name as the history's step lines carry it: tabs and line breaks separate their fields.
+        self._history_name = " ".join(self.name.split())
         self._claims = itertools.count(1)
         self._running: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
         self._attention = asyncio.Event()
@@ -94,8 +97,9 @@ class Worker:
         self._outcomes = Outcomes(
             jobs, self.name, settings.lease, lambda: stopped_for(self._stopped_at, settings.grace)
         )
+        reports = ReportWriter(jobs.redis, jobs.history) if jobs.history is not None else None
         self._runner = JobRunner(
-            self.mediator, settings, self.name, self._outcomes, self._peers_can_run, self._settled
+            self.mediator, settings, self.name, self._outcomes, self._peers_can_run, self._settled, reports
         )
         self.counters = self._runner.counters
         pubsub = jobs.redis.pubsub(ignore_subscribe_messages=True)
@@ -104,6 +108,8 @@ class Worker:
             heartbeat,
             asyncio.create_task(self._listen(pubsub), name=f"{self.name} listener"),
         ]
+        if reports is not None:
+            helpers.append(asyncio.create_task(reports.run(), name=f"{self.name} progress and logs"))
         if self.mediator.recurring_jobs:
             helpers.append(asyncio.create_task(run_schedules(self.mediator, self._stopping)))
         describe_capabilities(self.mediator, self.name, settings.queues, settings.max_jobs)
@@ -114,6 +120,8 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            if reports is not None:  # the last lines of the last jobs
+                await reports.flush()
             with contextlib.suppress(RedisError, OSError):
                 await jobs.redis.delete(worker_key(self.instance))
                 await jobs.redis.zrem(WORKERS_KEY, worker_key(self.instance))
@@ -162,6 +170,7 @@ class Worker:
             int(self.settings.lease * 1000),
             token,
             self.mediator.max_job_bytes,
+            self._history_name,
             len(queues),
             *queues,
             *(claim.key_id for claim, _ in self._running.values()),

@@ -336,7 +336,7 @@ class LocalOutcomes(Outcomes):
             self._dropped(claim, "its result")
         return recorded
 
-    async def retry(self, claim: Claim, body: str, delay_ms: int) -> int:
+    async def retry(self, claim: Claim, body: str, delay_ms: int, *, reason: str = "") -> int:
         """Put the job back for another try after *delay_ms*; return DONE, NOT_HELD or ABORT_ASKED."""
         claim.settling = True
         return self._store.put_back(claim, body, delay_ms)

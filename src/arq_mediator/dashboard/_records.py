@@ -1,0 +1,162 @@
+"""Reading what the engine recorded of a job (its history hash, log lines, envelope) into the model's rows.
+
+Everything read here was written to Redis, where any client may write anything: nothing here raises on
+a value it cannot read; it is left out instead.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from .._envelope import JobEnvelope
+from ._model import JobState, JobStep, JobSummary, LogLine
+
+# The fields of a job's history hash a list row needs.
+SUMMARY_FIELDS = ("type", "queue", "state", "tries", "enqueued", "started", "finished", "worker")
+_STATES = {state.value: state for state in JobState}
+
+
+def text(value: Any) -> str:
+    """Return a Redis reply as text (bytes decoded, lossy)."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return "" if value is None else str(value)
+
+
+def moment(value: Any) -> datetime | None:
+    """Return a time in ms since the epoch as an aware datetime; ``None`` when it is not one."""
+    try:
+        milliseconds = int(text(value))
+    except ValueError:
+        return None
+    if milliseconds <= 0:
+        return None
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)
+
+
+def number(value: Any) -> int:
+    """Return a Redis reply as an int; 0 when it is not one."""
+    try:
+        return int(text(value))
+    except ValueError:
+        return 0
+
+
+def state_of(value: Any, fallback: JobState) -> JobState:
+    """Return the state a history names, or *fallback* when it names none the model knows."""
+    return _STATES.get(text(value), fallback)
+
+
+def envelope_of(body: Any) -> JobEnvelope | None:
+    """Return the envelope a job body holds, or ``None``."""
+    if not body:
+        return None
+    try:
+        return JobEnvelope.model_validate_json(body)
+    except ValidationError:
+        return None
+
+
+def summary_of(
+    job_id: str, facts: list[Any], state: JobState, envelope: JobEnvelope | None = None
+) -> JobSummary:
+    """Return the list row of a job in *state* from the `SUMMARY_FIELDS` of its history and its envelope."""
+    kind, queue, _, tries, enqueued, started, finished, worker = facts
+    enqueued_at = moment(enqueued)
+    if envelope is not None:
+        kind = kind or envelope.type
+        queue = queue or envelope.queue
+        enqueued_at = enqueued_at or moment(envelope.enqueued_at)
+    return JobSummary(
+        id=job_id,
+        request_type=text(kind),
+        queue=text(queue),
+        state=state,
+        tries=number(tries),
+        enqueued_at=enqueued_at,
+        started_at=moment(started),
+        finished_at=moment(finished),
+        worker=text(worker) or None,
+    )
+
+
+def steps_of(raw: Any) -> list[JobStep]:
+    """Return the steps of a job's history, oldest first."""
+    steps = []
+    for line in text(raw).split("\n"):
+        fields = line.split("\t", 4)
+        if len(fields) < 5 or (at := moment(fields[0])) is None:
+            continue
+        _, state, try_number, worker, detail = fields
+        if state == "retrying":  # its detail: when the retry is due, then what failed
+            due, _, error = detail.partition("\t")
+            due_at = moment(due)
+            detail = f"retry at {due_at.isoformat()}" if due_at else ""
+            detail += f" after {error}" if error else ""
+        elif state == "scheduled":
+            due_at = moment(detail)
+            detail = f"due at {due_at.isoformat()}" if due_at else ""
+        steps.append(
+            JobStep(
+                at=at,
+                state=state,
+                try_number=int(try_number) if try_number.isdigit() else None,
+                worker=worker or None,
+                detail=detail or None,
+            )
+        )
+    return steps
+
+
+def logs_of(raw_lines: list[Any]) -> list[LogLine]:
+    """Return the log lines a job's history kept, oldest first."""
+    lines = []
+    for raw in raw_lines:
+        try:
+            line = json.loads(raw)
+            lines.append(
+                LogLine(
+                    at=datetime.fromtimestamp(int(line["at"]) / 1000, UTC),
+                    try_number=int(line["try"]),
+                    level=str(line["level"]),
+                    message=str(line["message"]),
+                )
+            )
+        except (ValueError, TypeError, KeyError):
+            continue
+    return lines
+
+
+def wait_and_run(steps: list[JobStep], summary: JobSummary) -> tuple[timedelta | None, timedelta | None]:
+    """Return how long the job waited for its first start, and how long its last try ran."""
+    started = [step.at for step in steps if step.state == "started"]
+    first_start = started[0] if started else summary.started_at
+    wait = first_start - summary.enqueued_at if first_start and summary.enqueued_at else None
+    last_start = summary.started_at or (started[-1] if started else None)
+    run = summary.finished_at - last_start if summary.finished_at and last_start else None
+    if wait is not None and wait < timedelta(0):  # an enqueued time from another clock than the server's
+        wait = None
+    if run is not None and run < timedelta(0):
+        run = None
+    return wait, run
+
+
+def trace_id_of(envelope: JobEnvelope | None) -> str | None:
+    """Return the trace id of the W3C ``traceparent`` the job was enqueued with."""
+    if envelope is None:
+        return None
+    parts = envelope.trace.get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+def progress_of(raw: Any) -> float | None:
+    """Return the progress a job reported, or ``None``."""
+    try:
+        value = float(text(raw))
+    except ValueError:
+        return None
+    return value if 0.0 <= value <= 1.0 else None

@@ -1,0 +1,556 @@
+"""The dashboard's data: `RedisDashboardSource` reads a mediator's Redis (queues, workers, history).
+
+Every list is a range on a sorted set (a history index, a queue, a running set), paged, never a scan of
+keys; each call is one or two round trips whatever the number of jobs retained. It imports no web framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
+
+from .._envelope import ResultRecord
+from .._errors import JobNotFoundError
+from .._history import FINISHED_STATES, RETRYING_KEY, TYPES_KEY, history_key, index_key, logs_key
+from .._jobs import now_ms, status_of
+from .._keys import LEASE_PREFIX, QUEUE_PREFIX, RETRY_MARK, job_key, recurring_key, result_key
+from .._resilience import LoopHealth
+from .._scripts import render, with_history
+from ._active import ActiveLists
+from ._model import (
+    DashboardEvent,
+    JobDetail,
+    JobState,
+    JobSummary,
+    Page,
+    QueueSummary,
+    RecurringSummary,
+    Resolution,
+    StateCounts,
+    ThroughputPoint,
+    WorkerSummary,
+)
+from ._records import (
+    SUMMARY_FIELDS,
+    envelope_of,
+    logs_of,
+    moment,
+    progress_of,
+    state_of,
+    steps_of,
+    summary_of,
+    text,
+    trace_id_of,
+    wait_and_run,
+)
+from ._throughput import throughput_points
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from .._envelope import JobEnvelope
+    from .._jobs import JobClient
+    from .._mediator import Mediator
+
+logger = logging.getLogger("arq_mediator.dashboard")
+
+# The longest job id the store looks up; anything longer is no id a job was given.
+MAX_ID_LENGTH = 1024
+# The most rows one page holds.
+MAX_PAGE = 500
+# Jobs one bulk action handles per round trip, and in all per call.
+BULK_BATCH = 100
+BULK_LIMIT = 10_000
+# Seconds `events` waits for a message before looking again (a dropped connection is noticed then).
+LISTEN_POLL = 1.0
+
+# ARGV: none. Trims each finished-state index of entries past the retention or the cap (a bounded
+# number per state), for when no job finished lately to trim it on its way.
+TRIM = """
+for _, state in ipairs({'succeeded', 'failed', 'aborted'}) do h_trim(state) end
+return 1
+"""
+
+# ARGV: id, queue ("" when unknown). Deletes a job that is not running and everything kept of it.
+# Returns 1 deleted, 0 running (abort it instead), -1 nothing kept under that id.
+DELETE = """
+local id, queue = ARGV[1], ARGV[2]
+local holder = get('{LEASE}' .. id)
+if holder and holder ~= '{RETRY_MARK}' then return 0 end
+local found = redis.call('DEL', '{JOB}' .. id, '{RESULT}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id,
+  '{ABORT_FLAG}' .. id)
+found = found + redis.call('EXISTS', '{HISTORY}job:' .. id)
+if queue ~= '' then
+  found = found + redis.call('ZREM', '{QUEUE}' .. queue, id) + redis.call('ZREM', '{FAILED}' .. queue, id)
+end
+h_forget(id)
+if found == 0 then return -1 end
+return 1
+"""
+
+
+class RedisDashboardSource:
+    """The `DashboardSource` of a mediator: what its Redis holds of queues, workers and job history.
+
+    The mediator must be open (``async with mediator``) while the store is used. Listing finished jobs,
+    their steps, logs and the throughput graphs needs the mediator's history on (`JobHistory`); without
+    it those lists are empty and the rest still works.
+
+    Args:
+        mediator: The mediator whose jobs to show; its recurring jobs are the ones listed and triggered.
+        scan_limit: The most queue entries a list of waiting or running jobs filtered by request type
+            reads (those states have no index per type), so one such page stays bounded.
+    """
+
+    def __init__(self, mediator: Mediator, *, scan_limit: int = 5000) -> None:
+        if scan_limit < 1:
+            raise ValueError(f"scan_limit must be at least 1, got {scan_limit}")
+        self._mediator = mediator
+        self._scan_limit = scan_limit
+        self._scripts: dict[int, tuple[Any, Any]] = {}
+
+    @property
+    def _jobs(self) -> JobClient:
+        return self._mediator._jobs
+
+    @property
+    def _redis(self) -> Redis:
+        return self._jobs.redis
+
+    def _own_scripts(self) -> tuple[Any, Any]:
+        """Return the store's TRIM and DELETE scripts for the current client (registered on first use)."""
+        jobs = self._jobs
+        scripts = self._scripts.get(id(jobs))
+        if scripts is None:
+            rendered = [render(with_history(body), jobs.channels, jobs.history) for body in (TRIM, DELETE)]
+            registered = tuple(jobs.redis.register_script(source) for source in rendered)
+            scripts = self._scripts[id(jobs)] = (registered[0], registered[1])
+        return scripts
+
+    # Overview -----------------------------------------------------------------------------------------
+
+    async def counts(self) -> StateCounts:
+        """Return how many jobs are in each state now; finished states count what history retains."""
+        trim, _ = self._own_scripts()
+        await trim(args=[])
+        stats = await self._jobs.stats(self._mediator._known_queues())
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for state in FINISHED_STATES:
+                pipe.zcard(index_key(state))
+            pipe.zcount(RETRYING_KEY, f"({now_ms()}", "+inf")
+            succeeded, failed, aborted, retrying = await pipe.execute()
+        totals = stats.totals
+        return StateCounts(
+            enqueued=totals["ready"],
+            scheduled=max(totals["deferred"] - retrying, 0),
+            running=totals["running"],
+            retrying=retrying,
+            succeeded=succeeded,
+            failed=failed,
+            aborted=aborted,
+        )
+
+    async def throughput(self, resolution: Resolution, points: int) -> list[ThroughputPoint]:
+        """Return succeeded and failed counts for the last *points* intervals of *resolution*, oldest first.
+
+        Raises:
+            ValueError: an unknown resolution, or *points* not from 1 to 10,000.
+        """
+        return await throughput_points(self._redis, resolution, points, now_ms())
+
+    async def queues(self) -> list[QueueSummary]:
+        """Return every known queue with its counts and the workers serving it (highest priority first)."""
+        stats = await self._jobs.stats(self._mediator._known_queues())
+        summaries = []
+        for queue in stats.queues:
+            serving = sorted(
+                (worker for worker in stats.workers if queue.name in worker.queues),
+                key=lambda worker: (list(worker.queues).index(queue.name), worker.name),
+            )
+            summaries.append(
+                QueueSummary(
+                    name=queue.name,
+                    ready=queue.ready,
+                    scheduled=queue.deferred,
+                    running=queue.running,
+                    failed=queue.failed,
+                    workers=[worker.name for worker in serving],
+                )
+            )
+        return summaries
+
+    # Jobs ---------------------------------------------------------------------------------------------
+
+    async def jobs(
+        self,
+        state: JobState,
+        *,
+        queue: str | None = None,
+        request_type: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Page[JobSummary]:
+        """Return one page of the jobs in *state*, newest first, narrowed to a queue and a request type.
+
+        Raises:
+            ValueError: a negative offset, or a limit not from 1 to `MAX_PAGE`.
+        """
+        state = JobState(state)
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            raise ValueError(
+                f"offset must be 0 or more and limit from 1 to {MAX_PAGE}; got {offset}, {limit}"
+            )
+        if state.value in FINISHED_STATES:
+            return await self._finished(state, queue, request_type, offset, limit)
+        queues = [queue] if queue else sorted(await self._all_queues())
+        lists = ActiveLists(self._redis, self._scan_limit)
+        ids, total = await lists.page(state, queues, request_type, offset, limit)
+        return Page(await self.summaries(ids, state), total, offset, limit)
+
+    async def _finished(
+        self, state: JobState, queue: str | None, request_type: str | None, offset: int, limit: int
+    ) -> Page[JobSummary]:
+        key = index_key(state.value, queue or None, request_type or None)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.zrevrange(key, offset, offset + limit - 1)
+            total, raw_ids = await pipe.execute()
+        rows = await self.summaries([text(job_id) for job_id in raw_ids], state)
+        gone = set(map(text, raw_ids)) - {row.id for row in rows}
+        if gone:  # their history expired before a trim reached them: unlist them now
+            await self._redis.zrem(key, *gone)
+        return Page(rows, max(total - len(gone), 0), offset, limit)
+
+    async def summaries(self, job_ids: list[str], state: JobState) -> list[JobSummary]:
+        """Return the list rows of *job_ids* in *state*, leaving out jobs nothing is kept of."""
+        if not job_ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(history_key(job_id), list(SUMMARY_FIELDS))
+                pipe.get(job_key(job_id))
+            replies = await pipe.execute()
+        rows = []
+        for index, job_id in enumerate(job_ids):
+            facts, body = replies[2 * index], replies[2 * index + 1]
+            if all(value is None for value in facts) and body is None:
+                continue
+            rows.append(summary_of(job_id, facts, state, envelope_of(body) if body else None))
+        return rows
+
+    async def request_types(self) -> list[str]:
+        """Return every request type the history has seen or the mediator has a handler for, sorted."""
+        seen: set[bytes] = await self._redis.smembers(TYPES_KEY)  # type: ignore[misc]
+        return sorted({text(name) for name in seen} | set(self._mediator._registry.registered_names()))
+
+    async def job(self, job_id: str) -> JobDetail | None:
+        """Return everything known of *job_id*; ``None`` for an id no job has (or no id at all)."""
+        if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
+            return None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(history_key(job_id))
+            pipe.get(job_key(job_id))
+            pipe.get(result_key(job_id))
+            pipe.get(LEASE_PREFIX + job_id)
+            pipe.lrange(logs_key(job_id), 0, -1)
+            raw_facts, body, raw_record, lease, log_lines = await pipe.execute()
+        facts = {text(name): value for name, value in raw_facts.items()}
+        record = _record_of(raw_record)
+        if not facts and body is None and record is None:
+            return None
+        envelope = envelope_of(body) or (record.job if record else None) or envelope_of(facts.get("body"))
+        state = await self._state_of(job_id, facts, body, envelope, record, lease)
+        summary = summary_of(job_id, [facts.get(name) for name in SUMMARY_FIELDS], state, envelope)
+        if record is not None:
+            summary = _with_record(summary, record)
+        steps = steps_of(facts.get("steps"))
+        wait, run = wait_and_run(steps, summary)
+        error = record.error if record is not None else None
+        parent = text(facts.get("parent")) or (envelope.meta.get("parent", "") if envelope else "")
+        raw = record.raw if record is not None and record.raw else None
+        if raw is None and body is not None and envelope is None:
+            raw = text(body)[:RAW_LIMIT]
+        return JobDetail(
+            summary=summary,
+            payload=envelope.payload if envelope is not None else None,
+            result=record.value if record is not None and record.ok else None,
+            error_type=error.type if error else None,
+            error_message=error.message if error else None,
+            traceback=(error.traceback or None) if error else None,
+            steps=steps,
+            wait=wait,
+            run=run,
+            trace_id=trace_id_of(envelope),
+            parent_id=parent or None,
+            progress=progress_of(facts.get("progress")),
+            logs=logs_of(log_lines),
+            raw=raw,
+        )
+
+    async def _state_of(
+        self,
+        job_id: str,
+        facts: dict[str, Any],
+        body: bytes | None,
+        envelope: JobEnvelope | None,
+        record: ResultRecord | None,
+        lease: bytes | None,
+    ) -> JobState:
+        """Return where a job stands: its result says how it ended, its lease whether it runs."""
+        if record is not None:
+            return JobState(status_of(record).value)
+        if body is None:  # its result expired: the history says how it ended
+            return state_of(facts.get("state"), JobState.SUCCEEDED)
+        holder = text(lease)
+        if holder == RETRY_MARK:
+            return JobState.RETRYING
+        if holder:
+            return JobState.RUNNING
+        queue = envelope.queue if envelope is not None else text(facts.get("queue"))
+        score = await self._redis.zscore(QUEUE_PREFIX + queue, job_id) if queue else None
+        return JobState.SCHEDULED if score is not None and score > now_ms() else JobState.ENQUEUED
+
+    # Workers and recurring jobs -----------------------------------------------------------------------
+
+    async def workers(self) -> list[WorkerSummary]:
+        """Return every live worker; one whose heartbeat expired is gone from the list."""
+        now = now_ms()
+        return [
+            WorkerSummary(
+                name=worker.name,
+                instance=worker.instance,
+                host=worker.host,
+                pid=worker.pid,
+                queues=list(worker.queues),
+                max_jobs=worker.max_jobs,
+                running=worker.running,
+                processed=worker.succeeded + worker.failed,
+                failed=worker.failed,
+                heartbeat_age=timedelta(milliseconds=max(now - worker.last_seen, 0)),
+            )
+            for worker in await self._jobs.workers()
+        ]
+
+    async def recurring(self) -> list[RecurringSummary]:
+        """Return the mediator's recurring jobs: schedule, next and last run, and how the last one ended."""
+        entries = sorted(self._mediator.recurring_jobs.values(), key=lambda entry: entry.name)
+        if not entries:
+            return []
+        ticks = await self._redis.mget([recurring_key(entry.name) for entry in entries])
+        last_ids = [_tick_job_id(entry.name, tick) for entry, tick in zip(entries, ticks, strict=True)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in last_ids:
+                pipe.hget(history_key(job_id or "-"), "state")
+                pipe.get(result_key(job_id or "-"))
+            replies = await pipe.execute()
+        now = datetime.now(UTC)
+        summaries = []
+        for index, (entry, tick, job_id) in enumerate(zip(entries, ticks, last_ids, strict=True)):
+            history_state, raw_record = replies[2 * index], replies[2 * index + 1]
+            record = _record_of(raw_record)
+            outcome = JobState(status_of(record).value) if record is not None else None
+            if outcome is None and history_state is not None:
+                outcome = state_of(history_state, JobState.ENQUEUED)
+            spec = self._mediator._registry.handler_for(type(entry.request))
+            summaries.append(
+                RecurringSummary(
+                    name=entry.name,
+                    cron=entry.schedule.expression,
+                    request_type=type(entry.request).message_name,
+                    queue=spec.policy.queue,
+                    next_run=entry.schedule.next_after(now),
+                    last_run=moment(tick),
+                    last_outcome=outcome if job_id else None,
+                    last_job_id=job_id,
+                )
+            )
+        return summaries
+
+    # Actions ------------------------------------------------------------------------------------------
+
+    async def requeue(self, job_id: str) -> bool:
+        """Run a job again: a finished one as a fresh job with all its tries, a waiting one now.
+
+        Returns:
+            ``False`` when it runs now, or nothing is kept to rebuild it from, or no job has that id.
+        """
+        detail = await self.job(job_id)
+        if detail is None or detail.summary.state is JobState.RUNNING:
+            return False
+        queue = detail.summary.queue
+        if detail.summary.state.value not in FINISHED_STATES:  # waiting: make it due now
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(QUEUE_PREFIX + queue, {job_id: now_ms()}, xx=True)
+                pipe.publish(self._jobs.channels.wake(queue), now_ms())
+                moved, _ = await pipe.execute()
+            return bool(moved)
+        envelope = await self._kept_envelope(job_id)
+        if envelope is None:
+            return False
+        fresh = envelope.model_copy(update={"failures": 0, "due_at": now_ms()})
+        return bool(await self._jobs.scripts.requeue(args=[job_id, fresh.queue, fresh.model_dump_json()]))
+
+    async def _kept_envelope(self, job_id: str) -> JobEnvelope | None:
+        """Return the envelope a finished job's result record or history kept."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(result_key(job_id))
+            pipe.hget(history_key(job_id), "body")
+            raw_record, body = await pipe.execute()
+        record = _record_of(raw_record)
+        if record is not None and record.job is not None:
+            return record.job
+        return envelope_of(body)
+
+    async def delete(self, job_id: str) -> bool:
+        """Delete a job that is not running, and everything kept of it; ``False`` when none was deleted."""
+        if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
+            return False
+        detail = await self.job(job_id)
+        queue = detail.summary.queue if detail is not None else ""
+        _, delete = self._own_scripts()
+        return int(await delete(args=[job_id, queue])) == 1
+
+    async def abort(self, job_id: str) -> bool:
+        """Abort a job: remove it if it has not started, else ask its worker to cancel it.
+
+        Returns:
+            ``False`` when it had finished already or no job has that id.
+        """
+        if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
+            return False
+        try:
+            return await self._jobs.abort(job_id, int(self._mediator.keep_failed * 1000))
+        except JobNotFoundError:
+            return False
+
+    async def bulk(
+        self, action: Literal["requeue", "delete", "abort"], state: JobState, queue: str | None = None
+    ) -> int:
+        """Apply *action* to every job in *state* (of *queue*), `BULK_BATCH` at a time, `BULK_LIMIT` at most.
+
+        Returns:
+            How many jobs it applied to (call again for the rest past the limit).
+
+        Raises:
+            ValueError: an unknown action.
+        """
+        actions: dict[str, Callable[[str], Awaitable[bool]]] = {
+            "requeue": self.requeue,
+            "delete": self.delete,
+            "abort": self.abort,
+        }
+        if action not in actions:
+            raise ValueError(f"action must be one of {', '.join(actions)}; got {action!r}")
+        act = actions[action]
+        seen: set[str] = set()
+        done = 0
+        while len(seen) < BULK_LIMIT:
+            page = await self.jobs(JobState(state), queue=queue, limit=BULK_BATCH, offset=0)
+            fresh = [row.id for row in page.items if row.id not in seen]
+            if not fresh:
+                break
+            seen.update(fresh)
+            outcomes = await asyncio.gather(*(act(job_id) for job_id in fresh))
+            done += sum(outcomes)
+        return done
+
+    async def trigger(self, name: str) -> str:
+        """Enqueue recurring job *name* now; return the new job's id.
+
+        Raises:
+            KeyError: no recurring job has that name.
+        """
+        handle = await self._mediator.trigger(name)
+        return handle.id
+
+    # Live events --------------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[DashboardEvent]:
+        """Yield each job state change the engine publishes, for as long as the caller iterates.
+
+        A Redis error does not end it: it reconnects, with backoff, and goes on (changes published while
+        it was away are missed, so a page should reload its data when the stream resumes).
+        """
+        channel = self._jobs.channels.events
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        health = LoopHealth(logger, "dashboard events")
+        subscribed = False
+        try:
+            while True:
+                try:
+                    if not subscribed:
+                        await pubsub.subscribe(channel)
+                        subscribed = True
+                    message = await pubsub.get_message(timeout=LISTEN_POLL)
+                    health.succeeded()
+                except Exception as error:  # any Redis trouble: back off, subscribe again
+                    subscribed = False
+                    await asyncio.sleep(health.failed(error))
+                    with contextlib.suppress(Exception):
+                        await pubsub.reset()
+                    continue
+                event = _event_of(message)
+                if event is not None:
+                    yield event
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _all_queues(self) -> set[str]:
+        """Return every queue known: the registry's, the ones jobs went to, the ones workers serve."""
+        workers = await self._jobs.workers()
+        served = {queue for worker in workers for queue in worker.queues}
+        return self._mediator._known_queues() | await self._jobs.queue_names() | served
+
+
+# The states an event can name.
+JOB_STATES = frozenset(state.value for state in JobState)
+# How much of an unreadable job body a job page shows.
+RAW_LIMIT = 16 * 1024
+
+
+def _record_of(raw: bytes | None) -> ResultRecord | None:
+    if raw is None:
+        return None
+    try:
+        return ResultRecord.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+def _with_record(summary: JobSummary, record: ResultRecord) -> JobSummary:
+    """Fill a finished job's row from its result record where its history has nothing (history off)."""
+    return dataclasses.replace(
+        summary,
+        request_type=summary.request_type or record.type,
+        queue=summary.queue or record.queue,
+        tries=summary.tries or record.try_number,
+        started_at=summary.started_at or moment(record.started_at),
+        finished_at=summary.finished_at or moment(record.finished_at),
+        worker=summary.worker or record.worker or None,
+    )
+
+
+def _tick_job_id(name: str, tick: bytes | None) -> str | None:
+    """Return the job id of the last tick of recurring job *name* (ids follow the tick, in seconds)."""
+    try:
+        return f"recurring:{name}:{int(tick or b'') // 1000}"
+    except ValueError:
+        return None
+
+
+def _event_of(message: dict[str, Any] | None) -> DashboardEvent | None:
+    """Read a message of the events channel (``<state>\\t<queue>\\t<id>``); ``None`` when it is none."""
+    if message is None or message.get("type") != "message":
+        return None
+    fields = text(message.get("data")).split("\t", 2)
+    if len(fields) != 3 or fields[0] not in JOB_STATES:
+        return None
+    return DashboardEvent(kind="job", job_id=fields[2], state=JobState(fields[0]), queue=fields[1] or None)
