@@ -16,9 +16,9 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp, host: str = "127.0.0.1") -> AsyncIterator[int]:
-    """Serve *app* with uvicorn on a free port of *host* for the block; yield the port."""
-    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
+async def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[int]:
+    """Serve *app* with uvicorn on *port* (a free one by default) of *host* for the block; yield the port."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     # An open event stream would hold a graceful shutdown; the streams end by themselves, tests need not wait.
     config.timeout_graceful_shutdown = 2

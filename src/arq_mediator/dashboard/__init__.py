@@ -1,8 +1,9 @@
 """A job dashboard in the browser: overview, queues, jobs by state, job pages, recurring jobs, workers.
 
-`dashboard_app` gives an ASGI app for any ASGI framework, `dashboard_router` and `DashboardPlugin` embed
-it in a Litestar app. They need the ``dashboard`` extra (Litestar and Jinja2), imported only when one of
-them is first used, so the data model and the store stay usable without a web framework.
+`dashboard_app` gives an ASGI app for any ASGI framework; `dashboard_router` and `DashboardPlugin` embed
+it in a Litestar app; `RedisDashboardSource` is what they read (a mediator's Redis and its job history).
+The web half needs the ``dashboard`` extra (Litestar and Jinja2) and is imported only when one of its
+names is first used, so the data model and the store stay usable without a web framework.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ._model import (
     ThroughputPoint,
     WorkerSummary,
 )
+from ._store import RedisDashboardSource
 
 if TYPE_CHECKING:
     from ._access import Authorize
@@ -42,6 +44,7 @@ __all__ = [
     "Page",
     "QueueSummary",
     "RecurringSummary",
+    "RedisDashboardSource",
     "StateCounts",
     "ThroughputPoint",
     "WorkerSummary",

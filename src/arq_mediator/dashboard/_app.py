@@ -25,6 +25,7 @@ from ._actions import ACTION_ROUTES
 from ._model import DashboardSource
 from ._pages import PAGES
 from ._rendering import SECURITY_HEADERS, Dashboard
+from ._store import RedisDashboardSource
 
 if TYPE_CHECKING:
     from litestar.types import ExceptionHandlersMap
@@ -36,9 +37,7 @@ __all__ = ["DashboardPlugin", "dashboard_app", "dashboard_router"]
 
 def _source_of(source_or_mediator: DashboardSource | Mediator) -> DashboardSource:
     if isinstance(source_or_mediator, Mediator):
-        from ._store import DashboardStore  # the store is only needed for a mediator
-
-        return DashboardStore(source_or_mediator)
+        return RedisDashboardSource(source_or_mediator)
     return source_or_mediator
 
 
