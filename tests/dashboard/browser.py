@@ -60,7 +60,8 @@ class Browser:
     def __init__(self, driver: Any, origin: str) -> None:
         self.driver = driver
         self.origin = origin
-        self.requests: list[str] = []
+        self.requests: dict[str, str] = {}
+        self.blocked: list[str] = []
         self.console: list[dict[str, Any]] = []
 
     async def run(self, action: Callable[..., T], *args: Any) -> T:
@@ -91,11 +92,18 @@ class Browser:
         return str(found[0].text) if found else ""
 
     def collect(self) -> None:
-        """Move the browser's network and console logs into `requests` and `console`."""
+        """Move the browser's network and console logs into `requests`, `blocked` and `console`.
+
+        A request the page's Content-Security-Policy stopped never left the browser: it is listed in
+        `blocked`, not in `requests`.
+        """
         for entry in self.driver.get_log("performance"):
             message = json.loads(entry["message"])["message"]
+            params = message["params"]
             if message["method"] == "Network.requestWillBeSent":
-                self.requests.append(message["params"]["request"]["url"])
+                self.requests[params["requestId"]] = params["request"]["url"]
+            elif message["method"] == "Network.loadingFailed" and params.get("blockedReason") == "csp":
+                self.blocked.append(self.requests.pop(params["requestId"], "?"))
         self.console.extend(self.driver.get_log("browser"))
 
     def off_origin(self) -> list[str]:
@@ -104,7 +112,7 @@ class Browser:
         own = urlsplit(self.origin)
         return [
             url
-            for url in self.requests
+            for url in self.requests.values()
             if urlsplit(url).scheme not in {"data", "about", "blob"}
             and (urlsplit(url).scheme, urlsplit(url).netloc) != (own.scheme, own.netloc)
         ]

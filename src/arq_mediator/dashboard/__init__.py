@@ -28,7 +28,7 @@ from ._model import (
 from ._store import RedisDashboardSource
 
 if TYPE_CHECKING:
-    from ._access import Authorize
+    from ._access import Authorize, allow_networks
     from ._app import DashboardPlugin, dashboard_app, dashboard_router
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "StateCounts",
     "ThroughputPoint",
     "WorkerSummary",
+    "allow_networks",
     "dashboard_app",
     "dashboard_router",
 ]
@@ -57,6 +58,7 @@ _WEB = {
     "dashboard_app": "_app",
     "dashboard_router": "_app",
     "Authorize": "_access",
+    "allow_networks": "_access",
 }
 
 

@@ -18,18 +18,42 @@ from litestar.exceptions import PermissionDeniedException
 Authorize: TypeAlias = Callable[[ASGIConnection[Any, Any, Any, Any]], bool | Awaitable[bool]]
 
 
-def is_local(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
-    """Return whether the socket peer of *connection* is a loopback address (IPv4, IPv6 or mapped)."""
+def _peer(
+    connection: ASGIConnection[Any, Any, Any, Any],
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     client = connection.scope.get("client")
     if not client:  # no peer address (some servers on a Unix socket): not provably local
-        return False
+        return None
     try:
         address = ipaddress.ip_address(client[0])
     except ValueError:  # a name such as a test client's "testclient"
-        return False
+        return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
+        return address.ipv4_mapped
+    return address
+
+
+def is_local(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """Return whether the socket peer of *connection* is a loopback address (IPv4, IPv6 or mapped)."""
+    address = _peer(connection)
+    return address is not None and address.is_loopback
+
+
+def allow_networks(*networks: str) -> Authorize:
+    """Return an ``authorize`` hook that admits socket peers in *networks* (CIDRs such as ``10.0.0.0/8``).
+
+    For a dashboard reached through a container network or a VPN; loopback is admitted only when listed.
+
+    Raises:
+        ValueError: a network is not a valid CIDR.
+    """
+    parsed = [ipaddress.ip_network(network.strip(), strict=False) for network in networks]
+
+    def in_networks(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+        address = _peer(connection)
+        return address is not None and any(address in network for network in parsed)
+
+    return in_networks
 
 
 async def admitted(connection: ASGIConnection[Any, Any, Any, Any], authorize: Authorize | None) -> bool:

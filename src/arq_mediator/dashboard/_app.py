@@ -16,7 +16,9 @@ from litestar.plugins import InitPlugin
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._errors import QueueNotConnectedError, QueueUnavailableError
 from .._mediator import Mediator
@@ -76,6 +78,19 @@ def _error_pages(dashboard: Dashboard) -> Any:
     return error_page
 
 
+_STATUSES = [400, 401, 403, 404, 405, 409, 413, 415, 429, 500, 503]
+_ERRORS: list[type[Exception]] = [
+    HTTPException,
+    RedisError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    QueueNotConnectedError,
+    QueueUnavailableError,
+    OSError,
+    Exception,
+]
+
+
 def _guard(dashboard: Dashboard) -> Any:
     async def admit(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if not await admitted(connection, dashboard.authorize):
@@ -124,7 +139,10 @@ def dashboard_router(
 
 
 def _router(dashboard: Dashboard) -> Router:
-    exception_handlers: ExceptionHandlersMap = {Exception: _error_pages(dashboard)}
+    # Litestar picks a handler by status code first, then by the exception's classes: naming each here
+    # keeps the host app's own handlers (JSON bodies, say) away from the dashboard's pages.
+    error_page = _error_pages(dashboard)
+    exception_handlers: ExceptionHandlersMap = dict.fromkeys([*_STATUSES, *_ERRORS], error_page)
     static = create_static_files_router(
         "/static",
         directories=[files("arq_mediator.dashboard") / "static"],  # type: ignore[list-item]

@@ -21,7 +21,8 @@ from ._model import DashboardEvent, DashboardSource
 logger = logging.getLogger("arq_mediator.dashboard")
 
 KEEP_ALIVE = 10.0
-STREAM_LIFETIME = 25.0
+# Shorter than the API's graceful-shutdown window (20 s), so an open tab never holds a stop up.
+STREAM_LIFETIME = 15.0
 RECONNECT_MS = 1000
 # A page that cannot keep up loses events, not memory: it re-reads whole regions on the next one anyway.
 BACKLOG = 64
@@ -86,11 +87,16 @@ def encode(event: DashboardEvent) -> str:
 async def stream(
     hub: EventHub, *, lifetime: float = STREAM_LIFETIME, keep_alive: float = KEEP_ALIVE
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """Yield one page's server-sent events: ``hello``, each ``change``, keep-alives, then ``bye``."""
-    yield ServerSentEventMessage(event="hello", data="connected", retry=RECONNECT_MS)
+    """Yield one page's server-sent events: ``hello``, each ``change``, keep-alives, then ``bye``.
+
+    ``hello`` goes out once the page is listening, so a page that re-reads itself on ``hello`` misses
+    nothing that changes after that read (except while the hub's own subscription is being made, which
+    the page covers by reading itself once more shortly after).
+    """
     loop = asyncio.get_running_loop()
     ends = loop.time() + lifetime
     async with hub.listen() as queue:
+        yield ServerSentEventMessage(event="hello", data="connected", retry=RECONNECT_MS)
         while (left := ends - loop.time()) > 0:
             try:
                 event = await asyncio.wait_for(queue.get(), min(keep_alive, left))

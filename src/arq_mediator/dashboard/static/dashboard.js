@@ -5,6 +5,8 @@
   "use strict";
 
   var REFRESH_GAP_MS = 500;
+  // The server's own subscription may still be forming when "hello" arrives: read once more after this.
+  var SETTLE_MS = 1500;
   var RETRY_MAX_MS = 10000;
   var status = document.getElementById("connection");
   var refreshing = false;
@@ -55,6 +57,7 @@
       planned = false;
       show("live", "live");
       refresh();
+      setTimeout(refresh, SETTLE_MS);
     });
     source.addEventListener("change", refresh);
     source.addEventListener("bye", function () { planned = true; });
