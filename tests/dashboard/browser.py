@@ -86,10 +86,11 @@ class Browser:
 
     def text(self, css: str) -> str:
         """Return the visible text of the first element matching *css*, or "" when there is none."""
-        from selenium.webdriver.common.by import By
-
-        found = self.driver.find_elements(By.CSS_SELECTOR, css)
-        return str(found[0].text) if found else ""
+        # Read in one script: live updates replace elements, so a found element may be gone a moment later.
+        found = self.driver.execute_script(
+            "const element = document.querySelector(arguments[0]); return element ? element.innerText : ''", css
+        )
+        return str(found).strip()
 
     def collect(self) -> None:
         """Move the browser's network and console logs into `requests`, `blocked` and `console`.

@@ -298,4 +298,7 @@ async def test_the_page_says_when_its_stream_drops_and_recovers(scene: Scene) ->
         await browser.screenshot("disconnected")
         async with serving(app, port=port):
             await browser.until(lambda _: browser.text("#connection") == "live")
-        assert browser.errors() == [] or all("events" in entry["message"] for entry in browser.errors())
+        # While the server was gone, the page's requests were refused; nothing else went wrong.
+        refused = ("ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE", "ERR_CONNECTION_RESET", "ERR_INCOMPLETE")
+        other = [entry for entry in browser.errors() if not any(kind in entry["message"] for kind in refused)]
+        assert other == []
