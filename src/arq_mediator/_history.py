@@ -1,24 +1,30 @@
 """Job history: what the engine records of each job's life, for the dashboard, in bounded Redis memory.
 
 Every record is written by the scripts that change a job's state (`_scripts`), inside the same atomic
-call, so recording costs no round trip of its own. Per job one hash (``arqm:history:job:<id>``) holds its
-facts and its steps; finished jobs are indexed by state, newest first, in sorted sets (also per queue,
-per request type and per both); counters per second, minute and hour feed the throughput graphs. The
-scripts trim the indexes as they add to them (a bounded number of entries per call): entries older than
-`JobHistory.keep_jobs`, or past `JobHistory.max_jobs` per state, go with their job's hash.
+call, so recording costs no round trip of its own. Per job a small hash (``arqm:history:job:<id>``) holds
+its facts, a string its steps (appended to, never read, by the scripts) and another its envelope once it
+finished; finished jobs are indexed by state, newest first, in sorted sets (also per queue, per request
+type and per both); counters per second and minute feed the throughput graphs. The scripts trim the
+indexes as they add to them (a bounded number of entries per call, on one finish in 16): entries older
+than `JobHistory.keep_jobs`, or past `JobHistory.max_jobs` per state, go with everything kept of their
+job. Every call to Redis inside a script costs microseconds on the hot path, so each state change makes
+as few as it can: one write per key it touches, never a read of what it appends to.
+The hash's values stay short, so Redis keeps it in its compact encoding.
 
 Layout (all under ``arqm:history:``)::
 
     job:<id>                 hash: type, queue, state, enqueued, started, finished, tries, worker,
-                             parent, progress, body (the envelope, when small), steps (one line a step)
+                             parent, progress
+    steps:<id>               string: one line a step
+    body:<id>                string: the envelope (the request payload) of a finished job, when small
     logs:<id>                list: the handler's last log lines, JSON each
     index:<state>            sorted set of finished ids (succeeded, failed, aborted) scored by finish ms
     index:<state>:queue:<q>  the same per queue; ``:type:<t>`` per request type; ``:both:<len q>:<q>:<t>``
     retrying                 sorted set of ids waiting for a retry, scored by when it is due
     types                    set of every request type name seen
     count:second:<minute>    hash of per-second counters (``s<second>``, ``f<second>``), kept two hours
-    count:minute:<hour>      hash of per-minute counters, kept `JobHistory.keep_counters`
-    count:hour:<day>         hash of per-hour counters, kept a day longer
+    count:minute:<hour>      hash of per-minute counters, kept `JobHistory.keep_counters` (hours and
+                             days are their sums)
 
 A step line is ``<ms>\\t<state>\\t<try>\\t<worker>\\t<detail>``. State changes are also published, as
 ``<state>\\t<queue>\\t<id>``, on the database's events channel (`Channels.events`).
@@ -45,6 +51,16 @@ STEPS_BYTES = 2048
 def history_key(job_id: str) -> str:
     """Return the hash holding the history of *job_id*."""
     return HISTORY_PREFIX + "job:" + job_id
+
+
+def steps_key(job_id: str) -> str:
+    """Return the string holding the step lines of *job_id*."""
+    return HISTORY_PREFIX + "steps:" + job_id
+
+
+def body_key(job_id: str) -> str:
+    """Return the string holding the envelope a finished *job_id* kept."""
+    return HISTORY_PREFIX + "body:" + job_id
 
 
 def logs_key(job_id: str) -> str:
@@ -77,7 +93,8 @@ class JobHistory:
         keep_jobs: How long a finished job's history (steps, logs, payload) stays listed.
         keep_counters: How long the per-minute and per-hour succeeded/failed counters are kept.
         max_jobs: Finished jobs kept per state (succeeded, failed, aborted) at most, whatever their age:
-            the bound on memory when jobs finish faster than `keep_jobs` expects.
+            the bound on memory when jobs finish faster than `keep_jobs` expects. Finishing jobs trim
+            now and then (the first of each second, one in 16), so it may be passed by a few meanwhile.
         max_log_lines: The handler's log lines (``ctx.logger``, INFO and above) kept per job, the last ones.
         max_payload_bytes: A finished job keeps its envelope (the request payload) up to this size.
     """
@@ -116,21 +133,27 @@ local H = '{HISTORY}'
 local function h_publish(state, queue, id)
   redis.call('PUBLISH', '{EVENTS}', state .. '\\t' .. queue .. '\\t' .. id)
 end
-local function h_step(key, state, try, worker, detail)
-  local steps = redis.call('HGET', key, 'steps')
-  local line = now .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
-  if not steps then
-    steps = line
-  else
-    if #steps > {STEPS_BYTES} then  -- keep the first step (enqueued), drop the oldest after it
-      local first = string.find(steps, '\\n', 1, true) or #steps
-      local cut = string.find(steps, '\\n', #steps - {STEPS_BYTES} / 2, true) or #steps
-      steps = string.sub(steps, 1, first) .. string.sub(steps, cut + 1)
-    end
-    steps = steps .. '\\n' .. line
+local function h_line(state, try, worker, detail)
+  return now .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
+end
+-- Appends one step line. A key this creates (its job's history expired, or was never written) gets the
+-- history's lifetime; past STEPS_BYTES the oldest lines (but the first) go.
+local function h_step(id, state, try, worker, detail)
+  local key = H .. 'steps:' .. id
+  local line = '\\n' .. h_line(state, try, worker, detail)
+  local size = redis.call('APPEND', key, line)
+  if size == #line then redis.call('PEXPIRE', key, {ORPHAN_MS}) end
+  if size > {STEPS_BYTES} then
+    local steps = redis.call('GET', key)
+    local first = string.find(steps, '\\n', 2, true) or #steps
+    local cut = string.find(steps, '\\n', #steps - {STEPS_BYTES} / 2, true) or #steps
+    redis.call('SET', key, string.sub(steps, 1, first - 1) .. string.sub(steps, cut), 'KEEPTTL')
   end
-  redis.call('HSET', key, 'steps', steps)
-  redis.call('PEXPIRE', key, {ORPHAN_MS})
+end
+-- Sets fields of a job's hash; a hash this creates (all its fields new) gets the history's lifetime.
+local function h_set(id, fields)
+  local key = H .. 'job:' .. id
+  if redis.call('HSET', key, unpack(fields)) * 2 == #fields then redis.call('PEXPIRE', key, {ORPHAN_MS}) end
 end
 local function h_index_keys(state, queue, kind)
   local base = H .. 'index:' .. state
@@ -141,95 +164,103 @@ local function h_index_keys(state, queue, kind)
   end
   return keys
 end
+local finished_states = {succeeded = true, failed = true, aborted = true}
 -- Takes a job out of the finished indexes it is in (it was requeued, deleted or enqueued anew).
 local function h_unindex(id)
-  local key = H .. 'job:' .. id
-  local facts = redis.call('HMGET', key, 'state', 'queue', 'type')
-  if facts[1] and facts[2] then
+  local facts = redis.call('HMGET', H .. 'job:' .. id, 'state', 'queue', 'type')
+  if facts[1] and facts[2] and finished_states[facts[1]] then
     for _, index in ipairs(h_index_keys(facts[1], facts[2], facts[3])) do redis.call('ZREM', index, id) end
   end
   redis.call('ZREM', H .. 'retrying', id)
 end
 local function h_forget(id)
   h_unindex(id)
-  redis.call('DEL', H .. 'job:' .. id, H .. 'logs:' .. id)
+  redis.call('DEL', H .. 'job:' .. id, H .. 'steps:' .. id, H .. 'body:' .. id, H .. 'logs:' .. id)
 end
--- Drops the oldest finished jobs of a state past the retention or the cap, a bounded number per call.
+-- Drops the oldest entries of a sorted set scored below *cutoff* or past *cap*, a bounded number a call;
+-- returns them.
+local function h_oldest(key, cutoff, cap)
+  local excess = math.max(redis.call('ZCOUNT', key, '-inf', cutoff), redis.call('ZCARD', key) - cap)
+  if excess <= 0 then return {} end
+  local ids = redis.call('ZRANGE', key, 0, math.min(excess, {TRIM_BATCH}) - 1)
+  redis.call('ZREMRANGEBYRANK', key, 0, #ids - 1)
+  return ids
+end
+-- Drops the oldest finished jobs of a state past the retention or the cap, with all kept of them.
 local function h_trim(state)
-  local index = H .. 'index:' .. state
-  local excess = math.max(
-    redis.call('ZCOUNT', index, '-inf', now - {KEEP_JOBS_MS}), redis.call('ZCARD', index) - {MAX_JOBS})
-  if excess <= 0 then return end
-  for _, id in ipairs(redis.call('ZRANGE', index, 0, math.min(excess, {TRIM_BATCH}) - 1)) do
-    h_forget(id)
-    redis.call('ZREM', index, id)
-  end
+  for _, id in ipairs(h_oldest(H .. 'index:' .. state, now - {KEEP_JOBS_MS}, {MAX_JOBS})) do h_forget(id) end
 end
 local function h_bump(key, field, ttl)
-  if redis.call('HINCRBY', key, field, 1) == 1 then redis.call('PEXPIRE', key, ttl) end
+  local count = redis.call('HINCRBY', key, field, 1)
+  if count == 1 then redis.call('PEXPIRE', key, ttl) end
+  return count
 end
+-- Counts a finished job in its second and its minute; returns its number within the second.
 local function h_count(letter)
-  local second, minute, hour = math.floor(now / 1000), math.floor(now / 60000), math.floor(now / 3600000)
-  h_bump(H .. 'count:second:' .. minute, letter .. (second % 60), 7200000)
-  h_bump(H .. 'count:minute:' .. hour, letter .. (minute % 60), {KEEP_COUNTERS_MS})
-  h_bump(H .. 'count:hour:' .. math.floor(hour / 24), letter .. (hour % 24), {KEEP_COUNTERS_MS} + 86400000)
+  local second, minute = math.floor(now / 1000), math.floor(now / 60000)
+  h_bump(H .. 'count:minute:' .. math.floor(minute / 60), letter .. (minute % 60), {KEEP_COUNTERS_MS})
+  return h_bump(H .. 'count:second:' .. minute, letter .. (second % 60), 7200000)
 end
 local function h_enqueued(id, queue, kind, parent, delay)
   local key = H .. 'job:' .. id
   if redis.call('EXISTS', key) == 1 then h_forget(id) end  -- an id used again: a new job's history
-  local state = tonumber(delay) > 0 and 'scheduled' or 'enqueued'
-  redis.call('HSET', key, 'type', kind, 'queue', queue, 'enqueued', now, 'state', state, 'tries', 0)
-  if parent ~= '' then redis.call('HSET', key, 'parent', parent) end
-  if kind ~= '' then redis.call('SADD', H .. 'types', kind) end
-  h_step(key, state, '', '', state == 'scheduled' and tostring(now + tonumber(delay)) or '')
+  local state, detail = 'enqueued', ''
+  if tonumber(delay) > 0 then state, detail = 'scheduled', tostring(now + tonumber(delay)) end
+  local fields = {'state', state, 'type', kind, 'queue', queue, 'enqueued', now, 'tries', 0}
+  if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
+  local lifetime = {ORPHAN_MS} + tonumber(delay)
+  redis.call('HSET', key, unpack(fields))
+  redis.call('PEXPIRE', key, lifetime)
+  redis.call('SET', H .. 'steps:' .. id, h_line(state, '', '', detail), 'PX', lifetime)
   h_publish(state, queue, id)
 end
 local function h_started(id, queue, try, worker)
-  local key = H .. 'job:' .. id
-  redis.call('HSET', key, 'state', 'running', 'started', now, 'tries', try, 'worker', worker, 'queue', queue)
-  h_step(key, 'started', try, worker, '')
-  redis.call('ZREM', H .. 'retrying', id)
+  h_set(id, {'state', 'running', 'started', now, 'tries', try, 'worker', worker})
+  h_step(id, 'started', try, worker, '')
   h_publish('running', queue, id)
 end
 local function h_retrying(id, queue, try, due, detail)
-  local key = H .. 'job:' .. id
-  redis.call('HSET', key, 'state', 'retrying')
-  h_step(key, 'retrying', try, '', due .. '\\t' .. detail)
+  h_set(id, {'state', 'retrying'})
+  h_step(id, 'retrying', try, '', due .. '\\t' .. detail)
+  -- Entries whose retry came due are stale (the job was claimed since): a few go with each new one.
+  h_oldest(H .. 'retrying', now, {MAX_JOBS})
   redis.call('ZADD', H .. 'retrying', due, id)
   h_publish('retrying', queue, id)
 end
 local function h_released(id, queue)
-  local key = H .. 'job:' .. id
-  redis.call('HSET', key, 'state', 'enqueued')
-  h_step(key, 'released', '', '', '')
+  h_set(id, {'state', 'enqueued'})
+  h_step(id, 'released', '', '', '')
   h_publish('enqueued', queue, id)
 end
 local function h_requeued(id, queue)
   h_unindex(id)
-  local key = H .. 'job:' .. id
-  redis.call('HSET', key, 'state', 'enqueued', 'queue', queue)
-  h_step(key, 'requeued', '', '', '')
+  h_set(id, {'state', 'enqueued', 'queue', queue})
+  redis.call('DEL', H .. 'body:' .. id)
+  h_step(id, 'requeued', '', '', '')
   h_publish('enqueued', queue, id)
 end
--- body_key: the job's key, whose envelope (the request payload) is kept when it is small enough.
-local function h_finished(id, queue, state, kind, try, worker, detail, body_key)
-  local key = H .. 'job:' .. id
-  redis.call('ZREM', H .. 'retrying', id)
-  local facts = redis.call('HMGET', key, 'state', 'type')
-  if facts[1] == 'succeeded' or facts[1] == 'failed' or facts[1] == 'aborted' then h_unindex(id) end
-  if kind == '' then kind = facts[2] or '' end
-  redis.call('HSET', key, 'state', state, 'finished', now, 'queue', queue, 'type', kind)
-  if worker ~= '' then redis.call('HSET', key, 'worker', worker, 'tries', try) end
-  local size = redis.pcall('STRLEN', body_key)
-  if type(size) == 'number' and size > 0 and size <= {MAX_PAYLOAD_BYTES} then
-    redis.call('HSET', key, 'body', redis.call('GET', body_key))
+-- *kind* is the request type ('' when unknown: the history's is used), *body* the envelope to keep
+-- ('' for none). The job's hash and steps keep the lifetime they got when it was enqueued: the index
+-- trim, not their expiry, is what ends a finished job's history.
+local function h_finished(id, queue, state, kind, try, worker, detail, body)
+  local fields = {'state', state, 'finished', now, 'queue', queue}
+  if kind == '' then kind = redis.call('HGET', H .. 'job:' .. id, 'type') or '' else
+    fields[#fields + 1] = 'type'
+    fields[#fields + 1] = kind
   end
-  h_step(key, state, try, worker, detail)
-  redis.call('PEXPIRE', H .. 'logs:' .. id, {ORPHAN_MS})
+  if worker ~= '' then
+    for _, value in ipairs({'worker', worker, 'tries', try}) do fields[#fields + 1] = value end
+  end
+  h_set(id, fields)
+  h_step(id, state, try, worker, detail)
+  if body ~= '' and #body <= {MAX_PAYLOAD_BYTES} then
+    redis.call('SET', H .. 'body:' .. id, body, 'PX', {ORPHAN_MS})
+  end
   for _, index in ipairs(h_index_keys(state, queue, kind)) do redis.call('ZADD', index, now, id) end
-  if kind ~= '' then redis.call('SADD', H .. 'types', kind) end
-  h_trim(state)
-  if state == 'succeeded' then h_count('s') elseif state == 'failed' then h_count('f') end
+  local nth = 1
+  if state == 'succeeded' then nth = h_count('s') elseif state == 'failed' then nth = h_count('f') end
+  -- Each trim drops up to TRIM_BATCH entries: one finish in 16 trimming keeps far ahead of one added each.
+  if nth % 16 == 1 then h_trim(state) end
   h_publish(state, queue, id)
 end
 """
@@ -250,7 +281,7 @@ local function h_requeued(id, queue)
   h_step(key, 'requeued', '', '', '')
   h_publish('enqueued', queue, id)
 end
-local function h_finished(id, queue, state, kind, try, worker, detail, body_key) end
+local function h_finished(id, queue, state, kind, try, worker, detail, body) end
 """
 
 

@@ -16,6 +16,7 @@ from redis.exceptions import NoScriptError, RedisError
 from ._envelope import JobEnvelope, ResultRecord
 from ._errors import JobNotFoundError
 from ._handle import ABORTED_TYPES, JobStatus, aborted
+from ._history import TYPES_KEY
 from ._keys import (
     QUEUE_PREFIX,
     QUEUES_KEY,
@@ -119,6 +120,8 @@ class JobClient:
 
     # Whether worker processes serve these queues (so a queue none serves is worth a warning).
     has_workers = True
+    # What the scripts record of each job's life for the dashboard; None records nothing.
+    history: JobHistory | None = None
 
     def __init__(
         self,
@@ -130,8 +133,8 @@ class JobClient:
     ) -> None:
         self.redis = redis
         self.keep_failed = keep_failed
-        # What the scripts record of each job's life for the dashboard; None records nothing.
         self.history = history
+        self._types_recorded: set[str] = set()
         # Exception types a failed job's caller gets raised as themselves, by qualified name.
         self.errors: Mapping[str, type[BaseException]] = errors if errors is not None else {}
         self.channels = Channels(db=int(redis.connection_pool.connection_kwargs.get("db", 0)))
@@ -149,11 +152,24 @@ class JobClient:
         arguments: list[str | int] = []
         for job in jobs:
             arguments += (job.id, job.queue, job.delay_ms, job.body, job.type, job.parent)
+        await self._record_types(jobs)
         reply = await self.scripts.enqueue(args=arguments)
         return [
             (int(reply[i]), reply[i + 1].decode(errors="replace"), reply[i + 2].decode(errors="replace"))
             for i in range(0, len(reply), 3)
         ]
+
+    async def _record_types(self, jobs: list[PendingJob]) -> None:
+        """Add the request types the history has not heard of from this process to its list of types.
+
+        Done here, once per type and process, rather than by the enqueue script on every job.
+        """
+        if self.history is None:
+            return
+        new = {job.type for job in jobs if job.type} - self._types_recorded
+        if new:
+            await self.redis.sadd(TYPES_KEY, *new)  # type: ignore[misc]
+            self._types_recorded |= new
 
     async def enqueue_tick(self, schedule: str, tick_ms: int, job: PendingJob) -> bool:
         """Push the job of one tick of recurring *schedule* unless that tick or a later one was pushed."""
@@ -167,6 +183,7 @@ class JobClient:
             job.type,
             job.parent,
         ]
+        await self._record_types([job])
         outcome, _, _ = await self.scripts.enqueue_tick(args=arguments)
         return int(outcome) == ADDED
 

@@ -46,6 +46,7 @@ class Outcomes:
         self._client = client
         self._worker = worker
         self._lease_ms = int(lease * 1000)
+        self._history_bytes = client.history.max_payload_bytes if client.history is not None else -1
         self._give_up = give_up_after
         self._health = LoopHealth(logger, f"worker {worker} recording job outcomes")
         self._pending: list[tuple[list[Any], asyncio.Future[bool]]] = []
@@ -60,6 +61,8 @@ class Outcomes:
         claim.settling = True
         error_type = record.error.type if record.error is not None else ""
         state = "succeeded" if not failed else "aborted" if error_type in ABORTED_TYPES else "failed"
+        # The envelope the history keeps, sent along (the script need not read it back) when small.
+        keep_body = len(claim.body) <= self._history_bytes and not claim.problem
         arguments = [
             *claim.fence(),
             claim.queue,
@@ -71,6 +74,7 @@ class Outcomes:
             record.type,
             self._worker,
             error_type,
+            claim.body if keep_body else b"",
         ]
         done = asyncio.get_running_loop().create_future()
         self._pending.append((arguments, done))

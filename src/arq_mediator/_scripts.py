@@ -234,7 +234,8 @@ return out
 
 # ARGV: id, token, deliveries, queue, result record, keep_ms, failed (1/0), record id (the id the record
 # is kept under; differs from the id only for an id that is not text), then for the history: the final
-# state (succeeded, failed, aborted), the request type, the worker, and a detail (the error type). Stores
+# state (succeeded, failed, aborted), the request type, the worker, a detail (the error type) and the
+# envelope to keep ("" for none). Stores
 # the result, forgets the job, lists it as failed (scored by when its record expires) when it failed, and
 # publishes the record to whoever awaits it. Returns 1, or 0 when the caller no longer holds the job: a
 # late outcome, dropped.
@@ -247,7 +248,7 @@ local id, queue, record = ARGV[1], ARGV[4], ARGV[5]
 if not holds(id, ARGV[2], ARGV[3]) then return 0 end
 local keep = tonumber(ARGV[6])
 local record_id = ARGV[8]
-h_finished(record_id, queue, ARGV[9], ARGV[10], ARGV[3], ARGV[11], ARGV[12], '{JOB}' .. id)
+h_finished(record_id, queue, ARGV[9], ARGV[10], ARGV[3], ARGV[11], ARGV[12], ARGV[13])
 redis.call('SET', '{RESULT}' .. record_id, record, 'PX', keep)
 redis.call('DEL', '{JOB}' .. id, '{LEASE}' .. id, '{DELIVERIES}' .. id, '{ABORT_FLAG}' .. id)
 redis.call('ZREM', '{QUEUE}' .. queue, id)
@@ -398,7 +399,7 @@ for i = 5, #ARGV do
     removed_from = ARGV[i]
   end
 end
-h_finished(id, removed_from, 'aborted', '', '', '', 'aborted before it started', '{JOB}' .. id)
+h_finished(id, removed_from, 'aborted', '', '', '', 'aborted before it started', body)
 redis.call('DEL', '{JOB}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id, '{ABORT_FLAG}' .. id)
 redis.call('SET', '{RESULT}' .. id, ARGV[3], 'PX', keep)
 redis.call('PUBLISH', '{DONE}' .. id, ARGV[3])

@@ -6,7 +6,9 @@ Measured, interleaving the two where possible (the machine may be shared and noi
    ``mediator.enqueue(NoopRequest())``;
 2. ``mediator.enqueue_many`` of 1,000 requests (jobs/s) vs raw arq one at a time;
 3. one worker process (max_jobs=20) draining pre-enqueued no-op jobs (jobs/s), timed from the first job's
-   start to the last job's end as the handlers record them, so process start-up is left out;
+   start to the last job's end as the handlers record them, so process start-up is left out; arq-mediator
+   drains with its job history on (the default) and off, alternating, and the ratio is reported (the
+   target: history on keeps at least 85% of history off);
 4. enqueue -> handler start with an idle, warmed-up worker (p50, p99);
 5. job finished -> ``result()`` returns (p50, p99).
 
@@ -14,7 +16,8 @@ Raw arq runs with its defaults, the baseline its users have: pickle, its CLI's p
 poll_delay 0.5 s and ``Job.result(poll_delay=0.5)``. Tuned raw arq (10 ms polls, logging off) is reported
 in extra rows. The worker-side jobs are in ``jobs_app.py``.
 
-Run from the repository root: python tests/benchmarks/bench_jobs.py [--quick]
+Run from the repository root: python tests/benchmarks/bench_jobs.py [--quick] [--history-only]
+(--history-only runs just the drains with history on and off, ``--runs`` times each.)
 It uses database ARQM_BENCH_REDIS_DB (default 14) of REDIS_URL (default redis://127.0.0.1:6379) and
 flushes it between phases.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import importlib.metadata
 import json
@@ -77,6 +81,11 @@ WORKERS: dict[str, list[str]] = {
         str(jobs_app.MAX_JOBS),
     ],
 }
+WORKERS["mediator-no-history"] = WORKERS["mediator"]
+# Environment a kind of worker runs with besides the parent's.
+ENVIRONMENTS: dict[str, dict[str, str]] = {"mediator-no-history": {"BENCH_HISTORY": "off"}}
+# The drain with history on must keep at least this share of the drain without it.
+HISTORY_TARGET = 0.85
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +139,7 @@ class WorkerProcess:
     def __init__(self, kind: str, log_dir: Path, serial: int, expect: int = 0) -> None:
         self.kind = kind
         self.log_path = log_dir / f"{serial:02d}-{kind}.log"
-        env = dict(os.environ, BENCH_EXPECT=str(expect))
+        env = dict(os.environ, BENCH_EXPECT=str(expect), **ENVIRONMENTS.get(kind, {}))
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 WORKERS[kind], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -175,11 +184,14 @@ class Enqueueing:
 
 @dataclass(slots=True)
 class Drain:
-    """One drain: handler-timed throughput, the worker's CPU per job, and wall time from spawn to empty."""
+    """One drain: handler-timed throughput, the worker's and the Redis server's CPU per job, and wall time
+    from spawn to empty (the server's CPU counts every client's commands meanwhile: on a shared server, an
+    upper bound)."""
 
     rate: float
     cpu_per_job: float
     wall: float
+    redis_cpu_per_job: float = 0.0
 
 
 @dataclass(slots=True)
@@ -319,9 +331,10 @@ class Bench:
 
     async def preload(self, kind: str, jobs: int) -> str:
         """Queue *jobs* no-op jobs for a worker of *kind*; return the queue's key."""
-        if kind == "mediator":
+        if kind.startswith("mediator"):
+            producer = jobs_app.mediator if kind == "mediator" else jobs_app.mediator_without_history
             for offset in range(0, jobs, 1000):
-                await self.mediator.enqueue_many([NoopRequest() for _ in range(min(1000, jobs - offset))])
+                await producer.enqueue_many([NoopRequest() for _ in range(min(1000, jobs - offset))])
             queue_key = jobs_app.MEDIATOR_QUEUE_KEY
         else:
             for _ in range(jobs):
@@ -337,6 +350,7 @@ class Bench:
         await self.flush()
         queue_key = await self.preload(kind, jobs)
         deadline = time.monotonic() + 300
+        redis_cpu = await self.redis_cpu()
         with self.worker(kind, expect=jobs) as worker:
             spawned = time.time()
             while True:
@@ -356,6 +370,7 @@ class Bench:
                     raise worker.failure("to empty its queue")
                 await asyncio.sleep(0.005)
             emptied = time.time()
+        redis_cpu = await self.redis_cpu() - redis_cpu
         report = json.loads(reply[1])
         results = 0
         async for _ in self.control.scan_iter(match="arq:result:*", count=1000):
@@ -370,18 +385,26 @@ class Bench:
             rate=jobs / (report["last_end"] - report["first_start"]),
             cpu_per_job=report["cpu"] / jobs,
             wall=emptied - spawned,
+            redis_cpu_per_job=redis_cpu / jobs,
         )
 
-    async def draining(self) -> dict[str, list[Drain]]:
-        """Alternate drains of raw arq (CLI defaults, then logging off) and arq-mediator."""
-        kinds = ["arq-drain", "mediator", "arq-drain-quiet"]
+    async def redis_cpu(self) -> float:
+        """Return the CPU seconds the Redis server used so far."""
+        info = await self.control.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    async def draining(self, kinds: list[str] | None = None) -> dict[str, list[Drain]]:
+        """Alternate drains of raw arq (CLI defaults, then logging off) and arq-mediator (history on, off)."""
+        kinds = kinds or ["arq-drain", "mediator", "mediator-no-history", "arq-drain-quiet"]
         drains: dict[str, list[Drain]] = {kind: [] for kind in kinds}
         for run in range(self.plan.drain_runs):
             for kind in reversed(kinds) if run % 2 else kinds:
                 drain = await self.drain(kind)
                 print(
                     f"  drain {kind:16} {drain.rate:9,.0f} jobs/s, worker CPU "
-                    f"{drain.cpu_per_job * 1e6:4.0f} us/job (spawn to empty queue {drain.wall:.2f} s)"
+                    f"{drain.cpu_per_job * 1e6:4.0f} us/job, Redis CPU "
+                    f"{drain.redis_cpu_per_job * 1e6:4.0f} us/job "
+                    f"(spawn to empty queue {drain.wall:.2f} s)"
                 )
                 drains[kind].append(drain)
         return drains
@@ -548,7 +571,7 @@ async def run(plan: Plan, mode: str) -> None:
         "poll_delay 0.5 s, Job.result(poll_delay=0.5); tuned raw arq rows are extras"
     )
     try:
-        async with jobs_app.mediator:
+        async with jobs_app.mediator, jobs_app.mediator_without_history:
             bench = Bench(plan, control, arq, log_dir)
             print(
                 f"\n[1, 2] enqueue: {plan.enqueue_rounds} rounds of {plan.enqueue_jobs:,} jobs a side, "
@@ -597,6 +620,8 @@ async def run(plan: Plan, mode: str) -> None:
         min(drain.cpu_per_job for drain in drains["arq-drain"]),
         min(drain.cpu_per_job for drain in drains["mediator"]),
     )
+    without_history = max(drain.rate for drain in drains["mediator-no-history"])
+    table.throughput("   drain, history on vs off (ours/ours)", without_history, our_drain, HISTORY_TARGET)
     default, fast, mine = found["arq"], found["arq-fast"], found["mediator"]
     table.latency("4. enqueue -> start p50", p50(default.start), p50(mine.start), 5)
     table.latency("   enqueue -> start p99", p99(default.start), p99(mine.start), 20)
@@ -617,11 +642,51 @@ async def run(plan: Plan, mode: str) -> None:
     )
 
 
+async def run_history(plan: Plan) -> None:
+    """Drain with history on and off, alternating, and report the ratio of their rates."""
+    control: Redis = Redis.from_url(jobs_app.REDIS_URL)
+    arq = await create_pool(jobs_app.REDIS_SETTINGS)
+    log_dir = Path(tempfile.mkdtemp(prefix="arqm-bench-"))
+    print(
+        f"job history cost: drain {plan.drain_jobs:,} no-op jobs, {plan.drain_runs} run(s) each, "
+        "alternating; "
+        f"{os.cpu_count()} CPUs, load average {' '.join(f'{load:.2f}' for load in os.getloadavg())}"
+    )
+    try:
+        async with jobs_app.mediator, jobs_app.mediator_without_history:
+            bench = Bench(plan, control, arq, log_dir)
+            drains = await bench.draining(["mediator", "mediator-no-history"])
+    finally:
+        with contextlib.suppress(Exception):
+            await control.flushdb()
+        await arq.aclose()
+        await control.aclose()
+    on = [drain.rate for drain in drains["mediator"]]
+    off = [drain.rate for drain in drains["mediator-no-history"]]
+    best = max(on) / max(off)
+    median = statistics.median(on) / statistics.median(off)
+    verdict = "meets" if best >= HISTORY_TARGET else "MISSES"
+    print(
+        f"history on / off: best {best:.2f}, median {median:.2f} "
+        f"({verdict} the target of {HISTORY_TARGET:.2f} on the best runs)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller samples: a smoke run of under a minute")
+    parser.add_argument(
+        "--history-only", action="store_true", help="only the drains with job history on and off"
+    )
+    parser.add_argument("--runs", type=int, default=0, help="drain runs of each kind (default: the plan's)")
     arguments = parser.parse_args()
-    asyncio.run(run(QUICK if arguments.quick else FULL, "quick" if arguments.quick else "full"))
+    plan = QUICK if arguments.quick else FULL
+    if arguments.runs:
+        plan = dataclasses.replace(plan, drain_runs=arguments.runs)
+    if arguments.history_only:
+        asyncio.run(run_history(plan))
+        return
+    asyncio.run(run(plan, "quick" if arguments.quick else "full"))
 
 
 if __name__ == "__main__":

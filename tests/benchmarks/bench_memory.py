@@ -4,7 +4,10 @@ Measured as the growth of ``used_memory`` over N jobs, divided by N:
 
 1. a queued job (envelope, queue entry);
 2. a succeeded job's retained result (with ``keep_result``'s default of a day);
-3. a failed job's retained record (``keep_failed``, a week, listed for requeue), with a short traceback.
+3. a failed job's retained record (``keep_failed``, a week, listed for requeue), with a short traceback;
+4. each of these with the job history off too, and the difference: what the history (`JobHistory`: steps,
+   payload, indexes, counters) costs per job; and what a succeeded job's history alone takes once its
+   result expired (the history is kept for ``keep_jobs``, a day by default, results for ``keep_result``).
 
 Run from the repository root: python tests/benchmarks/bench_memory.py [--jobs 20000]
 """
@@ -25,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from arq_mediator import Mediator, Request, Worker, WorkerSettings  # noqa: E402
+from arq_mediator import JobHistory, Mediator, Request, Worker, WorkerSettings  # noqa: E402
+from arq_mediator._keys import RESULT_PREFIX  # noqa: E402
 from tests.processes import free_port  # noqa: E402
 
 
@@ -63,9 +67,21 @@ async def drained(mediator: Mediator, jobs: int) -> None:
 
 
 async def measure(url: str, jobs: int) -> dict[str, float]:
-    """Return bytes per job for each measure, arq-mediator's and raw arq's."""
+    """Return bytes per job for each measure, arq-mediator's (history on and off) and raw arq's."""
+    with_history = await measure_ours(url, jobs, JobHistory(), "arq-mediator")
+    without = await measure_ours(url, jobs, None, "arq-mediator, history off")
+    figures = with_history | without
+    for what in ("queued job", "retained result", "retained failure"):
+        figures[f"history's share of a {what}"] = (
+            with_history[f"arq-mediator {what}"] - without[f"arq-mediator, history off {what}"]
+        )
+    return figures | await measure_arq(url, jobs)
+
+
+async def measure_ours(url: str, jobs: int, history: JobHistory | None, label: str) -> dict[str, float]:
+    """Return arq-mediator's bytes per job, labelled *label*, with *history*."""
     client: Redis = Redis.from_url(url)
-    mediator = Mediator(redis=url)
+    mediator = Mediator(redis=url, history=history)
     mediator.handler(noop)
     mediator.handler(broken)
     figures: dict[str, float] = {}
@@ -75,19 +91,34 @@ async def measure(url: str, jobs: int) -> dict[str, float]:
         base = await used_memory(client)
         for start in range(0, jobs, 1000):
             await mediator.enqueue_many([Noop() for _ in range(min(1000, jobs - start))])
-        figures["arq-mediator queued job"] = (await used_memory(client) - base) / jobs
+        figures[f"{label} queued job"] = queued = (await used_memory(client) - base) / jobs
         base = await used_memory(client)
         await drained(mediator, jobs + 1)
         # Finished, each job's envelope went and its result came: the growth since is result minus job.
-        growth = (await used_memory(client) - base) / jobs
-        figures["arq-mediator retained result"] = growth + figures["arq-mediator queued job"]
+        finished = await used_memory(client)
+        figures[f"{label} retained result"] = (finished - base) / jobs + queued
+        if history is not None:  # as if the results expired: what the history alone keeps
+            results = [key async for key in client.scan_iter(match=RESULT_PREFIX + "*", count=1000)]
+            for start in range(0, len(results), 1000):
+                await client.delete(*results[start : start + 1000])
+            figures[f"{label} history alone"] = (await used_memory(client) - finished) / jobs + (
+                figures[f"{label} retained result"]
+            )
         await client.flushall()
         base = await used_memory(client)
         failures = jobs // 10
         for start in range(0, failures, 1000):
             await mediator.enqueue_many([Broken() for _ in range(min(1000, failures - start))])
         await drained(mediator, failures)
-        figures["arq-mediator retained failure"] = (await used_memory(client) - base) / failures
+        figures[f"{label} retained failure"] = (await used_memory(client) - base) / failures
+    await client.aclose()
+    return figures
+
+
+async def measure_arq(url: str, jobs: int) -> dict[str, float]:
+    """Return raw arq's bytes per queued job."""
+    client: Redis = Redis.from_url(url)
+    figures: dict[str, float] = {}
     arq = await create_pool(RedisSettings.from_dsn(url))
     await client.flushall()
     await arq.enqueue_job("noop")
@@ -128,7 +159,7 @@ def main() -> None:
             server.wait(timeout=10)
     print(f"Redis memory per job, {options.jobs:,} jobs (used_memory growth / jobs)")
     for label, value in figures.items():
-        print(f"  {label:34} {value:8.0f} B")
+        print(f"  {label:44} {value:8.0f} B")
 
 
 async def _when_ready(url: str) -> None:

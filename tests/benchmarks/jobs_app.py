@@ -27,7 +27,7 @@ from arq.connections import RedisSettings
 from arq.worker import run_worker
 from redis.asyncio import Redis
 
-from arq_mediator import Context, Mediator, Request
+from arq_mediator import Context, JobHistory, Mediator, Request
 
 BENCH_DB = int(os.environ.get("ARQM_BENCH_REDIS_DB", "14"))
 if BENCH_DB == 0:
@@ -137,7 +137,11 @@ def run_arq_quiet(settings_name: str) -> None:
 
 # arq-mediator -------------------------------------------------------------------------------------------
 
-mediator = Mediator(redis=REDIS_URL)
+# BENCH_HISTORY=off in a worker's environment turns the job history off, for the drain with and without it.
+HISTORY = os.environ.get("BENCH_HISTORY", "on") != "off"
+mediator = Mediator(redis=REDIS_URL, history=JobHistory() if HISTORY else None)
+# What the parent preloads the history-off drain with: nothing recorded at enqueue either.
+mediator_without_history = Mediator(redis=REDIS_URL, history=None)
 
 
 class NoopRequest(Request[None]):
@@ -159,6 +163,9 @@ async def handle_noop(request: NoopRequest, ctx: Context) -> None:
     """Do nothing (but count toward the drain when the parent asked for it)."""
     if EXPECT and (report := _tally()) is not None:
         await _push(ctx.mediator._jobs.redis, DRAINED_KEY, report)
+
+
+mediator_without_history.handler(queue=MEDIATOR_QUEUE)(handle_noop)
 
 
 @mediator.handler(queue=MEDIATOR_QUEUE)

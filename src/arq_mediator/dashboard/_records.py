@@ -6,13 +6,14 @@ a value it cannot read; it is left out instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from .._envelope import JobEnvelope
+from .._envelope import JobEnvelope, ResultRecord
 from ._model import JobState, JobStep, JobSummary, LogLine
 
 # The fields of a job's history hash a list row needs.
@@ -160,3 +161,38 @@ def progress_of(raw: Any) -> float | None:
     except ValueError:
         return None
     return value if 0.0 <= value <= 1.0 else None
+
+
+# How much of an unreadable job body a job page shows.
+RAW_LIMIT = 16 * 1024
+
+
+def record_of(raw: bytes | None) -> ResultRecord | None:
+    """Return the result record *raw* holds, or ``None``."""
+    if raw is None:
+        return None
+    try:
+        return ResultRecord.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+def with_record(summary: JobSummary, record: ResultRecord) -> JobSummary:
+    """Fill a finished job's row from its result record where its history has nothing (history off)."""
+    return dataclasses.replace(
+        summary,
+        request_type=summary.request_type or record.type,
+        queue=summary.queue or record.queue,
+        tries=summary.tries or record.try_number,
+        started_at=summary.started_at or moment(record.started_at),
+        finished_at=summary.finished_at or moment(record.finished_at),
+        worker=summary.worker or record.worker or None,
+    )
+
+
+def tick_job_id(name: str, tick: bytes | None) -> str | None:
+    """Return the job id of the last tick of recurring job *name* (ids follow the tick, in seconds)."""
+    try:
+        return f"recurring:{name}:{int(tick or b'') // 1000}"
+    except ValueError:
+        return None

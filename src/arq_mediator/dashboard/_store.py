@@ -7,23 +7,28 @@ keys; each call is one or two round trips whatever the number of jobs retained. 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
-
 from .._envelope import ResultRecord
 from .._errors import JobNotFoundError
-from .._history import FINISHED_STATES, RETRYING_KEY, TYPES_KEY, history_key, index_key, logs_key
+from .._history import (
+    FINISHED_STATES,
+    RETRYING_KEY,
+    TYPES_KEY,
+    body_key,
+    history_key,
+    index_key,
+    logs_key,
+    steps_key,
+)
 from .._jobs import now_ms, status_of
 from .._keys import LEASE_PREFIX, QUEUE_PREFIX, RETRY_MARK, job_key, recurring_key, result_key
-from .._resilience import LoopHealth
 from .._scripts import render, with_history
 from ._active import ActiveLists
+from ._events import job_events
 from ._model import (
     DashboardEvent,
     JobDetail,
@@ -38,17 +43,21 @@ from ._model import (
     WorkerSummary,
 )
 from ._records import (
+    RAW_LIMIT,
     SUMMARY_FIELDS,
     envelope_of,
     logs_of,
     moment,
     progress_of,
+    record_of,
     state_of,
     steps_of,
     summary_of,
     text,
+    tick_job_id,
     trace_id_of,
     wait_and_run,
+    with_record,
 )
 from ._throughput import throughput_points
 
@@ -68,8 +77,6 @@ MAX_PAGE = 500
 # Jobs one bulk action handles per round trip, and in all per call.
 BULK_BATCH = 100
 BULK_LIMIT = 10_000
-# Seconds `events` waits for a message before looking again (a dropped connection is noticed then).
-LISTEN_POLL = 1.0
 
 # ARGV: none. Trims each finished-state index of entries past the retention or the cap (a bounded
 # number per state), for when no job finished lately to trim it on its way.
@@ -260,17 +267,19 @@ class RedisDashboardSource:
             pipe.get(result_key(job_id))
             pipe.get(LEASE_PREFIX + job_id)
             pipe.lrange(logs_key(job_id), 0, -1)
-            raw_facts, body, raw_record, lease, log_lines = await pipe.execute()
+            pipe.get(steps_key(job_id))
+            pipe.get(body_key(job_id))
+            raw_facts, body, raw_record, lease, log_lines, raw_steps, kept = await pipe.execute()
         facts = {text(name): value for name, value in raw_facts.items()}
-        record = _record_of(raw_record)
+        record = record_of(raw_record)
         if not facts and body is None and record is None:
             return None
-        envelope = envelope_of(body) or (record.job if record else None) or envelope_of(facts.get("body"))
+        envelope = envelope_of(body) or (record.job if record else None) or envelope_of(kept)
         state = await self._state_of(job_id, facts, body, envelope, record, lease)
         summary = summary_of(job_id, [facts.get(name) for name in SUMMARY_FIELDS], state, envelope)
         if record is not None:
-            summary = _with_record(summary, record)
-        steps = steps_of(facts.get("steps"))
+            summary = with_record(summary, record)
+        steps = steps_of(raw_steps)
         wait, run = wait_and_run(steps, summary)
         error = record.error if record is not None else None
         parent = text(facts.get("parent")) or (envelope.meta.get("parent", "") if envelope else "")
@@ -344,7 +353,7 @@ class RedisDashboardSource:
         if not entries:
             return []
         ticks = await self._redis.mget([recurring_key(entry.name) for entry in entries])
-        last_ids = [_tick_job_id(entry.name, tick) for entry, tick in zip(entries, ticks, strict=True)]
+        last_ids = [tick_job_id(entry.name, tick) for entry, tick in zip(entries, ticks, strict=True)]
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in last_ids:
                 pipe.hget(history_key(job_id or "-"), "state")
@@ -354,7 +363,7 @@ class RedisDashboardSource:
         summaries = []
         for index, (entry, tick, job_id) in enumerate(zip(entries, ticks, last_ids, strict=True)):
             history_state, raw_record = replies[2 * index], replies[2 * index + 1]
-            record = _record_of(raw_record)
+            record = record_of(raw_record)
             outcome = JobState(status_of(record).value) if record is not None else None
             if outcome is None and history_state is not None:
                 outcome = state_of(history_state, JobState.ENQUEUED)
@@ -387,7 +396,7 @@ class RedisDashboardSource:
         queue = detail.summary.queue
         if detail.summary.state.value not in FINISHED_STATES:  # waiting: make it due now
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(QUEUE_PREFIX + queue, {job_id: now_ms()}, xx=True)
+                pipe.zadd(QUEUE_PREFIX + queue, {job_id: now_ms()}, xx=True, ch=True)
                 pipe.publish(self._jobs.channels.wake(queue), now_ms())
                 moved, _ = await pipe.execute()
             return bool(moved)
@@ -401,9 +410,9 @@ class RedisDashboardSource:
         """Return the envelope a finished job's result record or history kept."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(result_key(job_id))
-            pipe.hget(history_key(job_id), "body")
+            pipe.get(body_key(job_id))
             raw_record, body = await pipe.execute()
-        record = _record_of(raw_record)
+        record = record_of(raw_record)
         if record is not None and record.job is not None:
             return record.job
         return envelope_of(body)
@@ -472,85 +481,16 @@ class RedisDashboardSource:
 
     # Live events --------------------------------------------------------------------------------------
 
-    async def events(self) -> AsyncIterator[DashboardEvent]:
+    def events(self) -> AsyncIterator[DashboardEvent]:
         """Yield each job state change the engine publishes, for as long as the caller iterates.
 
-        A Redis error does not end it: it reconnects, with backoff, and goes on (changes published while
-        it was away are missed, so a page should reload its data when the stream resumes).
+        A Redis error does not end it: it subscribes again, with backoff, and goes on (changes published
+        meanwhile are missed, so a page should reload its data when the stream resumes).
         """
-        channel = self._jobs.channels.events
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        health = LoopHealth(logger, "dashboard events")
-        subscribed = False
-        try:
-            while True:
-                try:
-                    if not subscribed:
-                        await pubsub.subscribe(channel)
-                        subscribed = True
-                    message = await pubsub.get_message(timeout=LISTEN_POLL)
-                    health.succeeded()
-                except Exception as error:  # any Redis trouble: back off, subscribe again
-                    subscribed = False
-                    await asyncio.sleep(health.failed(error))
-                    with contextlib.suppress(Exception):
-                        await pubsub.reset()
-                    continue
-                event = _event_of(message)
-                if event is not None:
-                    yield event
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        return job_events(self._redis, self._jobs.channels.events)
 
     async def _all_queues(self) -> set[str]:
         """Return every queue known: the registry's, the ones jobs went to, the ones workers serve."""
         workers = await self._jobs.workers()
         served = {queue for worker in workers for queue in worker.queues}
         return self._mediator._known_queues() | await self._jobs.queue_names() | served
-
-
-# The states an event can name.
-JOB_STATES = frozenset(state.value for state in JobState)
-# How much of an unreadable job body a job page shows.
-RAW_LIMIT = 16 * 1024
-
-
-def _record_of(raw: bytes | None) -> ResultRecord | None:
-    if raw is None:
-        return None
-    try:
-        return ResultRecord.model_validate_json(raw)
-    except ValidationError:
-        return None
-
-
-def _with_record(summary: JobSummary, record: ResultRecord) -> JobSummary:
-    """Fill a finished job's row from its result record where its history has nothing (history off)."""
-    return dataclasses.replace(
-        summary,
-        request_type=summary.request_type or record.type,
-        queue=summary.queue or record.queue,
-        tries=summary.tries or record.try_number,
-        started_at=summary.started_at or moment(record.started_at),
-        finished_at=summary.finished_at or moment(record.finished_at),
-        worker=summary.worker or record.worker or None,
-    )
-
-
-def _tick_job_id(name: str, tick: bytes | None) -> str | None:
-    """Return the job id of the last tick of recurring job *name* (ids follow the tick, in seconds)."""
-    try:
-        return f"recurring:{name}:{int(tick or b'') // 1000}"
-    except ValueError:
-        return None
-
-
-def _event_of(message: dict[str, Any] | None) -> DashboardEvent | None:
-    """Read a message of the events channel (``<state>\\t<queue>\\t<id>``); ``None`` when it is none."""
-    if message is None or message.get("type") != "message":
-        return None
-    fields = text(message.get("data")).split("\t", 2)
-    if len(fields) != 3 or fields[0] not in JOB_STATES:
-        return None
-    return DashboardEvent(kind="job", job_id=fields[2], state=JobState(fields[0]), queue=fields[1] or None)

@@ -18,16 +18,15 @@ if TYPE_CHECKING:
 
     from ._model import Resolution
 
-# The most points one graph has.
-MAX_POINTS = 10_000
-# Per resolution: the length of one point (ms), the hash its counters live in ("second" counters are kept
-# in a hash per minute, and so on), how many points one such hash holds.
-_LAYOUT: dict[str, tuple[int, str, int]] = {
-    "second": (1000, "second", 60),
-    "minute": (60_000, "minute", 60),
-    "hour": (3_600_000, "hour", 24),
-    "day": (86_400_000, "hour", 1),
+# Per resolution: the length of one point (ms), the kind of hash its counters live in, how many points one
+# such hash holds (0: a point sums whole hashes, as many as fit in it), and the most points one graph has.
+_LAYOUT: dict[str, tuple[int, str, int, int]] = {
+    "second": (1000, "second", 60, 10_000),
+    "minute": (60_000, "minute", 60, 10_000),
+    "hour": (3_600_000, "minute", 0, 2_400),
+    "day": (86_400_000, "minute", 0, 100),
 }
+_HOUR = 3_600_000
 
 
 async def throughput_points(
@@ -36,42 +35,52 @@ async def throughput_points(
     """Return the last *points* intervals of *resolution* up to *now* (ms), oldest first.
 
     Raises:
-        ValueError: an unknown resolution, or *points* not from 1 to `MAX_POINTS`.
+        ValueError: an unknown resolution, or *points* out of range (from 1 to 10,000 seconds or minutes,
+            2,400 hours, 100 days).
     """
     if resolution not in _LAYOUT:
         raise ValueError(f"resolution must be one of {', '.join(_LAYOUT)}; got {resolution!r}")
-    if isinstance(points, bool) or not isinstance(points, int) or not 1 <= points <= MAX_POINTS:
-        raise ValueError(f"points must be from 1 to {MAX_POINTS}, got {points!r}")
-    length, hash_kind, per_hash = _LAYOUT[resolution]
+    length, kind, per_hash, most = _LAYOUT[resolution]
+    if isinstance(points, bool) or not isinstance(points, int) or not 1 <= points <= most:
+        raise ValueError(f"points must be from 1 to {most} for {resolution}s, got {points!r}")
     last = now // length
     starts = range(last - points + 1, last + 1)
-    # A day's counters are its hours, in one hash per day.
-    buckets = list(starts) if resolution == "day" else sorted({start // per_hash for start in starts})
+    if per_hash:
+        buckets = sorted({start // per_hash for start in starts})
+    else:  # hours of minute counters, one hash per hour
+        buckets = [
+            hour for start in starts for hour in range(start * length // _HOUR, (start + 1) * length // _HOUR)
+        ]
     async with redis.pipeline(transaction=False) as pipe:
         for bucket in buckets:
-            pipe.hgetall(counter_key(hash_kind, bucket))
+            pipe.hgetall(counter_key(kind, bucket))
         replies = await pipe.execute()
     counters = {
-        bucket: {name.decode(errors="replace"): value for name, value in reply.items()}
+        bucket: {name.decode(errors="replace"): _count(value) for name, value in reply.items()}
         for bucket, reply in zip(buckets, replies, strict=True)
     }
     result = []
     for start in starts:
-        if resolution == "day":
-            fields = counters[start]
-            succeeded = sum(_count(value) for name, value in fields.items() if name.startswith("s"))
-            failed = sum(_count(value) for name, value in fields.items() if name.startswith("f"))
-        else:
+        if per_hash:
             fields = counters[start // per_hash]
             offset = start % per_hash
-            succeeded, failed = _count(fields.get(f"s{offset}")), _count(fields.get(f"f{offset}"))
+            succeeded, failed = fields.get(f"s{offset}", 0), fields.get(f"f{offset}", 0)
+        else:
+            hours = _hours(start, length)
+            succeeded = sum(v for hour in hours for name, v in counters[hour].items() if name[:1] == "s")
+            failed = sum(v for hour in hours for name, v in counters[hour].items() if name[:1] == "f")
         moment = datetime.fromtimestamp(start * length / 1000, UTC)
         result.append(ThroughputPoint(start=moment, succeeded=succeeded, failed=failed))
     return result
 
 
-def _count(value: bytes | None) -> int:
+def _hours(start: int, length: int) -> range:
+    """Return the hours (since the epoch) the point *start* of *length* ms spans."""
+    return range(start * length // _HOUR, (start + 1) * length // _HOUR)
+
+
+def _count(value: bytes) -> int:
     try:
-        return int(value or 0)
+        return int(value)
     except ValueError:
         return 0
