@@ -17,7 +17,15 @@ import arq_mediator
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference"
 # The public names outside arq_mediator.__all__: the framework integrations, each in a module of its own.
-INTEGRATIONS = ["arq_mediator.litestar.MediatorPlugin"]
+INTEGRATIONS = [
+    "arq_mediator.litestar.MediatorPlugin",
+    *(
+        f"arq_mediator.dashboard.{name}"
+        for name in ("DashboardPlugin", "dashboard_app", "dashboard_router", "allow_networks")
+    ),
+    "arq_mediator.dashboard.RedisDashboardSource",
+    "arq_mediator.dashboard.DashboardSource",
+]
 PUBLIC = [f"arq_mediator.{name}" for name in arq_mediator.__all__] + INTEGRATIONS
 # A mkdocstrings directive: `::: dotted.path` at the start of a line, options indented below it.
 DIRECTIVE = re.compile(r"^:::\s+(\S+)\s*$", re.MULTILINE)

@@ -88,7 +88,8 @@ class Browser:
         """Return the visible text of the first element matching *css*, or "" when there is none."""
         # Read in one script: live updates replace elements, so a found element may be gone a moment later.
         found = self.driver.execute_script(
-            "const element = document.querySelector(arguments[0]); return element ? element.innerText : ''", css
+            "const element = document.querySelector(arguments[0]); return element ? element.innerText : ''",
+            css,
         )
         return str(found).strip()
 

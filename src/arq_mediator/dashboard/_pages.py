@@ -114,17 +114,15 @@ async def jobs(
     queue = name_parameter(request, "queue")
     request_type = name_parameter(request, "type")
     number = page_number(request)
-    source = dashboard.source
-    page, all_queues, types = await asyncio.gather(
-        source.jobs(
+    page, (queue_names, types) = await asyncio.gather(
+        dashboard.source.jobs(
             wanted,
             queue=queue,
             request_type=request_type,
             offset=(number - 1) * PAGE_SIZE,
             limit=PAGE_SIZE,
         ),
-        source.queues(),
-        source.request_types(),
+        dashboard.filter_options(),
     )
     last = max((page.total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
     return dashboard.render(
@@ -137,7 +135,7 @@ async def jobs(
         last=last,
         queue=queue,
         request_type=request_type,
-        queue_names=[summary.name for summary in all_queues],
+        queue_names=queue_names,
         request_types=types,
         notice=notice(request),
     )

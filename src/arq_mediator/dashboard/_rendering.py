@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,9 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 
+# Seconds the job lists' filter choices (queue names, request types) are reused before being read again.
+FILTERS_TTL = 10.0
+
 # What a person may do with jobs in each state, one job or all of a state (and queue) at once.
 ACTIONS: dict[JobState, tuple[str, ...]] = {
     JobState.ENQUEUED: ("delete",),
@@ -56,6 +61,7 @@ def _templates() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # the templates ship in the package: no need to stat them on every page
     )
     environment.filters.update(FILTERS)
     return environment
@@ -80,9 +86,22 @@ class Dashboard:
     jaeger_url: str | None = None
     hub: EventHub = field(init=False)
     templates: Environment = field(init=False, default_factory=_templates)
+    _filters: tuple[float, list[str], list[str]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.hub = EventHub(self.source)
+
+    async def filter_options(self) -> tuple[list[str], list[str]]:
+        """Return the queue names and request types a job list can be filtered by.
+
+        Read at most every FILTERS_TTL seconds: the choices change rarely, and a job list then costs one
+        range query rather than three.
+        """
+        now = time.monotonic()
+        if self._filters is None or now - self._filters[0] > FILTERS_TTL:
+            queues, types = await asyncio.gather(self.source.queues(), self.source.request_types())
+            self._filters = (now, [queue.name for queue in queues], types)
+        return self._filters[1], self._filters[2]
 
     def trace_link(self, trace_id: str | None) -> str | None:
         """Return the Jaeger URL of *trace_id* when a Jaeger URL is configured."""
