@@ -201,6 +201,8 @@ async def test_an_action_the_state_does_not_allow_is_a_conflict(source: FakeSour
         assert (await client.post("/job/run-1/explode", data={"csrf_token": token})).status_code == 404
         assert (await client.post("/job/nope/requeue", data={"csrf_token": token})).status_code == 404
         assert (await client.post("/jobs/running/requeue", data={"csrf_token": token})).status_code == 400
+        too_long = {"csrf_token": token, "queue": "q" * 300}
+        assert (await client.post("/jobs/failed/requeue", data=too_long)).status_code == 400
         assert (await client.post("/recurring/nope/trigger", data={"csrf_token": token})).status_code == 404
     assert source.done == []
 
@@ -407,3 +409,19 @@ def test_the_path_must_be_absolute(source: FakeSource) -> None:
     """A mount path without its leading slash is a clear error at build time."""
     with pytest.raises(ValueError, match="must start with '/'"):
         dashboard_app(source, path="dashboard")
+
+
+async def test_given_a_mediator_the_app_opens_it_and_reads_its_redis(redis_url: str) -> None:
+    """``dashboard_app(mediator)`` opens the mediator in its lifespan and shows what its Redis holds."""
+    from arq_mediator import Mediator
+
+    mediator = Mediator(redis=redis_url)
+    async with (
+        serving(dashboard_app(mediator)) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        overview = await client.get("/")
+        assert overview.status_code == 200
+        assert "<h1>Overview</h1>" in overview.text
+        assert (await client.get("/workers")).status_code == 200
+        assert (await client.get("/job/no-such-job")).status_code == 404
