@@ -130,8 +130,15 @@ DEFAULT_HISTORY = JobHistory()
 # constants in braces are filled in from the mediator's `JobHistory` when the scripts are registered.
 _RECORDING = """
 local H = '{HISTORY}'
+-- Every history write goes through pcall: a key some other client gave another type may cost that job
+-- its history, never its outcome. Returns the reply, or nil for an error reply.
+local function w(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then return nil end
+  return reply
+end
 local function h_publish(state, queue, id)
-  redis.call('PUBLISH', '{EVENTS}', state .. '\\t' .. queue .. '\\t' .. id)
+  w('PUBLISH', '{EVENTS}', state .. '\\t' .. queue .. '\\t' .. id)
 end
 local function h_line(state, try, worker, detail)
   return now .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
@@ -141,19 +148,19 @@ end
 local function h_step(id, state, try, worker, detail)
   local key = H .. 'steps:' .. id
   local line = '\\n' .. h_line(state, try, worker, detail)
-  local size = redis.call('APPEND', key, line)
-  if size == #line then redis.call('PEXPIRE', key, {ORPHAN_MS}) end
+  local size = w('APPEND', key, line) or 0
+  if size == #line then w('PEXPIRE', key, {ORPHAN_MS}) end
   if size > {STEPS_BYTES} then
-    local steps = redis.call('GET', key)
+    local steps = w('GET', key) or ''
     local first = string.find(steps, '\\n', 2, true) or #steps
     local cut = string.find(steps, '\\n', #steps - {STEPS_BYTES} / 2, true) or #steps
-    redis.call('SET', key, string.sub(steps, 1, first - 1) .. string.sub(steps, cut), 'KEEPTTL')
+    w('SET', key, string.sub(steps, 1, first - 1) .. string.sub(steps, cut), 'KEEPTTL')
   end
 end
 -- Sets fields of a job's hash; a hash this creates (all its fields new) gets the history's lifetime.
 local function h_set(id, fields)
   local key = H .. 'job:' .. id
-  if redis.call('HSET', key, unpack(fields)) * 2 == #fields then redis.call('PEXPIRE', key, {ORPHAN_MS}) end
+  if (w('HSET', key, unpack(fields)) or 0) * 2 == #fields then w('PEXPIRE', key, {ORPHAN_MS}) end
 end
 local function h_index_keys(state, queue, kind)
   local base = H .. 'index:' .. state
@@ -167,51 +174,47 @@ end
 local finished_states = {succeeded = true, failed = true, aborted = true}
 -- Takes a job out of the finished indexes it is in (it was requeued, deleted or enqueued anew).
 local function h_unindex(id)
-  local facts = redis.call('HMGET', H .. 'job:' .. id, 'state', 'queue', 'type')
+  local facts = w('HMGET', H .. 'job:' .. id, 'state', 'queue', 'type') or {}
   if facts[1] and facts[2] and finished_states[facts[1]] then
-    for _, index in ipairs(h_index_keys(facts[1], facts[2], facts[3])) do redis.call('ZREM', index, id) end
+    for _, index in ipairs(h_index_keys(facts[1], facts[2], facts[3])) do w('ZREM', index, id) end
   end
-  redis.call('ZREM', H .. 'retrying', id)
+  w('ZREM', H .. 'retrying', id)
 end
 local function h_forget(id)
   h_unindex(id)
-  redis.call('DEL', H .. 'job:' .. id, H .. 'steps:' .. id, H .. 'body:' .. id, H .. 'logs:' .. id)
+  w('DEL', H .. 'job:' .. id, H .. 'steps:' .. id, H .. 'body:' .. id, H .. 'logs:' .. id)
 end
 -- Drops the oldest entries of a sorted set scored below *cutoff* or past *cap*, a bounded number a call;
 -- returns them.
 local function h_oldest(key, cutoff, cap)
-  local excess = math.max(redis.call('ZCOUNT', key, '-inf', cutoff), redis.call('ZCARD', key) - cap)
+  local excess = math.max(w('ZCOUNT', key, '-inf', cutoff) or 0, (w('ZCARD', key) or 0) - cap)
   if excess <= 0 then return {} end
-  local ids = redis.call('ZRANGE', key, 0, math.min(excess, {TRIM_BATCH}) - 1)
-  redis.call('ZREMRANGEBYRANK', key, 0, #ids - 1)
+  local ids = w('ZRANGE', key, 0, math.min(excess, {TRIM_BATCH}) - 1) or {}
+  if #ids == 0 then return {} end
+  w('ZREMRANGEBYRANK', key, 0, #ids - 1)
   return ids
 end
 -- Drops the oldest finished jobs of a state past the retention or the cap, with all kept of them.
 local function h_trim(state)
   for _, id in ipairs(h_oldest(H .. 'index:' .. state, now - {KEEP_JOBS_MS}, {MAX_JOBS})) do h_forget(id) end
 end
-local function h_bump(key, field, ttl)
-  local count = redis.call('HINCRBY', key, field, 1)
-  if count == 1 then redis.call('PEXPIRE', key, ttl) end
+-- Adds *by* to a counter; a counter hash this creates gets *ttl*. Returns the new count.
+local function h_bump(key, field, by, ttl)
+  local count = w('HINCRBY', key, field, by) or 0
+  if count == by then w('PEXPIRE', key, ttl) end
   return count
-end
--- Counts a finished job in its second and its minute; returns its number within the second.
-local function h_count(letter)
-  local second, minute = math.floor(now / 1000), math.floor(now / 60000)
-  h_bump(H .. 'count:minute:' .. math.floor(minute / 60), letter .. (minute % 60), {KEEP_COUNTERS_MS})
-  return h_bump(H .. 'count:second:' .. minute, letter .. (second % 60), 7200000)
 end
 local function h_enqueued(id, queue, kind, parent, delay)
   local key = H .. 'job:' .. id
-  if redis.call('EXISTS', key) == 1 then h_forget(id) end  -- an id used again: a new job's history
+  if w('EXISTS', key) == 1 then h_forget(id) end  -- an id used again: a new job's history
   local state, detail = 'enqueued', ''
   if tonumber(delay) > 0 then state, detail = 'scheduled', tostring(now + tonumber(delay)) end
   local fields = {'state', state, 'type', kind, 'queue', queue, 'enqueued', now, 'tries', 0}
   if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
   local lifetime = {ORPHAN_MS} + tonumber(delay)
-  redis.call('HSET', key, unpack(fields))
-  redis.call('PEXPIRE', key, lifetime)
-  redis.call('SET', H .. 'steps:' .. id, h_line(state, '', '', detail), 'PX', lifetime)
+  w('HSET', key, unpack(fields))
+  w('PEXPIRE', key, lifetime)
+  w('SET', H .. 'steps:' .. id, h_line(state, '', '', detail), 'PX', lifetime)
   h_publish(state, queue, id)
 end
 local function h_started(id, queue, try, worker)
@@ -224,7 +227,7 @@ local function h_retrying(id, queue, try, due, detail)
   h_step(id, 'retrying', try, '', due .. '\\t' .. detail)
   -- Entries whose retry came due are stale (the job was claimed since): a few go with each new one.
   h_oldest(H .. 'retrying', now, {MAX_JOBS})
-  redis.call('ZADD', H .. 'retrying', due, id)
+  w('ZADD', H .. 'retrying', due, id)
   h_publish('retrying', queue, id)
 end
 local function h_released(id, queue)
@@ -235,16 +238,21 @@ end
 local function h_requeued(id, queue)
   h_unindex(id)
   h_set(id, {'state', 'enqueued', 'queue', queue})
-  redis.call('DEL', H .. 'body:' .. id)
+  w('DEL', H .. 'body:' .. id)
   h_step(id, 'requeued', '', '', '')
   h_publish('enqueued', queue, id)
 end
+-- Index entries and counts of the jobs finished in this call, written once for them all by h_finish_flush.
+local h_pending, h_counts = {}, {}
 -- *kind* is the request type ('' when unknown: the history's is used), *body* the envelope to keep
 -- ('' for none). The job's hash and steps keep the lifetime they got when it was enqueued: the index
 -- trim, not their expiry, is what ends a finished job's history.
-local function h_finished(id, queue, state, kind, try, worker, detail, body)
+local function h_finish_one(id, queue, state, kind, try, worker, detail, body)
   local fields = {'state', state, 'finished', now, 'queue', queue}
-  if kind == '' then kind = redis.call('HGET', H .. 'job:' .. id, 'type') or '' else
+  if kind == '' then
+    kind = w('HGET', H .. 'job:' .. id, 'type')
+    if type(kind) ~= 'string' then kind = '' end
+  else
     fields[#fields + 1] = 'type'
     fields[#fields + 1] = kind
   end
@@ -254,14 +262,43 @@ local function h_finished(id, queue, state, kind, try, worker, detail, body)
   h_set(id, fields)
   h_step(id, state, try, worker, detail)
   if body ~= '' and #body <= {MAX_PAYLOAD_BYTES} then
-    redis.call('SET', H .. 'body:' .. id, body, 'PX', {ORPHAN_MS})
+    w('SET', H .. 'body:' .. id, body, 'PX', {ORPHAN_MS})
   end
-  for _, index in ipairs(h_index_keys(state, queue, kind)) do redis.call('ZADD', index, now, id) end
-  local nth = 1
-  if state == 'succeeded' then nth = h_count('s') elseif state == 'failed' then nth = h_count('f') end
-  -- Each trim drops up to TRIM_BATCH entries: one finish in 16 trimming keeps far ahead of one added each.
-  if nth % 16 == 1 then h_trim(state) end
+  for _, index in ipairs(h_index_keys(state, queue, kind)) do
+    local members = h_pending[index]
+    if not members then members = {}; h_pending[index] = members end
+    members[#members + 1] = now
+    members[#members + 1] = id
+  end
+  h_counts[state] = (h_counts[state] or 0) + 1
   h_publish(state, queue, id)
+end
+local h_letters = {succeeded = 's', failed = 'f'}
+local function h_finish_flush()
+  for index, members in pairs(h_pending) do
+    for first = 1, #members, 1000 do  -- unpack has a limit on how many values it returns
+      w('ZADD', index, unpack(members, first, math.min(first + 999, #members)))
+    end
+  end
+  for state, count in pairs(h_counts) do
+    local trim = true
+    local letter = h_letters[state]
+    if letter then
+      -- Each trim drops up to TRIM_BATCH entries: trimming on the first finish of each second and on
+      -- one in 16 keeps far ahead of the one entry each finish adds.
+      local second, minute = math.floor(now / 1000), math.floor(now / 60000)
+      local hour = math.floor(minute / 60)
+      h_bump(H .. 'count:minute:' .. hour, letter .. (minute % 60), count, {KEEP_COUNTERS_MS})
+      local total = h_bump(H .. 'count:second:' .. minute, letter .. (second % 60), count, 7200000)
+      trim = total == count or math.floor(total / 16) ~= math.floor((total - count) / 16)
+    end
+    if trim then h_trim(state) end
+  end
+  h_pending, h_counts = {}, {}
+end
+local function h_finished(id, queue, state, kind, try, worker, detail, body)
+  h_finish_one(id, queue, state, kind, try, worker, detail, body)
+  h_finish_flush()
 end
 """
 
@@ -282,6 +319,8 @@ local function h_requeued(id, queue)
   h_publish('enqueued', queue, id)
 end
 local function h_finished(id, queue, state, kind, try, worker, detail, body) end
+local function h_finish_one(id, queue, state, kind, try, worker, detail, body) end
+local function h_finish_flush() end
 """
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from ._envelope import JobEnvelope, ResultRecord
 from ._errors import JobNotFoundError
@@ -188,27 +188,15 @@ class JobClient:
         return int(outcome) == ADDED
 
     async def complete_many(self, batch: list[list[Any]]) -> list[bool]:
-        """Run the COMPLETE script once per argument list in *batch*, all in one pipeline (one round trip).
+        """Record the outcomes in *batch* (COMPLETE's arguments per job) in one script call, one round trip.
 
         Returns:
             Per job, whether its outcome was recorded; ``False`` when its caller no longer held it.
         """
-        script = self.scripts.complete
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for arguments in batch:
-                pipe.evalsha(script.sha, 0, *arguments)
-            results = await pipe.execute(raise_on_error=False)
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(result, NoScriptError):
-                raise result
-        unloaded = [
-            args for args, result in zip(batch, results, strict=True) if isinstance(result, NoScriptError)
-        ]
-        if unloaded:  # Redis restarted or its script cache was flushed: load the script, send those again
-            script.sha = await self.redis.script_load(script.script)
-            again = iter(await self.complete_many(unloaded))
-            return [next(again) if isinstance(result, NoScriptError) else bool(result) for result in results]
-        return [bool(result) for result in results]
+        arguments = [argument for job in batch for argument in job]
+        # EVALSHA, loading the script when Redis lost it (it restarted, or its script cache was flushed).
+        recorded: list[int] = await self.scripts.complete(args=arguments)
+        return [bool(outcome) for outcome in recorded]
 
     async def status(self, job_id: str) -> tuple[JobStatus, ResultRecord | None]:
         """Return where *job_id* stands and, once it finished, its result record."""

@@ -232,36 +232,49 @@ return out
 """
 )
 
-# ARGV: id, token, deliveries, queue, result record, keep_ms, failed (1/0), record id (the id the record
-# is kept under; differs from the id only for an id that is not text), then for the history: the final
-# state (succeeded, failed, aborted), the request type, the worker, a detail (the error type) and the
-# envelope to keep ("" for none). Stores
-# the result, forgets the job, lists it as failed (scored by when its record expires) when it failed, and
-# publishes the record to whoever awaits it. Returns 1, or 0 when the caller no longer holds the job: a
-# late outcome, dropped.
+# How many arguments one job's outcome takes in COMPLETE.
+COMPLETE_ARGS = 13
+
+# ARGV: per job, in groups of COMPLETE_ARGS: id, token, deliveries, queue, result record, keep_ms, failed
+# (1/0), record id (the id the record is kept under; differs from the id only for an id that is not
+# text), then for the history: the final state (succeeded, failed, aborted), the request type, the
+# worker, a detail (the error type) and the envelope to keep ("" for none). Per job: stores the result,
+# forgets the job, lists it as failed (scored by when its record expires) when it failed, and publishes
+# the record to whoever awaits it. Returns per job 1, or 0 when the caller no longer holds the job: a late
+# outcome, dropped. A worker's outcomes of one event-loop turn go in one call: the history's indexes and
+# counters then take one write per key for them all.
 COMPLETE = (
     _NOW
     + _FENCE
     + _RECORD
     + """
-local id, queue, record = ARGV[1], ARGV[4], ARGV[5]
-if not holds(id, ARGV[2], ARGV[3]) then return 0 end
-local keep = tonumber(ARGV[6])
-local record_id = ARGV[8]
-h_finished(record_id, queue, ARGV[9], ARGV[10], ARGV[3], ARGV[11], ARGV[12], ARGV[13])
-redis.call('SET', '{RESULT}' .. record_id, record, 'PX', keep)
-redis.call('DEL', '{JOB}' .. id, '{LEASE}' .. id, '{DELIVERIES}' .. id, '{ABORT_FLAG}' .. id)
-redis.call('ZREM', '{QUEUE}' .. queue, id)
-redis.call('ZREM', '{RUNNING}' .. queue, id)
-if ARGV[7] == '1' then
-  local failed = '{FAILED}' .. queue
-  redis.call('ZADD', failed, now + keep, record_id)
-  local expired = redis.call('ZRANGEBYSCORE', failed, '-inf', now, 'LIMIT', 0, 100)
-  if #expired > 0 then redis.call('ZREM', failed, unpack(expired)) end
+local out = {}
+for i = 1, #ARGV, {COMPLETE_ARGS} do
+  local id, queue, record = ARGV[i], ARGV[i + 3], ARGV[i + 4]
+  if holds(id, ARGV[i + 1], ARGV[i + 2]) then
+    local keep = tonumber(ARGV[i + 5])
+    local record_id = ARGV[i + 7]
+    h_finish_one(
+      record_id, queue, ARGV[i + 8], ARGV[i + 9], ARGV[i + 2], ARGV[i + 10], ARGV[i + 11], ARGV[i + 12])
+    redis.call('SET', '{RESULT}' .. record_id, record, 'PX', keep)
+    redis.call('DEL', '{JOB}' .. id, '{LEASE}' .. id, '{DELIVERIES}' .. id, '{ABORT_FLAG}' .. id)
+    redis.call('ZREM', '{QUEUE}' .. queue, id)
+    redis.call('ZREM', '{RUNNING}' .. queue, id)
+    if ARGV[i + 6] == '1' then
+      local failed = '{FAILED}' .. queue
+      redis.call('ZADD', failed, now + keep, record_id)
+      local expired = redis.call('ZRANGEBYSCORE', failed, '-inf', now, 'LIMIT', 0, 100)
+      if #expired > 0 then redis.call('ZREM', failed, unpack(expired)) end
+    end
+    redis.call('PUBLISH', '{DONE}' .. record_id, record)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
 end
-redis.call('PUBLISH', '{DONE}' .. record_id, record)
-return 1
-"""
+h_finish_flush()
+return out
+""".replace("{COMPLETE_ARGS}", str(COMPLETE_ARGS))
 )
 
 # ARGV: id, token, deliveries, queue, new body, delay_ms, lease_ms, what failed (for the history). Puts

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import subprocess
 import sys
@@ -171,6 +172,8 @@ def work_for(kind: type[Work]) -> Callable[..., Awaitable[int]]:
 
 def main() -> None:
     """Start a private redis-server, fill it, measure, print, stop it."""
+    # The failing jobs fail on purpose and the queues are spread on purpose: no log line per job.
+    logging.getLogger("arq_mediator").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--succeeded", type=int, default=100_000)
     parser.add_argument("--failed", type=int, default=10_000)

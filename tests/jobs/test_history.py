@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, JobHistory, Mediator, Request
-from arq_mediator._history import body_key, history_key, index_key, logs_key, steps_key
+from arq_mediator._history import STEPS_BYTES, body_key, history_key, index_key, logs_key, steps_key
 from arq_mediator.dashboard._model import JobState
 from arq_mediator.dashboard._store import RedisDashboardSource
 
@@ -185,7 +185,7 @@ async def test_old_jobs_past_the_cap_go_with_everything_kept_of_them(
 
 
 async def test_jobs_older_than_the_retention_are_trimmed(redis_url: str, redis: Redis, probe: Probe) -> None:
-    """A job finished longer ago than keep_jobs is unlisted by a later finish (or the store's counts)."""
+    """A job finished longer ago than keep_jobs is unlisted by a later finish, with all kept of it."""
     mediator = Mediator(redis=redis_url, history=JobHistory(keep_jobs=timedelta(milliseconds=200)))
     register(mediator)
     mediator.provide(probe)
@@ -194,12 +194,14 @@ async def test_jobs_older_than_the_retention_are_trimmed(redis_url: str, redis: 
         first = await mediator.enqueue(Work(n=1))
         await first.result(timeout=10)
 
-        async def first_is_gone() -> bool:
-            return (await store.counts()).succeeded == 0
+        async def first_is_gone() -> bool:  # a finish trims when it is its second's first
+            await (await mediator.enqueue(Work(n=2))).result(timeout=10)
+            page = await store.jobs(JobState.SUCCEEDED)
+            return first.id not in [row.id for row in page.items]
 
-        await eventually(first_is_gone, what="the first job trimmed")
+        await eventually(first_is_gone, interval=0.3, what="the first job trimmed")
         assert await store.job(first.id) is not None  # its result record is kept longer than its history
-    assert not await redis.exists(history_key(first.id))
+    assert not await redis.exists(history_key(first.id), steps_key(first.id), body_key(first.id))
 
 
 async def test_history_off_records_nothing_yet_jobs_run_and_show(
@@ -273,3 +275,31 @@ async def test_each_step_is_published_as_a_dashboard_event(mediator: Mediator) -
 
 async def _exists(redis: Redis, key: str) -> bool:
     return bool(await redis.exists(key))
+
+
+async def test_history_keys_of_another_type_cost_a_job_its_history_not_its_outcome(
+    mediator: Mediator, redis: Redis
+) -> None:
+    """A history key some other client gave another type is skipped; the job still runs and finishes."""
+    handle = await mediator.defer(Work(n=8), by=0.05, job_id="hostile")
+    await redis.delete(history_key("hostile"), steps_key("hostile"))
+    await redis.set(history_key("hostile"), "not a hash")
+    await redis.hset(steps_key("hostile"), "not", "a string")  # type: ignore[misc]
+    await redis.set(index_key("succeeded"), "not a sorted set")
+    async with running_worker(mediator, **FAST):
+        assert await handle.result(timeout=10) == 8
+
+
+async def test_a_long_history_keeps_its_first_step_and_its_latest(mediator: Mediator, redis: Redis) -> None:
+    """Past its bound, a job's steps drop the oldest lines but the first (enqueued)."""
+    store = RedisDashboardSource(mediator)
+    handle = await mediator.enqueue(Work(n=9))
+    await redis.append(steps_key(handle.id), "\n" + "\n".join(["1\tfiller\t\t\t"] * 1000))
+    async with running_worker(mediator, **FAST):
+        await handle.result(timeout=10)
+    assert await redis.strlen(steps_key(handle.id)) <= STEPS_BYTES
+    detail = await store.job(handle.id)
+    assert detail is not None
+    states = [step.state for step in detail.steps]
+    assert states[0] == "enqueued"
+    assert states[-2:] == ["started", "succeeded"]

@@ -4,7 +4,8 @@ A queue is a sorted set of job ids scored by when each is due; a queue's running
 workers hold, scored by lease deadline; the history's retrying set holds the ids waiting for a retry.
 A page reads, from each queue, as many of the newest entries as the page reaches, and merges them: the
 cost grows with the page's end and the number of queues, never with the backlog. Narrowed to a request
-type, a list reads at most *scan_limit* entries per queue, as these sets have no index per type.
+type, a list reads at most *scan_limit* entries over all queues (or the page's end from each), as these
+sets have no index per type.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class ActiveLists:
 
     Args:
         redis: The mediator's Redis client.
-        scan_limit: The most entries a list narrowed to a request type reads per queue.
+        scan_limit: The most entries a list narrowed to a request type reads, over all queues.
     """
 
     def __init__(self, redis: Redis, scan_limit: int) -> None:
@@ -50,7 +51,10 @@ class ActiveLists:
         due = state is JobState.ENQUEUED
         low, high = ("-inf", now) if due else (f"({now}", "+inf")
         excluded = set(running) if due else set(retrying)
-        wanted = self._scan_limit if request_type else offset + limit
+        # Narrowed to a type, the queues share the scan's budget (a page needs at least its own end).
+        wanted = (
+            max(self._scan_limit // max(len(queues), 1), offset + limit) if request_type else offset + limit
+        )
         async with self._redis.pipeline(transaction=False) as pipe:
             for queue in queues:
                 key = QUEUE_PREFIX + queue

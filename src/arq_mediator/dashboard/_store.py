@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +26,7 @@ from .._history import (
     steps_key,
 )
 from .._jobs import now_ms, status_of
-from .._keys import LEASE_PREFIX, QUEUE_PREFIX, RETRY_MARK, job_key, recurring_key, result_key
+from .._keys import LEASE_PREFIX, QUEUE_PREFIX, QUEUES_KEY, RETRY_MARK, job_key, recurring_key, result_key
 from .._scripts import render, with_history
 from ._active import ActiveLists
 from ._events import job_events
@@ -72,6 +73,8 @@ logger = logging.getLogger("arq_mediator.dashboard")
 
 # The longest job id the store looks up; anything longer is no id a job was given.
 MAX_ID_LENGTH = 1024
+# Seconds between two trims `counts` makes (for when no job finished lately to trim on its way).
+TRIM_EVERY = 10.0
 # The most rows one page holds.
 MAX_PAGE = 500
 # Jobs one bulk action handles per round trip, and in all per call.
@@ -116,12 +119,13 @@ class RedisDashboardSource:
             reads (those states have no index per type), so one such page stays bounded.
     """
 
-    def __init__(self, mediator: Mediator, *, scan_limit: int = 5000) -> None:
+    def __init__(self, mediator: Mediator, *, scan_limit: int = 2000) -> None:
         if scan_limit < 1:
             raise ValueError(f"scan_limit must be at least 1, got {scan_limit}")
         self._mediator = mediator
         self._scan_limit = scan_limit
         self._scripts: dict[int, tuple[Any, Any]] = {}
+        self._trimmed_at = -TRIM_EVERY
 
     @property
     def _jobs(self) -> JobClient:
@@ -145,24 +149,34 @@ class RedisDashboardSource:
 
     async def counts(self) -> StateCounts:
         """Return how many jobs are in each state now; finished states count what history retains."""
-        trim, _ = self._own_scripts()
-        await trim(args=[])
-        stats = await self._jobs.stats(self._mediator._known_queues())
+        await self._trim_now_and_then()
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(QUEUES_KEY)
             for state in FINISHED_STATES:
                 pipe.zcard(index_key(state))
             pipe.zcount(RETRYING_KEY, f"({now_ms()}", "+inf")
-            succeeded, failed, aborted, retrying = await pipe.execute()
-        totals = stats.totals
+            names, succeeded, failed, aborted, retrying = await pipe.execute()
+        queues = sorted(self._mediator._known_queues() | {text(name) for name in names})
+        counts: list[int] = await self._jobs.scripts.queue_stats(args=queues) if queues else []
+        ready, running, deferred = (sum(counts[offset::4]) for offset in range(3))
         return StateCounts(
-            enqueued=totals["ready"],
-            scheduled=max(totals["deferred"] - retrying, 0),
-            running=totals["running"],
+            enqueued=ready,
+            scheduled=max(deferred - retrying, 0),
+            running=running,
             retrying=retrying,
             succeeded=succeeded,
             failed=failed,
             aborted=aborted,
         )
+
+    async def _trim_now_and_then(self) -> None:
+        """Trim the finished-job indexes, at most every `TRIM_EVERY` seconds (jobs finishing trim too)."""
+        clock = time.monotonic()
+        if clock - self._trimmed_at < TRIM_EVERY:
+            return
+        self._trimmed_at = clock
+        trim, _ = self._own_scripts()
+        await trim(args=[])
 
     async def throughput(self, resolution: Resolution, points: int) -> list[ThroughputPoint]:
         """Return succeeded and failed counts for the last *points* intervals of *resolution*, oldest first.
@@ -490,7 +504,5 @@ class RedisDashboardSource:
         return job_events(self._redis, self._jobs.channels.events)
 
     async def _all_queues(self) -> set[str]:
-        """Return every queue known: the registry's, the ones jobs went to, the ones workers serve."""
-        workers = await self._jobs.workers()
-        served = {queue for worker in workers for queue in worker.queues}
-        return self._mediator._known_queues() | await self._jobs.queue_names() | served
+        """Return every queue a job can be on: the registry's and the ones jobs were enqueued on."""
+        return self._mediator._known_queues() | await self._jobs.queue_names()
