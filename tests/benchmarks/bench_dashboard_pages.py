@@ -75,15 +75,15 @@ async def measure(url: str, options: argparse.Namespace) -> None:
         failed_id = (await store.jobs(JobState.FAILED, offset=100, limit=1)).items[0].id
         succeeded_id = (await store.jobs(JobState.SUCCEEDED, offset=500, limit=1)).items[0].id
         middle = counts.succeeded // 2 // 50
-        kind = kinds[2].message_name
+        type_name = kinds[2].message_name
         pages = {
             "overview /": "/",
             "queues": "/queues",
             "jobs/succeeded page 1": "/jobs/succeeded",
             f"jobs/succeeded page {middle:,}": f"/jobs/succeeded?page={middle}",
             "jobs/succeeded by queue": f"/jobs/succeeded?queue={queues[7]}",
-            "jobs/succeeded by type": f"/jobs/succeeded?type={kind}",
-            "jobs/succeeded by queue and type": f"/jobs/succeeded?queue={queues[7]}&type={kind}",
+            "jobs/succeeded by type": f"/jobs/succeeded?type={type_name}",
+            "jobs/succeeded by queue and type": f"/jobs/succeeded?queue={queues[7]}&type={type_name}",
             "jobs/failed page 1": "/jobs/failed",
             "jobs/enqueued page 1": "/jobs/enqueued",
             "jobs/scheduled": "/jobs/scheduled",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from litestar.connection import ASGIConnection
@@ -15,7 +15,7 @@ from arq_mediator.dashboard._format import count, duration, iso, percent, pretty
 
 def connection_from(client: Any) -> ASGIConnection[Any, Any, Any, Any]:
     """Return a connection whose socket peer is *client* (as an ASGI server reports it)."""
-    return ASGIConnection(scope={"type": "http", "client": client, "headers": [], "path": "/"})  # type: ignore[typeddict-item]
+    return ASGIConnection(scope=cast("Any", {"type": "http", "client": client, "headers": [], "path": "/"}))
 
 
 @pytest.mark.parametrize(
