@@ -72,9 +72,12 @@ async def measure(url: str, options: argparse.Namespace) -> None:
             f"filled in {seconds:.0f} s: {counts.succeeded:,} succeeded, {counts.failed:,} failed, "
             f"{counts.enqueued:,} enqueued, over {len(queues)} queues and {len(kinds)} request types"
         )
-        failed_id = (await store.jobs(JobState.FAILED, offset=100, limit=1)).items[0].id
-        succeeded_id = (await store.jobs(JobState.SUCCEEDED, offset=500, limit=1)).items[0].id
-        middle = counts.succeeded // 2 // 50
+        failed_id = (
+            (await store.jobs(JobState.FAILED, offset=min(100, counts.failed - 1), limit=1)).items[0].id
+        )
+        deep = min(500, counts.succeeded - 1)
+        succeeded_id = (await store.jobs(JobState.SUCCEEDED, offset=deep, limit=1)).items[0].id
+        middle = max(counts.succeeded // 2 // 50, 1)
         type_name = kinds[2].message_name
         pages = {
             "overview /": "/",
