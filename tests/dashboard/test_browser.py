@@ -256,6 +256,22 @@ async def test_requeue_from_a_failed_jobs_page_runs_it_again(scene: Scene) -> No
     assert await scene.state_of(scene.failed.id) is JobState.SUCCEEDED
 
 
+async def test_trigger_now_runs_a_recurring_job(scene: Scene) -> None:
+    """"Trigger now" on the recurring page enqueues the job at once; the worker runs it to success."""
+    from selenium.webdriver.common.by import By
+
+    with chromium(scene.origin) as browser:
+        await browser.open("/recurring")
+        button = await browser.run(browser.driver.find_element, By.CSS_SELECTOR, "button.action.trigger")
+        await browser.run(button.click)
+        await browser.until(lambda _: "Enqueued as job" in browser.text("main"))
+        job_id = browser.text(".notice code")
+        assert job_id
+        await wait_until(lambda: _settled(scene.source, job_id, JobState.SUCCEEDED), "the triggered job")
+        await browser.screenshot("recurring-triggered")
+        _assert_clean(browser)
+
+
 async def test_read_only_hides_actions_and_refuses_a_forged_one(scene: Scene) -> None:
     """A read-only dashboard shows no buttons, and a POST made by hand in the page gets a 403 page."""
     async with serving(dashboard_app(scene.source, read_only=True)) as port:
