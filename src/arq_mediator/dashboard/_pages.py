@@ -14,7 +14,7 @@ from litestar.response import ServerSentEvent
 from ._charts import throughput_chart
 from ._live import stream
 from ._model import JobState
-from ._rendering import Dashboard
+from ._rendering import HISTORY_TTL, Dashboard
 
 PAGE_SIZE = 50
 MAX_PAGE = 100_000
@@ -84,8 +84,8 @@ async def overview(request: Request[Any, Any, Any], dashboard: NamedDependency[D
     counts, seconds, hours, days = await asyncio.gather(
         source.counts(),
         source.throughput("second", 120),
-        source.throughput("hour", 24),
-        source.throughput("day", 7),
+        dashboard.reused("hours", HISTORY_TTL, lambda: source.throughput("hour", 24)),
+        dashboard.reused("days", HISTORY_TTL, lambda: source.throughput("day", 7)),
     )
     return dashboard.render(
         request,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from litestar import Request, Response
@@ -16,6 +17,8 @@ from ._access import Authorize
 from ._format import FILTERS
 from ._live import EventHub
 from ._model import DashboardSource, JobState
+
+T = TypeVar("T")
 
 # Everything a page loads comes from the dashboard's own origin; nothing may frame it.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -41,6 +44,8 @@ SECURITY_HEADERS = {
 
 # Seconds the job lists' filter choices (queue names, request types) are reused before being read again.
 FILTERS_TTL = 10.0
+# Seconds the per-hour and per-day graphs are reused: their bars move slowly, and they cost the most.
+HISTORY_TTL = 30.0
 
 # What a person may do with jobs in each state, one job or all of a state (and queue) at once.
 ACTIONS: dict[JobState, tuple[str, ...]] = {
@@ -86,22 +91,32 @@ class Dashboard:
     jaeger_url: str | None = None
     hub: EventHub = field(init=False)
     templates: Environment = field(init=False, default_factory=_templates)
-    _filters: tuple[float, list[str], list[str]] | None = field(init=False, default=None)
+    _reused: dict[str, tuple[float, Any]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.hub = EventHub(self.source)
 
-    async def filter_options(self) -> tuple[list[str], list[str]]:
-        """Return the queue names and request types a job list can be filtered by.
+    async def reused(self, key: str, ttl: float, read: Callable[[], Awaitable[T]]) -> T:
+        """Return what *read* returned under *key* less than *ttl* seconds ago, or read it again.
 
-        Read at most every FILTERS_TTL seconds: the choices change rarely, and a job list then costs one
-        range query rather than three.
+        For what changes slowly and costs the most to read: the job lists' filter choices, and the
+        per-hour and per-day graphs (the live per-second graph and the counts are always read).
         """
         now = time.monotonic()
-        if self._filters is None or now - self._filters[0] > FILTERS_TTL:
+        held = self._reused.get(key)
+        if held is None or now - held[0] > ttl:
+            held = self._reused[key] = (now, await read())
+        value: T = held[1]
+        return value
+
+    async def filter_options(self) -> tuple[list[str], list[str]]:
+        """Return the queue names and request types a job list can be filtered by."""
+
+        async def read() -> tuple[list[str], list[str]]:
             queues, types = await asyncio.gather(self.source.queues(), self.source.request_types())
-            self._filters = (now, [queue.name for queue in queues], types)
-        return self._filters[1], self._filters[2]
+            return [queue.name for queue in queues], types
+
+        return await self.reused("filters", FILTERS_TTL, read)
 
     def trace_link(self, trace_id: str | None) -> str | None:
         """Return the Jaeger URL of *trace_id* when a Jaeger URL is configured."""
