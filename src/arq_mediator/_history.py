@@ -1,22 +1,23 @@
 """Job history: what the engine records of each job's life, for the dashboard, in bounded Redis memory.
 
 Every record is written by the scripts that change a job's state (`_scripts`), inside the same atomic
-call, so recording costs no round trip of its own. Per job a small hash (``arqm:history:job:<id>``) holds
-its facts, a string its steps (appended to, never read, by the scripts) and another its envelope once it
-finished; finished jobs are indexed by state, newest first, in sorted sets (also per queue, per request
-type and per both); counters per second and minute feed the throughput graphs. The scripts trim the
-indexes as they add to them (a bounded number of entries per call, on one finish in 16): entries older
-than `JobHistory.keep_jobs`, or past `JobHistory.max_jobs` per state, go with everything kept of their
-job. Every call to Redis inside a script costs microseconds on the hot path, so each state change makes
-as few as it can: one write per key it touches, never a read of what it appends to.
-The hash's values stay short, so Redis keeps it in its compact encoding.
+call, so recording costs no round trip of its own. Per job a hash (``arqm:history:job:<id>``) of short
+values (Redis keeps it compact) holds its facts; a list holds its steps and, once it finished, its
+envelope (appended to, never read, by the scripts). Finished jobs are indexed by state, newest first, in
+sorted sets (also per queue, per request type and per both); counters per second and minute feed the
+throughput graphs. The scripts trim the indexes as they add to them (a bounded number of entries per
+call, on the first finish of each second and one in 16): entries older than `JobHistory.keep_jobs`, or
+past `JobHistory.max_jobs` per state, go with everything kept of their job. Every call to Redis inside a
+script costs microseconds on the hot path, so each state change makes as few as it can: one write per
+key it touches, never a read of what it appends to, and a worker's outcomes of one turn share one write
+per index, counter and event message.
 
 Layout (all under ``arqm:history:``)::
 
     job:<id>                 hash: type, queue, state, enqueued, started, finished, tries, worker,
                              parent, progress
-    steps:<id>               string: one line a step
-    body:<id>                string: the envelope (the request payload) of a finished job, when small
+    steps:<id>               list: one line a step, then for a finished job its envelope (when
+                             small) on a line that starts with a record separator (``\\x1e``)
     logs:<id>                list: the handler's last log lines, JSON each
     index:<state>            sorted set of finished ids (succeeded, failed, aborted) scored by finish ms
     index:<state>:queue:<q>  the same per queue; ``:type:<t>`` per request type; ``:both:<len q>:<q>:<t>``
@@ -26,8 +27,9 @@ Layout (all under ``arqm:history:``)::
     count:minute:<hour>      hash of per-minute counters, kept `JobHistory.keep_counters` (hours and
                              days are their sums)
 
-A step line is ``<ms>\\t<state>\\t<try>\\t<worker>\\t<detail>``. State changes are also published, as
-``<state>\\t<queue>\\t<id>``, on the database's events channel (`Channels.events`).
+A step line is ``<ms>\\t<state>\\t<try>\\t<worker>\\t<detail>``. State changes are also published on the
+database's events channel (`Channels.events`): each script call's changes in one message, a line
+``<state>\\t<queue>\\t<id>`` each.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ TYPES_KEY = HISTORY_PREFIX + "types"
 FINISHED_STATES = ("succeeded", "failed", "aborted")
 # How many index entries one script call trims at most, so no call's work grows with the backlog.
 TRIM_BATCH = 100
-# How many bytes of step lines one job keeps; past that the oldest (but the first) go.
-STEPS_BYTES = 2048
+# How many step lines one job keeps; past that the oldest (but the first) go.
+MAX_STEPS = 64
 
 
 def history_key(job_id: str) -> str:
@@ -56,11 +58,6 @@ def history_key(job_id: str) -> str:
 def steps_key(job_id: str) -> str:
     """Return the string holding the step lines of *job_id*."""
     return HISTORY_PREFIX + "steps:" + job_id
-
-
-def body_key(job_id: str) -> str:
-    """Return the string holding the envelope a finished *job_id* kept."""
-    return HISTORY_PREFIX + "body:" + job_id
 
 
 def logs_key(job_id: str) -> str:
@@ -137,24 +134,34 @@ local function w(...)
   if type(reply) == 'table' and reply.err then return nil end
   return reply
 end
+-- State changes of this call, published as one message (a line each) by h_publish_pending at its end.
+local h_events = {}
 local function h_publish(state, queue, id)
-  w('PUBLISH', '{EVENTS}', state .. '\\t' .. queue .. '\\t' .. id)
+  h_events[#h_events + 1] = state .. '\\t' .. queue .. '\\t' .. id
 end
-local function h_line(state, try, worker, detail)
-  return now .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
+local function h_publish_pending()
+  if #h_events > 0 then w('PUBLISH', '{EVENTS}', table.concat(h_events, '\\n')) end
+  h_events = {}
 end
--- Appends one step line. A key this creates (its job's history expired, or was never written) gets the
--- history's lifetime; past STEPS_BYTES the oldest lines (but the first) go.
-local function h_step(id, state, try, worker, detail)
+local function h_line(state, try, worker, detail, at)
+  return (at or now) .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
+end
+-- Adds one step line, after the line of the try's start (on *started_by*, the worker) when *started*
+-- (ms) is given, and before *after* (the kept envelope's line): a try's start is written with its
+-- outcome, so a claim costs no write here. A list this creates (its job's history expired, or was never
+-- written) gets the history's lifetime; past MAX_STEPS lines the oldest, but the first, go.
+local function h_step(id, state, try, worker, detail, started, started_by, after)
   local key = H .. 'steps:' .. id
-  local line = '\\n' .. h_line(state, try, worker, detail)
-  local size = w('APPEND', key, line) or 0
-  if size == #line then w('PEXPIRE', key, {ORPHAN_MS}) end
-  if size > {STEPS_BYTES} then
-    local steps = w('GET', key) or ''
-    local first = string.find(steps, '\\n', 2, true) or #steps
-    local cut = string.find(steps, '\\n', #steps - {STEPS_BYTES} / 2, true) or #steps
-    w('SET', key, string.sub(steps, 1, first - 1) .. string.sub(steps, cut), 'KEEPTTL')
+  local lines = {}
+  if started and started ~= '' then lines[1] = h_line('started', try, started_by or worker, '', started) end
+  lines[#lines + 1] = h_line(state, try, worker, detail)
+  if after then lines[#lines + 1] = after end
+  local size = w('RPUSH', key, unpack(lines)) or 0
+  if size == #lines then w('PEXPIRE', key, {ORPHAN_MS}) end
+  if size > {MAX_STEPS} then
+    local first = w('LINDEX', key, 0)
+    w('LTRIM', key, -{MAX_STEPS} / 2, -1)
+    if first then w('LPUSH', key, first) end
   end
 end
 -- Sets fields of a job's hash; a hash this creates (all its fields new) gets the history's lifetime.
@@ -182,7 +189,7 @@ local function h_unindex(id)
 end
 local function h_forget(id)
   h_unindex(id)
-  w('DEL', H .. 'job:' .. id, H .. 'steps:' .. id, H .. 'body:' .. id, H .. 'logs:' .. id)
+  w('DEL', H .. 'job:' .. id, H .. 'steps:' .. id, H .. 'logs:' .. id)
 end
 -- Drops the oldest entries of a sorted set scored below *cutoff* or past *cap*, a bounded number a call;
 -- returns them.
@@ -214,17 +221,17 @@ local function h_enqueued(id, queue, kind, parent, delay)
   local lifetime = {ORPHAN_MS} + tonumber(delay)
   w('HSET', key, unpack(fields))
   w('PEXPIRE', key, lifetime)
-  w('SET', H .. 'steps:' .. id, h_line(state, '', '', detail), 'PX', lifetime)
+  w('RPUSH', H .. 'steps:' .. id, h_line(state, '', '', detail))
+  w('PEXPIRE', H .. 'steps:' .. id, lifetime)
   h_publish(state, queue, id)
 end
 local function h_started(id, queue, try, worker)
   h_set(id, {'state', 'running', 'started', now, 'tries', try, 'worker', worker})
-  h_step(id, 'started', try, worker, '')
   h_publish('running', queue, id)
 end
-local function h_retrying(id, queue, try, due, detail)
+local function h_retrying(id, queue, try, due, detail, started, worker)
   h_set(id, {'state', 'retrying'})
-  h_step(id, 'retrying', try, '', due .. '\\t' .. detail)
+  h_step(id, 'retrying', try, '', due .. '\\t' .. detail, started, worker)
   -- Entries whose retry came due are stale (the job was claimed since): a few go with each new one.
   h_oldest(H .. 'retrying', now, {MAX_JOBS})
   w('ZADD', H .. 'retrying', due, id)
@@ -238,7 +245,6 @@ end
 local function h_requeued(id, queue)
   h_unindex(id)
   h_set(id, {'state', 'enqueued', 'queue', queue})
-  w('DEL', H .. 'body:' .. id)
   h_step(id, 'requeued', '', '', '')
   h_publish('enqueued', queue, id)
 end
@@ -247,7 +253,7 @@ local h_pending, h_counts = {}, {}
 -- *kind* is the request type ('' when unknown: the history's is used), *body* the envelope to keep
 -- ('' for none). The job's hash and steps keep the lifetime they got when it was enqueued: the index
 -- trim, not their expiry, is what ends a finished job's history.
-local function h_finish_one(id, queue, state, kind, try, worker, detail, body)
+local function h_finish_one(id, queue, state, kind, try, worker, detail, body, started)
   local fields = {'state', state, 'finished', now, 'queue', queue}
   if kind == '' then
     kind = w('HGET', H .. 'job:' .. id, 'type')
@@ -260,10 +266,13 @@ local function h_finish_one(id, queue, state, kind, try, worker, detail, body)
     for _, value in ipairs({'worker', worker, 'tries', try}) do fields[#fields + 1] = value end
   end
   h_set(id, fields)
-  h_step(id, state, try, worker, detail)
+  -- The envelope goes after the last step, on a line of its own marked by a record separator, so it
+  -- costs no call and no key of its own, and the hash stays compact.
+  local kept = nil
   if body ~= '' and #body <= {MAX_PAYLOAD_BYTES} then
-    w('SET', H .. 'body:' .. id, body, 'PX', {ORPHAN_MS})
+    kept = '\\30' .. body
   end
+  h_step(id, state, try, worker, detail, started, worker, kept)
   for _, index in ipairs(h_index_keys(state, queue, kind)) do
     local members = h_pending[index]
     if not members then members = {}; h_pending[index] = members end
@@ -296,9 +305,10 @@ local function h_finish_flush()
   end
   h_pending, h_counts = {}, {}
 end
-local function h_finished(id, queue, state, kind, try, worker, detail, body)
-  h_finish_one(id, queue, state, kind, try, worker, detail, body)
+local function h_finished(id, queue, state, kind, try, worker, detail, body, started)
+  h_finish_one(id, queue, state, kind, try, worker, detail, body, started)
   h_finish_flush()
+  h_publish_pending()
 end
 """
 
@@ -308,19 +318,13 @@ local function h_unindex(id) end
 local function h_forget(id) end
 local function h_enqueued(id, queue, kind, parent, delay) end
 local function h_started(id, queue, try, worker) end
-local function h_retrying(id, queue, try, due, detail) end
+local function h_retrying(id, queue, try, due, detail, started, worker) end
 local function h_released(id, queue) end
 local function h_requeued(id, queue) end
-local function h_requeued(id, queue)
-  h_unindex(id)
-  local key = H .. 'job:' .. id
-  redis.call('HSET', key, 'state', 'enqueued', 'queue', queue)
-  h_step(key, 'requeued', '', '', '')
-  h_publish('enqueued', queue, id)
-end
-local function h_finished(id, queue, state, kind, try, worker, detail, body) end
-local function h_finish_one(id, queue, state, kind, try, worker, detail, body) end
+local function h_finished(id, queue, state, kind, try, worker, detail, body, started) end
+local function h_finish_one(id, queue, state, kind, try, worker, detail, body, started) end
 local function h_finish_flush() end
+local function h_publish_pending() end
 """
 
 
@@ -331,7 +335,7 @@ def recording_lua(history: JobHistory | None, events_channel: str) -> str:
     constants = {
         "HISTORY": HISTORY_PREFIX,
         "EVENTS": events_channel,
-        "STEPS_BYTES": str(STEPS_BYTES),
+        "MAX_STEPS": str(MAX_STEPS),
         "TRIM_BATCH": str(TRIM_BATCH),
         "KEEP_JOBS_MS": str(history.keep_jobs_ms),
         # A job's hash outlives its listing, so the trim that unlists it can still read where it was listed.

@@ -234,7 +234,7 @@ class JobClient:
         try:
             async with asyncio.timeout(_DESCRIBE_WITHIN):  # the caller's time is up already
                 state, body = await self.scripts.status(args=[job_id])
-                envelope = _envelope_of(body) if state != b"finished" else None
+                envelope = envelope_of(body) if state != b"finished" else None
                 queue = envelope.queue if envelope else ""
                 served = {q for worker in await self.workers() for q in worker.queues}
         except (RedisError, OSError, TimeoutError) as error:
@@ -271,7 +271,7 @@ class JobClient:
         """
         while True:
             body = await self.redis.get(job_key(job_id))
-            envelope = _envelope_of(body)
+            envelope = envelope_of(body)
             queue = envelope.queue if envelope else ""
             # An unreadable body (a legacy pickled arq job) names no queue: look for it in every queue,
             # those arq-mediator never enqueued on included (a rare case: a scan is affordable here).
@@ -371,7 +371,7 @@ def _worker_state(raw: bytes) -> WorkerState | None:
         return None
 
 
-def _envelope_of(body: bytes | None) -> JobEnvelope | None:
+def envelope_of(body: bytes | None) -> JobEnvelope | None:
     """Return the envelope a job body holds, or ``None`` when there is none or it cannot be read."""
     if not body:
         return None

@@ -45,6 +45,8 @@ class Outcomes:
     ) -> None:
         self._client = client
         self._worker = worker
+        # The name as the history's step lines carry it: tabs and line breaks separate their fields.
+        self._worker_field = " ".join(worker.split())
         self._lease_ms = int(lease * 1000)
         self._history_bytes = client.history.max_payload_bytes if client.history is not None else -1
         self._give_up = give_up_after
@@ -72,9 +74,10 @@ class Outcomes:
             record.id,
             state,
             record.type,
-            self._worker,
+            self._worker_field,
             error_type,
             claim.body if keep_body else b"",
+            claim.claimed_at,
         ]
         done = asyncio.get_running_loop().create_future()
         self._pending.append((arguments, done))
@@ -98,7 +101,16 @@ class Outcomes:
         *reason* (the error type) goes to the job's history.
         """
         claim.settling = True
-        arguments = [*claim.fence(), claim.queue, body, delay_ms, self._lease_ms, reason]
+        arguments = [
+            *claim.fence(),
+            claim.queue,
+            body,
+            delay_ms,
+            self._lease_ms,
+            reason,
+            claim.claimed_at,
+            self._worker_field,
+        ]
         outcome = await self._persist(lambda: self._client.scripts.retry(args=arguments))
         if outcome == NOT_HELD:
             self._dropped(claim, "its retry")

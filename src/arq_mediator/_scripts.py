@@ -99,6 +99,7 @@ local function wake_touched()
     redis.call('SADD', '{QUEUES}', queue)
     redis.call('PUBLISH', '{WAKE}' .. queue, score)
   end
+  h_publish_pending()
 end
 """
 
@@ -228,17 +229,19 @@ for qi = 7, last_queue do
 end
 out[2] = next_due
 out[3] = table.concat(bad_queues, '\\n')
+h_publish_pending()
 return out
 """
 )
 
 # How many arguments one job's outcome takes in COMPLETE.
-COMPLETE_ARGS = 13
+COMPLETE_ARGS = 14
 
 # ARGV: per job, in groups of COMPLETE_ARGS: id, token, deliveries, queue, result record, keep_ms, failed
 # (1/0), record id (the id the record is kept under; differs from the id only for an id that is not
 # text), then for the history: the final state (succeeded, failed, aborted), the request type, the
-# worker, a detail (the error type) and the envelope to keep ("" for none). Per job: stores the result,
+# worker, a detail (the error type), the envelope to keep ("" for none) and when (ms, server time) the
+# try was claimed. Per job: stores the result,
 # forgets the job, lists it as failed (scored by when its record expires) when it failed, and publishes
 # the record to whoever awaits it. Returns per job 1, or 0 when the caller no longer holds the job: a late
 # outcome, dropped. A worker's outcomes of one event-loop turn go in one call: the history's indexes and
@@ -254,8 +257,8 @@ for i = 1, #ARGV, {COMPLETE_ARGS} do
   if holds(id, ARGV[i + 1], ARGV[i + 2]) then
     local keep = tonumber(ARGV[i + 5])
     local record_id = ARGV[i + 7]
-    h_finish_one(
-      record_id, queue, ARGV[i + 8], ARGV[i + 9], ARGV[i + 2], ARGV[i + 10], ARGV[i + 11], ARGV[i + 12])
+    h_finish_one(record_id, queue, ARGV[i + 8], ARGV[i + 9], ARGV[i + 2], ARGV[i + 10], ARGV[i + 11],
+      ARGV[i + 12], ARGV[i + 13])
     redis.call('SET', '{RESULT}' .. record_id, record, 'PX', keep)
     redis.call('DEL', '{JOB}' .. id, '{LEASE}' .. id, '{DELIVERIES}' .. id, '{ABORT_FLAG}' .. id)
     redis.call('ZREM', '{QUEUE}' .. queue, id)
@@ -273,11 +276,13 @@ for i = 1, #ARGV, {COMPLETE_ARGS} do
   end
 end
 h_finish_flush()
+h_publish_pending()
 return out
 """.replace("{COMPLETE_ARGS}", str(COMPLETE_ARGS))
 )
 
-# ARGV: id, token, deliveries, queue, new body, delay_ms, lease_ms, what failed (for the history). Puts
+# ARGV: id, token, deliveries, queue, new body, delay_ms, lease_ms, then for the history what failed, when
+# (ms, server time) the try was claimed and by which worker. Puts
 # a failed try back for a later try. The lease becomes the retry mark: no worker holds the job, a claim
 # may take it once it is due, and a heartbeat already on its way cannot take it back. Returns 1, 0 when
 # the caller no longer holds the job, 2 when the job was asked to abort (the caller then records it
@@ -295,7 +300,8 @@ redis.call('SET', '{JOB}' .. id, ARGV[5])
 redis.call('ZADD', '{QUEUE}' .. queue, due, id)
 redis.call('ZREM', '{RUNNING}' .. queue, id)
 redis.call('SET', '{LEASE}' .. id, '{RETRY_MARK}', 'PX', tonumber(ARGV[6]) + tonumber(ARGV[7]))
-h_retrying(id, queue, ARGV[3], due, ARGV[8])
+h_retrying(id, queue, ARGV[3], due, ARGV[8], ARGV[9], ARGV[10])
+h_publish_pending()
 redis.call('PUBLISH', '{WAKE}' .. queue, due)
 return 1
 """
@@ -322,6 +328,7 @@ else
   redis.call('DEL', '{LEASE}' .. id)
 end
 h_released(id, queue)
+h_publish_pending()
 redis.call('PUBLISH', '{WAKE}' .. queue, now + delay)
 return 1
 """
@@ -433,6 +440,7 @@ redis.call('ZADD', '{QUEUE}' .. queue, now, id)
 redis.call('DEL', '{RESULT}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id, '{ABORT_FLAG}' .. id)
 redis.call('ZREM', '{FAILED}' .. queue, id)
 h_requeued(id, queue)
+h_publish_pending()
 redis.call('PUBLISH', '{WAKE}' .. queue, now)
 return 1
 """

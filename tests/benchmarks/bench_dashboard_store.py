@@ -15,15 +15,11 @@ import argparse
 import asyncio
 import logging
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -32,7 +28,7 @@ if str(ROOT) not in sys.path:
 from arq_mediator import Mediator, Request, Worker, WorkerSettings  # noqa: E402
 from arq_mediator.dashboard._model import JobState  # noqa: E402
 from arq_mediator.dashboard._store import RedisDashboardSource  # noqa: E402
-from tests.processes import free_port  # noqa: E402
+from tests.benchmarks.private_redis import private_redis_server  # noqa: E402
 
 TARGET_MS = 100.0
 TYPES = 5
@@ -181,38 +177,8 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=50)
     options = parser.parse_args()
-    port = free_port()
-    with tempfile.TemporaryDirectory() as directory:
-        command = [
-            "redis-server",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            directory,
-        ]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            asyncio.run(_when_ready(url))
-            asyncio.run(measure(url, options))
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
-
-
-async def _when_ready(url: str) -> None:
-    client: Redis = Redis.from_url(url)
-    for _ in range(100):
-        try:
-            await client.ping()
-            break
-        except Exception:  # refused while the server starts
-            await asyncio.sleep(0.05)
-    await client.aclose()
+    with private_redis_server() as url:
+        asyncio.run(measure(url, options))
 
 
 if __name__ == "__main__":

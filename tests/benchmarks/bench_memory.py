@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from arq.connections import RedisSettings, create_pool
@@ -30,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 from arq_mediator import JobHistory, Mediator, Request, Worker, WorkerSettings  # noqa: E402
 from arq_mediator._keys import RESULT_PREFIX  # noqa: E402
-from tests.processes import free_port  # noqa: E402
+from tests.benchmarks.private_redis import private_redis_server  # noqa: E402
 
 
 class Noop(Request[None]):
@@ -136,41 +134,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     options = parser.parse_args()
-    port = free_port()
-    with tempfile.TemporaryDirectory() as directory:
-        command = [
-            "redis-server",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            directory,
-        ]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            asyncio.run(_when_ready(url))
-            figures = asyncio.run(measure(url, options.jobs))
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    with private_redis_server() as url:
+        figures = asyncio.run(measure(url, options.jobs))
     print(f"Redis memory per job, {options.jobs:,} jobs (used_memory growth / jobs)")
     for label, value in figures.items():
         print(f"  {label:44} {value:8.0f} B")
-
-
-async def _when_ready(url: str) -> None:
-    client: Redis = Redis.from_url(url)
-    for _ in range(100):
-        try:
-            await client.ping()
-            break
-        except Exception:  # refused while the server starts
-            await asyncio.sleep(0.05)
-    await client.aclose()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, JobHistory, Mediator, Request
-from arq_mediator._history import STEPS_BYTES, body_key, history_key, index_key, logs_key, steps_key
+from arq_mediator._history import MAX_STEPS, history_key, index_key, logs_key, steps_key
 from arq_mediator.dashboard._model import JobState
 from arq_mediator.dashboard._store import RedisDashboardSource
 
@@ -181,7 +181,7 @@ async def test_old_jobs_past_the_cap_go_with_everything_kept_of_them(
     assert await redis.zcard(index_key("succeeded", "default")) == 2
     assert await redis.zcard(index_key("succeeded", "default", Work.message_name)) == 2
     for old in ids[:2]:
-        assert not await redis.exists(history_key(old), logs_key(old), steps_key(old), body_key(old))
+        assert not await redis.exists(history_key(old), logs_key(old), steps_key(old))
 
 
 async def test_jobs_older_than_the_retention_are_trimmed(redis_url: str, redis: Redis, probe: Probe) -> None:
@@ -201,7 +201,7 @@ async def test_jobs_older_than_the_retention_are_trimmed(redis_url: str, redis: 
 
         await eventually(first_is_gone, interval=0.3, what="the first job trimmed")
         assert await store.job(first.id) is not None  # its result record is kept longer than its history
-    assert not await redis.exists(history_key(first.id), steps_key(first.id), body_key(first.id))
+    assert not await redis.exists(history_key(first.id), steps_key(first.id))
 
 
 async def test_history_off_records_nothing_yet_jobs_run_and_show(
@@ -294,12 +294,44 @@ async def test_a_long_history_keeps_its_first_step_and_its_latest(mediator: Medi
     """Past its bound, a job's steps drop the oldest lines but the first (enqueued)."""
     store = RedisDashboardSource(mediator)
     handle = await mediator.enqueue(Work(n=9))
-    await redis.append(steps_key(handle.id), "\n" + "\n".join(["1\tfiller\t\t\t"] * 1000))
+    await redis.rpush(steps_key(handle.id), *["1\tfiller\t\t\t"] * 1000)  # type: ignore[misc]
     async with running_worker(mediator, **FAST):
         await handle.result(timeout=10)
-    assert await redis.strlen(steps_key(handle.id)) <= STEPS_BYTES
+    assert await redis.llen(steps_key(handle.id)) <= MAX_STEPS  # type: ignore[misc]
     detail = await store.job(handle.id)
     assert detail is not None
     states = [step.state for step in detail.steps]
     assert states[0] == "enqueued"
     assert states[-2:] == ["started", "succeeded"]
+
+
+async def test_with_history_off_every_script_still_runs(redis_url: str, probe: Probe) -> None:
+    """History off, a failed job is requeued, aborted and retried through every script without error."""
+    mediator = Mediator(redis=redis_url, history=None)
+    register(mediator)
+    mediator.provide(probe)
+    async with mediator, running_worker(mediator, **FAST):
+        failing = await mediator.enqueue(Work(n=1, fail_always=True))
+        with pytest.raises(JobFailedError):
+            await failing.result(timeout=10)
+        requeued = await mediator.requeue(failing.id)
+        assert requeued.enqueued
+        with pytest.raises(JobFailedError):
+            await requeued.result(timeout=10)
+        later = await mediator.defer(Work(n=2), by=600)
+        assert await later.abort()
+
+
+async def test_a_running_job_shows_its_start(mediator: Mediator, probe: Probe) -> None:
+    """While a job runs, its page shows the try's start and worker (written to its steps when it ends)."""
+    store = RedisDashboardSource(mediator)
+    async with running_worker(mediator, name="w-2", **FAST):
+        handle = await mediator.enqueue(Parent())
+        detail = await polled(
+            lambda: store.job(handle.id),
+            lambda found: found is not None and found.summary.state is JobState.RUNNING,
+            what="the parent running",
+        )
+        await handle.result(timeout=10)
+    assert detail is not None
+    assert [(step.state, step.try_number, step.worker) for step in detail.steps][-1] == ("started", 1, "w-2")

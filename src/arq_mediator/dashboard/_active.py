@@ -14,10 +14,10 @@ import heapq
 from typing import TYPE_CHECKING, Any
 
 from .._history import RETRYING_KEY, history_key
-from .._jobs import now_ms
+from .._jobs import envelope_of, now_ms
 from .._keys import QUEUE_PREFIX, RUNNING_PREFIX, job_key
 from ._model import JobState
-from ._records import envelope_of, text
+from ._records import text
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

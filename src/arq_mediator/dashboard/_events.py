@@ -41,19 +41,24 @@ async def job_events(redis: Redis, channel: str) -> AsyncIterator[DashboardEvent
                 with contextlib.suppress(Exception):
                     await pubsub.reset()
                 continue
-            event = event_of(message)
-            if event is not None:
+            for event in events_of(message):
                 yield event
     finally:
         with contextlib.suppress(Exception):
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-def event_of(message: dict[str, Any] | None) -> DashboardEvent | None:
-    """Read a message of the events channel (``<state>\\t<queue>\\t<id>``); ``None`` when it is none."""
+def events_of(message: dict[str, Any] | None) -> list[DashboardEvent]:
+    """Read a message of the events channel: a line ``<state>\\t<queue>\\t<id>`` per change.
+
+    What is not such a line (another client's message on the channel) is left out.
+    """
     if message is None or message.get("type") != "message":
-        return None
-    fields = text(message.get("data")).split("\t", 2)
-    if len(fields) != 3 or fields[0] not in _STATES:
-        return None
-    return DashboardEvent(kind="job", job_id=fields[2], state=_STATES[fields[0]], queue=fields[1] or None)
+        return []
+    events = []
+    for line in text(message.get("data")).split("\n"):
+        fields = line.split("\t", 2)
+        if len(fields) == 3 and fields[0] in _STATES:
+            state = _STATES[fields[0]]
+            events.append(DashboardEvent(kind="job", job_id=fields[2], state=state, queue=fields[1] or None))
+    return events

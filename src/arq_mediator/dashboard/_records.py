@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._envelope import JobEnvelope, ResultRecord
+from .._jobs import envelope_of
 from ._model import JobState, JobStep, JobSummary, LogLine
 
 # The fields of a job's history hash a list row needs.
@@ -52,16 +53,6 @@ def state_of(value: Any, fallback: JobState) -> JobState:
     return _STATES.get(text(value), fallback)
 
 
-def envelope_of(body: Any) -> JobEnvelope | None:
-    """Return the envelope a job body holds, or ``None``."""
-    if not body:
-        return None
-    try:
-        return JobEnvelope.model_validate_json(body)
-    except ValidationError:
-        return None
-
-
 def summary_of(
     job_id: str, facts: list[Any], state: JobState, envelope: JobEnvelope | None = None
 ) -> JobSummary:
@@ -85,10 +76,22 @@ def summary_of(
     )
 
 
-def steps_of(raw: Any) -> list[JobStep]:
-    """Return the steps of a job's history, oldest first."""
+# What starts the line of a finished job's envelope among its steps.
+ENVELOPE_MARK = "\x1e"
+
+
+def kept_envelope_of(raw_steps: list[Any]) -> JobEnvelope | None:
+    """Return the envelope a finished job's steps kept (the last one, for a job that ran again)."""
+    lines = [line for line in map(text, raw_steps) if line.startswith(ENVELOPE_MARK)]
+    return envelope_of(lines[-1][1:].encode()) if lines else None
+
+
+def steps_of(raw_steps: list[Any]) -> list[JobStep]:
+    """Return the steps of a job's history (its step lines), oldest first."""
     steps = []
-    for line in text(raw).split("\n"):
+    for line in map(text, raw_steps):
+        if line.startswith(ENVELOPE_MARK):
+            continue
         fields = line.split("\t", 4)
         if len(fields) < 5 or (at := moment(fields[0])) is None:
             continue

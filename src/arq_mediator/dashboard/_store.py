@@ -19,13 +19,12 @@ from .._history import (
     FINISHED_STATES,
     RETRYING_KEY,
     TYPES_KEY,
-    body_key,
     history_key,
     index_key,
     logs_key,
     steps_key,
 )
-from .._jobs import now_ms, status_of
+from .._jobs import envelope_of, now_ms, status_of
 from .._keys import LEASE_PREFIX, QUEUE_PREFIX, QUEUES_KEY, RETRY_MARK, job_key, recurring_key, result_key
 from .._scripts import render, with_history
 from ._active import ActiveLists
@@ -34,6 +33,7 @@ from ._model import (
     DashboardEvent,
     JobDetail,
     JobState,
+    JobStep,
     JobSummary,
     Page,
     QueueSummary,
@@ -46,7 +46,7 @@ from ._model import (
 from ._records import (
     RAW_LIMIT,
     SUMMARY_FIELDS,
-    envelope_of,
+    kept_envelope_of,
     logs_of,
     moment,
     progress_of,
@@ -281,19 +281,22 @@ class RedisDashboardSource:
             pipe.get(result_key(job_id))
             pipe.get(LEASE_PREFIX + job_id)
             pipe.lrange(logs_key(job_id), 0, -1)
-            pipe.get(steps_key(job_id))
-            pipe.get(body_key(job_id))
-            raw_facts, body, raw_record, lease, log_lines, raw_steps, kept = await pipe.execute()
+            pipe.lrange(steps_key(job_id), 0, -1)
+            raw_facts, body, raw_record, lease, log_lines, raw_steps = await pipe.execute()
         facts = {text(name): value for name, value in raw_facts.items()}
         record = record_of(raw_record)
         if not facts and body is None and record is None:
             return None
-        envelope = envelope_of(body) or (record.job if record else None) or envelope_of(kept)
+        envelope = envelope_of(body) or (record.job if record else None) or kept_envelope_of(raw_steps)
         state = await self._state_of(job_id, facts, body, envelope, record, lease)
         summary = summary_of(job_id, [facts.get(name) for name in SUMMARY_FIELDS], state, envelope)
         if record is not None:
             summary = with_record(summary, record)
         steps = steps_of(raw_steps)
+        if (
+            state is JobState.RUNNING and summary.started_at is not None
+        ):  # a try's start is written at its end
+            steps.append(JobStep(summary.started_at, "started", summary.tries or None, summary.worker))
         wait, run = wait_and_run(steps, summary)
         error = record.error if record is not None else None
         parent = text(facts.get("parent")) or (envelope.meta.get("parent", "") if envelope else "")
@@ -424,12 +427,12 @@ class RedisDashboardSource:
         """Return the envelope a finished job's result record or history kept."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(result_key(job_id))
-            pipe.get(body_key(job_id))
-            raw_record, body = await pipe.execute()
+            pipe.lrange(steps_key(job_id), 0, -1)
+            raw_record, raw_steps = await pipe.execute()
         record = record_of(raw_record)
         if record is not None and record.job is not None:
             return record.job
-        return envelope_of(body)
+        return kept_envelope_of(raw_steps)
 
     async def delete(self, job_id: str) -> bool:
         """Delete a job that is not running, and everything kept of it; ``False`` when none was deleted."""
