@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,15 +26,9 @@ if str(ROOT) not in sys.path:
 
 from arq_mediator import Mediator  # noqa: E402
 from arq_mediator.dashboard import JobState, RedisDashboardSource, dashboard_app  # noqa: E402
-from tests.benchmarks.bench_dashboard_store import (  # noqa: E402
-    Work,
-    _when_ready,
-    fill,
-    request_types,
-    work_for,
-)
+from tests.benchmarks.bench_dashboard_store import Work, fill, request_types, work_for  # noqa: E402
+from tests.benchmarks.private_redis import private_redis_server  # noqa: E402
 from tests.dashboard.serving import serving  # noqa: E402
-from tests.processes import free_port  # noqa: E402
 
 TARGET_MS = 100.0
 
@@ -138,18 +130,8 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=50)
     options = parser.parse_args()
-    port = free_port()
-    with tempfile.TemporaryDirectory() as directory:
-        command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
-        command += ["--dir", directory]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            asyncio.run(_when_ready(url))
-            asyncio.run(measure(url, options))
-        finally:
-            server.terminate()
-            server.wait()
+    with private_redis_server() as url:
+        asyncio.run(measure(url, options))
 
 
 if __name__ == "__main__":

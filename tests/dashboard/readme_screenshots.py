@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-import subprocess
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,10 +17,9 @@ from services.demo.messages import Cleanup, CleanupOut, EmailSent, GenerateRepor
 
 from arq_mediator import Context, Mediator, Worker, WorkerSettings
 from arq_mediator.dashboard import JobState, RedisDashboardSource, dashboard_app
-from tests.benchmarks.bench_dashboard_store import _when_ready
+from tests.benchmarks.private_redis import private_redis_server
 from tests.dashboard.browser import ARTIFACTS, chromium
 from tests.dashboard.serving import serving
-from tests.processes import free_port
 
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 SECONDS = 30
@@ -96,27 +93,8 @@ async def photograph(url: str) -> None:
 
 def main() -> None:
     """Start a private redis-server, photograph, stop it."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as directory:
-        command = [
-            "redis-server",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            directory,
-        ]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            asyncio.run(_when_ready(url))
-            asyncio.run(photograph(url))
-        finally:
-            server.terminate()
-            server.wait()
+    with private_redis_server() as url:
+        asyncio.run(photograph(url))
     print(f"(and in {ARTIFACTS})")
 
 

@@ -257,7 +257,7 @@ async def test_requeue_from_a_failed_jobs_page_runs_it_again(scene: Scene) -> No
 
 
 async def test_trigger_now_runs_a_recurring_job(scene: Scene) -> None:
-    """"Trigger now" on the recurring page enqueues the job at once; the worker runs it to success."""
+    """ "Trigger now" on the recurring page enqueues the job at once; the worker runs it to success."""
     from selenium.webdriver.common.by import By
 
     with chromium(scene.origin) as browser:
