@@ -32,7 +32,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".installed-from"
-EXTRAS = "dev,services,docs,sqlalchemy,bench"
+EXTRAS = "dev,services,dashboard,docs,sqlalchemy,bench"
 SITE = ROOT / "site"
 # An attribute that makes a browser load or link something: in the built pages it must stay on-site.
 OFF_SITE = re.compile(
@@ -48,6 +48,10 @@ DOCKER_PACKAGES = {"dockerd": "docker.io", "docker": "docker.io", "docker-compos
 DOCKER_PACKAGES_FOR_STAND_INS = {"debootstrap": "debootstrap"}
 # Read by tests/containers.py: why the container tests skip.
 UNAVAILABLE = "ARQM_CONTAINERS_UNAVAILABLE"
+# The dashboard's browser tests drive Debian's Chromium through its WebDriver (tests/dashboard/browser.py).
+BROWSER_PACKAGES = {"chromium": "chromium", "chromedriver": "chromium-driver"}
+# Read by tests/dashboard/browser.py: why the browser tests skip.
+NO_BROWSER = "ARQM_BROWSER_UNAVAILABLE"
 DAEMON_START_TIMEOUT = 60.0
 DAEMON_STOP_TIMEOUT = 30.0
 
@@ -61,9 +65,13 @@ def run(*command: str | Path) -> None:
 
 
 def setup() -> None:
-    """Create `.venv` and install the project into it when pyproject.toml changed since the last time."""
+    """Create `.venv` and install the project into it when pyproject.toml changed since the last time.
+
+    Also installs Chromium and its WebDriver for the browser tests when they are absent (see `browser`).
+    """
     if sys.version_info < (3, 11):
         sys.exit(f"arq-mediator needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    browser()
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
     if PYTHON.exists() and STAMP.exists() and STAMP.read_text() == wanted:
         return
@@ -72,6 +80,29 @@ def setup() -> None:
     run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     run(PYTHON, "-m", "pip", "install", "--quiet", "-e", f".[{EXTRAS}]")
     STAMP.write_text(wanted)
+
+
+def browser() -> None:
+    """Install Debian's chromium and chromium-driver when absent and this machine allows it.
+
+    Where they cannot be installed, prints one loud line saying why and sets ARQM_BROWSER_UNAVAILABLE, so
+    the browser tests skip with that reason.
+    """
+    missing = {package for command, package in BROWSER_PACKAGES.items() if shutil.which(command) is None}
+    if not missing:
+        return
+    reason = None
+    if sys.platform != "linux":
+        reason = f"the browser tests use Debian's chromium, not available on {sys.platform}"
+    elif shutil.which("apt-get") is None:
+        reason = f"{', '.join(sorted(missing))} missing, and there is no apt-get to install them"
+    elif os.geteuid() != 0:
+        reason = f"{', '.join(sorted(missing))} missing, and only root may install them"
+    if reason is None:
+        install_debian_packages(missing)
+        return
+    print(f"!!! BROWSER TESTS WILL SKIP: {reason}", flush=True)
+    os.environ[NO_BROWSER] = reason
 
 
 def docker_answers(host: str | None = None) -> bool:

@@ -28,6 +28,15 @@ def _whole_number(name: str, default: int) -> int:
     return int(raw)
 
 
+def _flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in {"", "0", "false", "no"}:
+        return False
+    if raw in {"1", "true", "yes"}:
+        return True
+    raise SystemExit(f"{name} must be 1/true/yes or 0/false/no, got {raw!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Settings shared by the API and the workers.
@@ -43,6 +52,11 @@ class Settings:
             limit).
         redis_timeout: Seconds a call waits for Redis, to connect or for an answer (``REDIS_TIMEOUT``), so a
             Redis that hangs turns into a 503 within a few seconds rather than a request that hangs.
+        dashboard_networks: Networks (CIDRs) whose peers may open the job dashboard besides loopback
+            (``DASHBOARD_ALLOW``, comma-separated; compose allows its private network, which only the
+            port published on the host's loopback reaches).
+        dashboard_read_only: Show the dashboard without its actions (``DASHBOARD_READ_ONLY=1``).
+        jaeger_url: The Jaeger UI a job's trace id links to (``JAEGER_UI_URL``), as a browser reaches it.
     """
 
     redis_url: str = "redis://127.0.0.1:6379"
@@ -52,6 +66,9 @@ class Settings:
     service_name: str = "api"
     job_budget: int = 20_000
     redis_timeout: float = 2.0
+    dashboard_networks: tuple[str, ...] = ()
+    dashboard_read_only: bool = False
+    jaeger_url: str | None = None
 
     @classmethod
     def from_env(cls, service_name: str = "api") -> Settings:
@@ -65,4 +82,11 @@ class Settings:
             service_name=os.environ.get("OTEL_SERVICE_NAME") or service_name,
             job_budget=_whole_number("API_JOB_BUDGET", defaults.job_budget),
             redis_timeout=_number("REDIS_TIMEOUT", defaults.redis_timeout),
+            dashboard_networks=tuple(
+                network.strip()
+                for network in os.environ.get("DASHBOARD_ALLOW", "").split(",")
+                if network.strip()
+            ),
+            dashboard_read_only=_flag("DASHBOARD_READ_ONLY"),
+            jaeger_url=os.environ.get("JAEGER_UI_URL") or None,
         )

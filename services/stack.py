@@ -216,6 +216,7 @@ class Stack:
         say(f"  Redis:          {redis}")
         say(f"  app data:       {database}")
         say()
+        say(f"  Job dashboard:  {base}/dashboard  (also at {base}/hangfire)")
         say(f"  Swagger UI:     {base}/schema/swagger  (also at {base}/swagger and {base}/schema)")
         say(f"  Scalar:         {base}/schema/scalar")
         say(f"  ReDoc:          {base}/schema/redoc")

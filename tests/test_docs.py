@@ -20,6 +20,12 @@ REFERENCE = ROOT / "docs" / "reference"
 INTEGRATIONS = [
     "arq_mediator.litestar.MediatorPlugin",
     *(f"arq_mediator.outbox.{name}" for name in ("Outbox", "OutboxRelay", "outbox_table", "run_relay")),
+    *(
+        f"arq_mediator.dashboard.{name}"
+        for name in ("DashboardPlugin", "dashboard_app", "dashboard_router", "allow_networks")
+    ),
+    "arq_mediator.dashboard.RedisDashboardSource",
+    "arq_mediator.dashboard.DashboardSource",
 ]
 PUBLIC = [f"arq_mediator.{name}" for name in arq_mediator.__all__] + INTEGRATIONS
 # A mkdocstrings directive: `::: dotted.path` at the start of a line, options indented below it.

@@ -18,6 +18,7 @@ from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlu
 from litestar.plugins.pydantic import PydanticPlugin
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from arq_mediator.dashboard import DashboardPlugin
 from arq_mediator.litestar import MediatorPlugin
 from services.api.budget import JobBudget
 from services.api.demo_routes import DistributedDemoController
@@ -31,7 +32,15 @@ from services.api.input_rules import check_input
 from services.api.openapi import ContractJson, ContractRedoc, ContractScalar, ContractSwagger
 from services.api.resource_routes import create_report, create_user, read_job, read_user
 from services.api.spelling import CaseInsensitiveLitestar
-from services.api.system_routes import ServiceInfo, container_info, health, swagger_redirect
+from services.api.system_routes import (
+    DASHBOARD_PATH,
+    ServiceInfo,
+    container_info,
+    dashboard_access,
+    hangfire_redirect,
+    health,
+    swagger_redirect,
+)
 from services.demo.handlers import build_mediator
 from services.settings import Settings
 from services.telemetry import configure_telemetry, correlate_logs
@@ -46,6 +55,8 @@ The original's endpoints live under `/api/distributeddemo/` with its query param
 examples work unchanged; paths and query parameter names match in any letter case. Bad input gets a 400
 naming the field, before anything reaches Redis or the database; a body that is not JSON a 415; more jobs
 than a client's budget per minute a 429; an unreachable Redis or database a 503.
+
+The job dashboard is at `/dashboard` (the original's `/hangfire` redirects there).
 """
 
 
@@ -57,9 +68,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env("api")
     service = ServiceInfo(settings=settings, started_at=datetime.now(UTC))
     budget = JobBudget(per_minute=settings.job_budget)
+    mediator = build_mediator(settings)
     plugins: list[PluginProtocol] = [
-        MediatorPlugin(build_mediator(settings)),
+        MediatorPlugin(mediator),
         PydanticPlugin(prefer_alias=True),
+        DashboardPlugin(
+            mediator,
+            path=DASHBOARD_PATH,
+            authorize=dashboard_access(settings),
+            read_only=settings.dashboard_read_only,
+            jaeger_url=settings.jaeger_url,
+        ),
     ]
     on_shutdown: list[Callable[[], None]] = []
     telemetry = configure_telemetry(settings.service_name)
@@ -81,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_report,
             read_job,
             swagger_redirect,
+            hangfire_redirect,
         ],
         plugins=plugins,
         on_shutdown=on_shutdown,

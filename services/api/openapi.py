@@ -176,9 +176,55 @@ def swagger_ui_assets() -> Path | None:
     return None
 
 
+# Scalar's and ReDoc's published browser builds, vendored with their licences (static/vendor/README.md).
+STATIC = Path(__file__).resolve().parent / "static"
+ASSETS = "/assets/ui"
+SCALAR = "vendor/scalar-api-reference-1.46.4/standalone.js"
+REDOC = "vendor/redoc-2.5.4/redoc.standalone.js"
+
+
+def _serve_static(router: Router) -> None:
+    """Serve the API's own UI assets under the schema router, once however many UIs ask."""
+    if any(getattr(route, "path", "").startswith(ASSETS) for route in router.routes):
+        return
+    router.register(create_static_files_router(ASSETS, directories=[STATIC], include_in_schema=False))
+
+
 class ContractScalar(_ContractRendering, ScalarRenderPlugin):
-    """Scalar."""
+    """Scalar, from the vendored build: no CDN script, theme or web fonts, so it works offline."""
+
+    def __init__(self, schema_path: str = "/schema") -> None:
+        base = f"{schema_path}{ASSETS}"
+        super().__init__(
+            js_url=f"{base}/{SCALAR}",
+            css_url=f"{base}/scalar.css",
+            favicon="",
+            # Scalar loads its Inter and mono fonts from its own site, and on localhost turns on an "AI
+            # agent" that calls its own servers, unless told not to.
+            options={"withDefaultFonts": False, "agent": {"disabled": True}},
+        )
+
+    def receive_router(self, router: Router) -> None:
+        """Serve the vendored script beside the page."""
+        _serve_static(router)
 
 
 class ContractRedoc(_ContractRendering, RedocRenderPlugin):
-    """Redoc."""
+    """ReDoc, from the vendored build and without Google Fonts, so it works offline.
+
+    ReDoc's sidebar always shows its maker's logo from their CDN; the page's policy allows images from
+    this origin only, so the browser never asks for it (and ReDoc drops the broken image).
+    """
+
+    POLICY = b'<meta http-equiv="Content-Security-Policy" content="img-src \'self\' data: blob:">'
+
+    def __init__(self, schema_path: str = "/schema") -> None:
+        super().__init__(js_url=f"{schema_path}{ASSETS}/{REDOC}", google_fonts=False, favicon="")
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        """Render ReDoc's page with the image policy first in its head."""
+        return super().render(request, openapi_schema).replace(b"<head>", b"<head>" + self.POLICY, 1)
+
+    def receive_router(self, router: Router) -> None:
+        """Serve the vendored script beside the page."""
+        _serve_static(router)

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from arq_mediator import ArqMediatorError, Mediator
+from arq_mediator.dashboard import Authorize, allow_networks
 from services.api.schemas import ContainerInfo, HealthOut
 from services.settings import Settings
 
@@ -92,6 +93,22 @@ async def health(mediator: NamedDependency[Mediator]) -> Response[HealthOut]:
     healthy = redis == database == "ok"
     body = HealthOut(status="ok" if healthy else "unavailable", redis=redis, database=database)
     return Response(body, status_code=HTTP_200_OK if healthy else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+DASHBOARD_PATH = "/dashboard"
+
+
+def dashboard_access(settings: Settings) -> Authorize | None:
+    """Return who may open the dashboard: loopback, plus the peers of ``DASHBOARD_ALLOW``'s networks."""
+    if not settings.dashboard_networks:
+        return None  # the dashboard's own rule: loopback peers only
+    return allow_networks("127.0.0.0/8", "::1/128", *settings.dashboard_networks)
+
+
+@get("/hangfire", include_in_schema=False)
+async def hangfire_redirect() -> Redirect:
+    """Send the original's dashboard path (Hangfire's) to the job dashboard."""
+    return Redirect(f"{DASHBOARD_PATH}/")
 
 
 @get("/swagger", include_in_schema=False)

@@ -151,15 +151,18 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 
 @asynccontextmanager
-async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """Serve the API app on *settings* to an HTTP client for the block, its lifespan open, in this loop.
+async def api_client(
+    settings: Settings, *, peer: tuple[str, int] = ("127.0.0.1", 123)
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Serve the API app on *settings* to an HTTP client (at socket address *peer*) for the block, its
+    lifespan open, in this loop.
 
     Not Litestar's ``AsyncTestClient``: that runs the app on a thread of its own and blocks this event loop
     for each request, so a worker running here could not take a job while a request waits for its result.
     """
     app = create_app(settings)
     # httpx types the ASGI callable loosely (plain dicts); Litestar's is typed precisely, and compatible.
-    transport = httpx.ASGITransport(app=cast("Any", app))
+    transport = httpx.ASGITransport(app=cast("Any", app), client=peer)
     async with (
         _lifespan_of(app),
         httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
