@@ -8,6 +8,7 @@ silence, so a failover completes in a few seconds.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,19 +33,33 @@ class SentinelProcess:
     directory: Path
     master_port: int
     port: int = field(default_factory=free_port)
+    # The sentinel's run id, set rather than drawn by the sentinel, so the others can be told it up front.
+    myid: str = field(default_factory=lambda: secrets.token_hex(20))
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        """Write the configuration and start the sentinel."""
+    def start(self, peers: list[SentinelProcess], replica_ports: list[int]) -> None:
+        """Write the configuration and start the sentinel.
+
+        The other sentinels and the replicas are written in as already known (the lines a sentinel writes
+        when it rewrites its own file): found by itself, a replica takes up to one INFO period (10 s) and
+        much longer on a loaded machine, which made the deployment's start the slowest and least sure part.
+        """
+        known = [f"sentinel known-replica {MASTER_NAME} 127.0.0.1 {port}\n" for port in replica_ports]
+        known += [
+            f"sentinel known-sentinel {MASTER_NAME} 127.0.0.1 {peer.port} {peer.myid}\n"
+            for peer in peers
+            if peer is not self
+        ]
         config = self.directory / "sentinel.conf"
         config.write_text(
             f"port {self.port}\n"
             "bind 127.0.0.1\n"
             f"dir {self.directory}\n"
+            f"sentinel myid {self.myid}\n"
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} {QUORUM}\n"
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER_NAME} 10000\n"
-            f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+            f"sentinel parallel-syncs {MASTER_NAME} 1\n" + "".join(known)
         )
         with (self.directory / "sentinel.log").open("ab") as log:
             self.process = subprocess.Popen(
@@ -107,10 +122,22 @@ class SentinelDeployment:
             replica.start()
             await replica.ready()
         for sentinel in self.sentinels:
-            sentinel.start()
-        await wait_until(self._replicas_in_sync, "the replicas to sync with the master", timeout=15.0)
+            sentinel.start(self.sentinels, [replica.port for replica in self.replicas])
+        await wait_until(self._replicas_in_sync, "the replicas to sync with the master", timeout=30.0)
         await wait_until(
-            self._sentinels_ready, "the sentinels to find each other and the replica", timeout=20.0
+            self._sentinels_ready,
+            "the sentinels to find each other and the replica",
+            timeout=60.0,
+            diagnose=self._sentinel_logs,
+        )
+
+    def _sentinel_logs(self) -> str:
+        """Return the end of each sentinel's log, for a start that timed out."""
+        return "\n".join(
+            f"--- sentinel on {sentinel.port}:\n"
+            + "\n".join((sentinel.directory / "sentinel.log").read_text(errors="replace").splitlines()[-15:])
+            for sentinel in self.sentinels
+            if (sentinel.directory / "sentinel.log").exists()
         )
 
     def stop(self) -> None:
