@@ -123,7 +123,8 @@ def dashboard_router(
             that registers the router keeps the mediator open (``MediatorPlugin`` does).
         path: Where the dashboard answers.
         authorize: ``authorize(request) -> bool`` (or an awaitable of one) decides who may see it; by
-            default only requests whose socket peer is a loopback address.
+            default only requests whose socket peer is a loopback address. A server on a Unix socket
+            reports no peer address, so without ``authorize`` it answers every request 403.
         read_only: Hide every action and refuse it (403).
         jaeger_url: The Jaeger UI's base URL, to link each job's trace.
     """
