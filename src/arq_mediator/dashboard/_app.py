@@ -94,11 +94,15 @@ _ERRORS: list[type[Exception]] = [
 def _guard(dashboard: Dashboard) -> Any:
     async def admit(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if not await admitted(connection, dashboard.authorize):
-            raise refuse(
-                "the dashboard serves only local requests"
-                if dashboard.authorize is None
-                else "not authorized to see the dashboard"
-            )
+            if dashboard.authorize is not None:
+                raise refuse("not authorized to see the dashboard")
+            if not connection.scope.get("client"):
+                # Said apart because the operator, not the visitor, has to act: nothing local can pass.
+                raise refuse(
+                    "the dashboard serves only local requests, and this one has no peer address (a server"
+                    " on a Unix socket?): give the dashboard an authorize hook to admit it"
+                )
+            raise refuse("the dashboard serves only local requests")
 
     return admit
 
