@@ -170,13 +170,32 @@ def _router(dashboard: Dashboard) -> Router:
 class DashboardPlugin(InitPlugin):
     """Add the dashboard to a Litestar app: ``Litestar(plugins=[MediatorPlugin(m), DashboardPlugin(m)])``.
 
-    Takes the same arguments as `dashboard_router`.
+    Args:
+        source_or_mediator: As for `dashboard_router`; the app keeps a mediator open (``MediatorPlugin``).
+        path: As for `dashboard_router`.
+        authorize: As for `dashboard_router`.
+        read_only: As for `dashboard_router`.
+        jaeger_url: As for `dashboard_router`.
+
+    Attributes:
+        router: The router the plugin registers.
     """
 
     __slots__ = ("router",)
 
-    def __init__(self, source_or_mediator: DashboardSource | Mediator, **options: Any) -> None:
-        self.router = dashboard_router(source_or_mediator, **options)
+    def __init__(
+        self,
+        source_or_mediator: DashboardSource | Mediator,
+        *,
+        path: str = "/dashboard",
+        authorize: Authorize | None = None,
+        read_only: bool = False,
+        jaeger_url: str | None = None,
+    ) -> None:
+        # Spelled out rather than **options, so a misspelt keyword fails the type check, not the app's start.
+        self.router = dashboard_router(
+            source_or_mediator, path=path, authorize=authorize, read_only=read_only, jaeger_url=jaeger_url
+        )
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Register the dashboard's router."""
