@@ -24,6 +24,18 @@ def free_port() -> int:
         return port
 
 
+def stop_by_pid(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM *process* if it runs, SIGKILL it when it outlives *timeout* seconds; reap it either way."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10.0)
+
+
 @dataclass
 class ManagedProcess:
     """One process a test started and the file its output (stdout and stderr) goes to."""

@@ -13,19 +13,18 @@ from pathlib import Path
 import griffe
 
 import arq_mediator
+import arq_mediator.dashboard
+import arq_mediator.litestar
+import arq_mediator.outbox
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference"
-# The public names outside arq_mediator.__all__: the framework integrations, each in a module of its own.
+# The public names outside arq_mediator.__all__: the framework integrations, each in a module of its own
+# with an `__all__` of its own, so a name exported there later cannot slip past these checks.
 INTEGRATIONS = [
-    "arq_mediator.litestar.MediatorPlugin",
-    *(f"arq_mediator.outbox.{name}" for name in ("Outbox", "OutboxRelay", "outbox_table", "run_relay")),
-    *(
-        f"arq_mediator.dashboard.{name}"
-        for name in ("DashboardPlugin", "dashboard_app", "dashboard_router", "allow_networks")
-    ),
-    "arq_mediator.dashboard.RedisDashboardSource",
-    "arq_mediator.dashboard.DashboardSource",
+    f"{module.__name__}.{name}"
+    for module in (arq_mediator.litestar, arq_mediator.outbox, arq_mediator.dashboard)
+    for name in module.__all__
 ]
 PUBLIC = [f"arq_mediator.{name}" for name in arq_mediator.__all__] + INTEGRATIONS
 # A mkdocstrings directive: `::: dotted.path` at the start of a line, options indented below it.

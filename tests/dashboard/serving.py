@@ -18,10 +18,24 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 @asynccontextmanager
 async def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[int]:
     """Serve *app* with uvicorn on *port* (a free one by default) of *host* for the block; yield the port."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    async with _served(uvicorn.Config(app, host=host, port=port)) as server:
+        yield server.servers[0].sockets[0].getsockname()[1]
+
+
+@asynccontextmanager
+async def serving_unix(app: ASGIApp, path: str) -> AsyncIterator[None]:
+    """Serve *app* with uvicorn on the Unix socket at *path* for the block (a request there has no peer)."""
+    async with _served(uvicorn.Config(app, uds=path)):
+        yield
+
+
+@asynccontextmanager
+async def _served(config: uvicorn.Config) -> AsyncIterator[uvicorn.Server]:
+    config.log_level = "warning"
+    config.lifespan = "on"
     # An open event stream would hold a graceful shutdown; the streams end by themselves, tests need not wait.
     config.timeout_graceful_shutdown = 2
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(30):
@@ -29,7 +43,7 @@ async def serving(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Async
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.01)
-        yield server.servers[0].sockets[0].getsockname()[1]
+        yield server
     finally:
         server.should_exit = True
         async with asyncio.timeout(30):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ from litestar.connection import ASGIConnection
 
 from arq_mediator.dashboard import DashboardPlugin, JobState, dashboard_app
 from tests.dashboard.fakes import FakeSource, job
-from tests.dashboard.serving import get_token, outside_address, serving, token_in
+from tests.dashboard.serving import get_token, outside_address, serving, serving_unix, token_in
 
 PAGES = ["/", "/queues", "/jobs/failed", "/jobs/succeeded", "/job/failed-1", "/recurring", "/workers"]
 
@@ -88,6 +89,24 @@ async def test_authorize_replaces_the_loopback_rule(source: FakeSource) -> None:
     if address is not None:
         async with dashboard(source, host=address, connect_to=address, authorize=lambda _: True) as client:
             assert (await client.get("/queues")).status_code == 200
+
+
+async def test_a_unix_socket_needs_authorize(source: FakeSource, tmp_path: Path) -> None:
+    """On a Unix socket no request has a peer address: without ``authorize`` each gets 403 saying so."""
+    for authorize, status in ((None, 403), (lambda _: True, 200)):
+        socket_path = str(tmp_path / f"dashboard-{status}.sock")
+        app = dashboard_app(source, path="/dashboard", authorize=authorize)
+        transport = httpx.AsyncHTTPTransport(uds=socket_path)
+        async with (
+            serving_unix(app, socket_path),
+            httpx.AsyncClient(transport=transport, base_url="http://dashboard/dashboard") as client,
+        ):
+            for path in PAGES:
+                response = await client.get(path)
+                assert response.status_code == status, (path, response.text)
+            if status == 403:
+                assert "no peer address" in response.text
+                assert "authorize" in response.text
 
 
 async def test_authorize_must_say_true_to_admit(source: FakeSource) -> None:

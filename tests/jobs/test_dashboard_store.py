@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Backoff, Context, JobFailedError, JobHandle, Mediator, Request
+from arq_mediator._keys import QUEUE_PREFIX
 from arq_mediator.dashboard._model import DashboardEvent, JobState, Resolution
 from arq_mediator.dashboard._store import RedisDashboardSource
 from tests.conftest import StartRedisServer
@@ -154,11 +156,27 @@ async def test_finished_jobs_page_newest_first_and_filter_by_queue_and_type(medi
     )
 
 
+async def _next_millisecond(mediator: Mediator, job: JobHandle[Any]) -> None:
+    """Wait until Redis's clock has passed *job*'s due time, so the next job sorts as newer, not as a tie."""
+    redis = mediator._jobs.redis
+    assert job.queue is not None
+    due = await redis.zscore(QUEUE_PREFIX + job.queue, job.id)
+    assert due is not None
+
+    async def later() -> bool:
+        seconds, microseconds = await redis.time()
+        return bool(int(seconds) * 1000 + int(microseconds) // 1000 > due)
+
+    await eventually(later, what="Redis's clock to pass the job's due time")
+
+
 async def test_waiting_jobs_filter_by_type_and_queue(mediator: Mediator) -> None:
     """Enqueued jobs (no worker) list per queue and per type, newest first."""
     store = RedisDashboardSource(mediator)
     first = await mediator.enqueue(Quick(n=1))
+    await _next_millisecond(mediator, first)
     tagged = await mediator.enqueue(Other(tag="t"))
+    await _next_millisecond(mediator, tagged)
     second = await mediator.enqueue(Quick(n=2))
     everything = await store.jobs(JobState.ENQUEUED)
     assert [row.id for row in everything.items] == [second.id, tagged.id, first.id]

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from arq_mediator import JobHandle, Mediator
-from tests.processes import ManagedProcess, ManagedProcesses, free_port
+from tests.processes import ManagedProcess, ManagedProcesses, free_port, stop_by_pid
 
 from . import process_app
 
@@ -157,11 +157,5 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server by its PID: SIGTERM (it writes its append-only file), SIGKILL if it hangs."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10.0)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5.0)
+        if process is not None:
+            stop_by_pid(process)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from arq_mediator import JobStatus, Mediator
+from arq_mediator import Durability, JobStatus, Mediator, NotReplicatedError
 from arq_mediator._jobs import PendingJob
 from arq_mediator.outbox import Outbox, OutboxRelay
 from tests.jobs.conftest import running_worker
@@ -98,6 +98,24 @@ async def test_a_row_relayed_twice_adds_one_job(
     assert await OutboxRelay(outbox, engine=engine).relay_batch() == 1
     assert (await mediator.stats()).totals["ready"] == 1
     assert await rows_in(engine) == 0
+
+
+async def test_a_durable_relay_keeps_rows_no_replica_confirmed(
+    app: App, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Durable and with no replica to confirm, a batch raises and its rows stay; relayed again, one job."""
+    mediator, outbox = app
+    async with sessions() as session, session.begin():
+        handle = await outbox.enqueue(Echo(text="replicated"), session=session)
+    durable = OutboxRelay(outbox, engine=engine, durable=Durability(replicas=1, timeout=0.05))
+    with pytest.raises(NotReplicatedError):
+        await durable.relay_batch()
+    assert await rows_in(engine) == 1  # the deletion rolled back with the unconfirmed push
+    assert durable.relayed == 0
+    assert await OutboxRelay(outbox, engine=engine, durable=False).relay_batch() == 1
+    assert await rows_in(engine) == 0
+    assert (await mediator.stats()).totals["ready"] == 1  # pushed twice, queued once
+    assert await handle.status() is JobStatus.QUEUED
 
 
 async def _row_as_job(engine: AsyncEngine) -> PendingJob:

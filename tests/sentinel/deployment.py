@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tests.jobs.worker_processes import RedisServer, wait_until
-from tests.processes import free_port
+from tests.processes import free_port, stop_by_pid
 
 MASTER_NAME = "jobs"
 DOWN_AFTER_MS = 1000
@@ -69,13 +69,8 @@ class SentinelProcess:
     def stop(self) -> None:
         """Stop the sentinel by its PID."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5.0)
+        if process is not None:
+            stop_by_pid(process)
 
 
 @dataclass

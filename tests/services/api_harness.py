@@ -27,7 +27,7 @@ from arq_mediator import Mediator, ResultRecord, Worker
 from arq_mediator.outbox import Outbox, OutboxRelay
 from tests.jobs.conftest import running_worker as running_worker_on
 from tests.jobs.waiting import FAST
-from tests.processes import free_port
+from tests.processes import free_port, stop_by_pid
 
 # Every demo queue, in the general worker's priority order.
 ALL_QUEUES = ("critical", "default", "emails", "reports", "cleanup")
@@ -111,13 +111,7 @@ class PrivateRedis:
 
     def stop(self) -> None:
         """Stop the server and wait for it to exit."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_by_pid(self.process)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,8 @@
 
 "Local" is judged by the socket peer the ASGI server reports (``scope["client"]``), never by a header:
 ``X-Forwarded-For`` is written by the client, so a remote request that sends ``127.0.0.1`` in it stays
-remote. Behind a reverse proxy on the same host every request looks local; give ``authorize`` then.
+remote. Behind a reverse proxy on the same host every request looks local; give ``authorize`` then. A
+server on a Unix socket reports no peer address, which is not provably local: without ``authorize``, 403.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import PermissionDeniedException
 
 Authorize: TypeAlias = Callable[[ASGIConnection[Any, Any, Any, Any]], bool | Awaitable[bool]]
+"""The ``authorize`` hook's type: given the request, return (or await) whether it may see the dashboard.
+
+Only ``True`` admits; anything else, ``False`` or ``None`` included, answers 403.
+"""
 
 
 def _peer(

@@ -94,11 +94,15 @@ _ERRORS: list[type[Exception]] = [
 def _guard(dashboard: Dashboard) -> Any:
     async def admit(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if not await admitted(connection, dashboard.authorize):
-            raise refuse(
-                "the dashboard serves only local requests"
-                if dashboard.authorize is None
-                else "not authorized to see the dashboard"
-            )
+            if dashboard.authorize is not None:
+                raise refuse("not authorized to see the dashboard")
+            if not connection.scope.get("client"):
+                # Said apart because the operator, not the visitor, has to act: nothing local can pass.
+                raise refuse(
+                    "the dashboard serves only local requests, and this one has no peer address (a server"
+                    " on a Unix socket?): give the dashboard an authorize hook to admit it"
+                )
+            raise refuse("the dashboard serves only local requests")
 
     return admit
 
@@ -123,7 +127,8 @@ def dashboard_router(
             that registers the router keeps the mediator open (``MediatorPlugin`` does).
         path: Where the dashboard answers.
         authorize: ``authorize(request) -> bool`` (or an awaitable of one) decides who may see it; by
-            default only requests whose socket peer is a loopback address.
+            default only requests whose socket peer is a loopback address. A server on a Unix socket
+            reports no peer address, so without ``authorize`` it answers every request 403.
         read_only: Hide every action and refuse it (403).
         jaeger_url: The Jaeger UI's base URL, to link each job's trace.
     """
@@ -165,13 +170,32 @@ def _router(dashboard: Dashboard) -> Router:
 class DashboardPlugin(InitPlugin):
     """Add the dashboard to a Litestar app: ``Litestar(plugins=[MediatorPlugin(m), DashboardPlugin(m)])``.
 
-    Takes the same arguments as `dashboard_router`.
+    Args:
+        source_or_mediator: As for `dashboard_router`; the app keeps a mediator open (``MediatorPlugin``).
+        path: As for `dashboard_router`.
+        authorize: As for `dashboard_router`.
+        read_only: As for `dashboard_router`.
+        jaeger_url: As for `dashboard_router`.
+
+    Attributes:
+        router: The router the plugin registers.
     """
 
     __slots__ = ("router",)
 
-    def __init__(self, source_or_mediator: DashboardSource | Mediator, **options: Any) -> None:
-        self.router = dashboard_router(source_or_mediator, **options)
+    def __init__(
+        self,
+        source_or_mediator: DashboardSource | Mediator,
+        *,
+        path: str = "/dashboard",
+        authorize: Authorize | None = None,
+        read_only: bool = False,
+        jaeger_url: str | None = None,
+    ) -> None:
+        # Spelled out rather than **options, so a misspelt keyword fails the type check, not the app's start.
+        self.router = dashboard_router(
+            source_or_mediator, path=path, authorize=authorize, read_only=read_only, jaeger_url=jaeger_url
+        )
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Register the dashboard's router."""

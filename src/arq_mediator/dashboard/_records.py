@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._envelope import JobEnvelope, ResultRecord
-from .._jobs import envelope_of
-from ._model import JobState, JobStep, JobSummary, LogLine
+from .._jobs import WorkerState, envelope_of
+from ._model import JobDetail, JobState, JobStep, JobSummary, LogLine, WorkerSummary
 
 # The fields of a job's history hash a list row needs.
 SUMMARY_FIELDS = ("type", "queue", "state", "tries", "enqueued", "started", "finished", "worker")
@@ -199,3 +199,60 @@ def tick_job_id(name: str, tick: bytes | None) -> str | None:
         return f"recurring:{name}:{int(tick or b'') // 1000}"
     except ValueError:
         return None
+
+
+def detail_of(
+    job_id: str,
+    state: JobState,
+    facts: dict[str, Any],
+    body: bytes | None,
+    envelope: JobEnvelope | None,
+    record: ResultRecord | None,
+    raw_steps: list[Any],
+    log_lines: list[Any],
+) -> JobDetail:
+    """Return a job's page from what Redis holds of it: history facts, body, result record, steps, logs."""
+    summary = summary_of(job_id, [facts.get(name) for name in SUMMARY_FIELDS], state, envelope)
+    if record is not None:
+        summary = with_record(summary, record)
+    steps = steps_of(raw_steps)
+    if state is JobState.RUNNING and summary.started_at is not None:  # a try's start is written at its end
+        steps.append(JobStep(summary.started_at, "started", summary.tries or None, summary.worker))
+    wait, run = wait_and_run(steps, summary)
+    error = record.error if record is not None else None
+    parent = text(facts.get("parent")) or (envelope.meta.get("parent", "") if envelope else "")
+    raw = record.raw if record is not None and record.raw else None
+    if raw is None and body is not None and envelope is None:
+        raw = text(body)[:RAW_LIMIT]
+    return JobDetail(
+        summary=summary,
+        payload=envelope.payload if envelope is not None else None,
+        result=record.value if record is not None and record.ok else None,
+        error_type=error.type if error else None,
+        error_message=error.message if error else None,
+        traceback=(error.traceback or None) if error else None,
+        steps=steps,
+        wait=wait,
+        run=run,
+        trace_id=trace_id_of(envelope),
+        parent_id=parent or None,
+        progress=progress_of(facts.get("progress")),
+        logs=logs_of(log_lines),
+        raw=raw,
+    )
+
+
+def worker_summary_of(worker: WorkerState, now_ms: int) -> WorkerSummary:
+    """Return the workers page's row of a live worker, as its last heartbeat described it."""
+    return WorkerSummary(
+        name=worker.name,
+        instance=worker.instance,
+        host=worker.host,
+        pid=worker.pid,
+        queues=list(worker.queues),
+        max_jobs=worker.max_jobs,
+        running=worker.running,
+        processed=worker.succeeded + worker.failed,
+        failed=worker.failed,
+        heartbeat_age=timedelta(milliseconds=max(now_ms - worker.last_seen, 0)),
+    )

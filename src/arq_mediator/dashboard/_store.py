@@ -6,11 +6,10 @@ keys; each call is one or two round trips whatever the number of jobs retained. 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._envelope import ResultRecord
@@ -28,12 +27,13 @@ from .._jobs import envelope_of, now_ms, status_of
 from .._keys import LEASE_PREFIX, QUEUE_PREFIX, QUEUES_KEY, RETRY_MARK, job_key, recurring_key, result_key
 from .._scripts import render, with_history
 from ._active import ActiveLists
+from ._bulk import apply_to_all
 from ._events import job_events
+from ._lua import DELETE, TRIM
 from ._model import (
     DashboardEvent,
     JobDetail,
     JobState,
-    JobStep,
     JobSummary,
     Page,
     QueueSummary,
@@ -44,21 +44,16 @@ from ._model import (
     WorkerSummary,
 )
 from ._records import (
-    RAW_LIMIT,
     SUMMARY_FIELDS,
+    detail_of,
     kept_envelope_of,
-    logs_of,
     moment,
-    progress_of,
     record_of,
     state_of,
-    steps_of,
     summary_of,
     text,
     tick_job_id,
-    trace_id_of,
-    wait_and_run,
-    with_record,
+    worker_summary_of,
 )
 from ._throughput import throughput_points
 
@@ -77,33 +72,6 @@ MAX_ID_LENGTH = 1024
 TRIM_EVERY = 10.0
 # The most rows one page holds.
 MAX_PAGE = 500
-# Jobs one bulk action handles per round trip, and in all per call.
-BULK_BATCH = 100
-BULK_LIMIT = 10_000
-
-# ARGV: none. Trims each finished-state index of entries past the retention or the cap (a bounded
-# number per state), for when no job finished lately to trim it on its way.
-TRIM = """
-for _, state in ipairs({'succeeded', 'failed', 'aborted'}) do h_trim(state) end
-return 1
-"""
-
-# ARGV: id, queue ("" when unknown). Deletes a job that is not running and everything kept of it.
-# Returns 1 deleted, 0 running (abort it instead), -1 nothing kept under that id.
-DELETE = """
-local id, queue = ARGV[1], ARGV[2]
-local holder = get('{LEASE}' .. id)
-if holder and holder ~= '{RETRY_MARK}' then return 0 end
-local found = redis.call('DEL', '{JOB}' .. id, '{RESULT}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id,
-  '{ABORT_FLAG}' .. id)
-found = found + redis.call('EXISTS', '{HISTORY}job:' .. id)
-if queue ~= '' then
-  found = found + redis.call('ZREM', '{QUEUE}' .. queue, id) + redis.call('ZREM', '{FAILED}' .. queue, id)
-end
-h_forget(id)
-if found == 0 then return -1 end
-return 1
-"""
 
 
 class RedisDashboardSource:
@@ -289,36 +257,7 @@ class RedisDashboardSource:
             return None
         envelope = envelope_of(body) or (record.job if record else None) or kept_envelope_of(raw_steps)
         state = await self._state_of(job_id, facts, body, envelope, record, lease)
-        summary = summary_of(job_id, [facts.get(name) for name in SUMMARY_FIELDS], state, envelope)
-        if record is not None:
-            summary = with_record(summary, record)
-        steps = steps_of(raw_steps)
-        if (
-            state is JobState.RUNNING and summary.started_at is not None
-        ):  # a try's start is written at its end
-            steps.append(JobStep(summary.started_at, "started", summary.tries or None, summary.worker))
-        wait, run = wait_and_run(steps, summary)
-        error = record.error if record is not None else None
-        parent = text(facts.get("parent")) or (envelope.meta.get("parent", "") if envelope else "")
-        raw = record.raw if record is not None and record.raw else None
-        if raw is None and body is not None and envelope is None:
-            raw = text(body)[:RAW_LIMIT]
-        return JobDetail(
-            summary=summary,
-            payload=envelope.payload if envelope is not None else None,
-            result=record.value if record is not None and record.ok else None,
-            error_type=error.type if error else None,
-            error_message=error.message if error else None,
-            traceback=(error.traceback or None) if error else None,
-            steps=steps,
-            wait=wait,
-            run=run,
-            trace_id=trace_id_of(envelope),
-            parent_id=parent or None,
-            progress=progress_of(facts.get("progress")),
-            logs=logs_of(log_lines),
-            raw=raw,
-        )
+        return detail_of(job_id, state, facts, body, envelope, record, raw_steps, log_lines)
 
     async def _state_of(
         self,
@@ -348,21 +287,7 @@ class RedisDashboardSource:
     async def workers(self) -> list[WorkerSummary]:
         """Return every live worker; one whose heartbeat expired is gone from the list."""
         now = now_ms()
-        return [
-            WorkerSummary(
-                name=worker.name,
-                instance=worker.instance,
-                host=worker.host,
-                pid=worker.pid,
-                queues=list(worker.queues),
-                max_jobs=worker.max_jobs,
-                running=worker.running,
-                processed=worker.succeeded + worker.failed,
-                failed=worker.failed,
-                heartbeat_age=timedelta(milliseconds=max(now - worker.last_seen, 0)),
-            )
-            for worker in await self._jobs.workers()
-        ]
+        return [worker_summary_of(worker, now) for worker in await self._jobs.workers()]
 
     async def recurring(self) -> list[RecurringSummary]:
         """Return the mediator's recurring jobs: schedule, next and last run, and how the last one ended."""
@@ -467,25 +392,7 @@ class RedisDashboardSource:
         Raises:
             ValueError: an unknown action.
         """
-        actions: dict[str, Callable[[str], Awaitable[bool]]] = {
-            "requeue": self.requeue,
-            "delete": self.delete,
-            "abort": self.abort,
-        }
-        if action not in actions:
-            raise ValueError(f"action must be one of {', '.join(actions)}; got {action!r}")
-        act = actions[action]
-        seen: set[str] = set()
-        done = 0
-        while len(seen) < BULK_LIMIT:
-            page = await self.jobs(JobState(state), queue=queue, limit=BULK_BATCH, offset=0)
-            fresh = [row.id for row in page.items if row.id not in seen]
-            if not fresh:
-                break
-            seen.update(fresh)
-            outcomes = await asyncio.gather(*(act(job_id) for job_id in fresh))
-            done += sum(outcomes)
-        return done
+        return await apply_to_all(self, action, state, queue)
 
     async def trigger(self, name: str) -> str:
         """Enqueue recurring job *name* now; return the new job's id.

@@ -5,7 +5,8 @@ database transaction. The rows stay locked while they are pushed, so two relays 
 (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite, its single write lock). A relay that dies after
 the push and before the commit leaves its rows to the next relay, which pushes them again: Redis then
 finds each job id taken and adds nothing, so the job id is the idempotency key that makes the hand-over
-exactly-once.
+exactly-once. Behind Sentinel, a durable relay (the mediator's ``durable_enqueue`` by default) commits a
+batch only once replicas hold its jobs, so a failover cannot lose a job whose row is gone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .._errors import MissingResourceError
 from .._jobs import PendingJob, now_ms
+from .._policy import Durability, durability_of
 from .._producer import count_enqueued
 from .._resilience import LoopHealth
 from .._telemetry import meter
@@ -68,6 +70,9 @@ class OutboxRelay:
         batch_size: Rows pushed per round trip (and per database transaction).
         poll_interval: Seconds between looks at the table when no NOTIFY arrives (always, on SQLite).
         keep_sent: Seconds a relayed row is kept (marked sent) before it is deleted; 0 deletes it at once.
+        durable: Commit a batch only once replicas hold its jobs (``True``: one replica, see `Durability`);
+            ``False`` not to; the mediator's ``durable_enqueue`` when ``None``. A batch too few replicas
+            confirmed stays in the table, to be pushed again (idempotently) on the next try.
 
     Attributes:
         relayed: Rows this relay pushed so far (jobs added, and jobs Redis had already).
@@ -82,6 +87,7 @@ class OutboxRelay:
         batch_size: int = 100,
         poll_interval: float = 1.0,
         keep_sent: float = 0.0,
+        durable: Durability | bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -94,6 +100,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.keep_sent = keep_sent
+        self.durable = durable
         self.relayed = 0
         self.listening = False
         self._engine = engine
@@ -162,6 +169,7 @@ class OutboxRelay:
 
         Raises:
             RedisError, OSError, SQLAlchemyError: the batch did not go through; its rows stay for later.
+            NotReplicatedError: a durable relay's batch reached too few replicas; its rows stay for later.
         """
         table = self.outbox.table
         batch = (
@@ -193,7 +201,9 @@ class OutboxRelay:
                 PendingJob(id=row.job_id, queue=row.queue, delay_ms=max(row.due_at - now, 0), body=row.body)
                 for row in rows
             ]
-            outcomes = await self.outbox.mediator._jobs.push(jobs)
+            # Pushed before the rows' deletion commits: too few replicas raises here and rolls it back.
+            mediator = self.outbox.mediator
+            outcomes = await mediator._jobs.push(jobs, durability_of(self.durable, mediator.durable_enqueue))
         done = now_ms()
         count_enqueued(jobs, outcomes)
         for row in rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, Table, Text, text
 
 DEFAULT_TABLE = "arq_mediator_outbox"
+"""The outbox table's name when `outbox_table` is given none (and the relay's default `--table`)."""
 # PostgreSQL limits identifiers, the NOTIFY channel (named after the table) included, to 63 bytes.
 _MAX_NAME_BYTES = 63
 

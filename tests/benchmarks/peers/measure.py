@@ -20,6 +20,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tests.processes import stop_by_pid
+
 from .system import PeerClient, Variant
 from .workload import (
     CONCURRENCY,
@@ -101,13 +103,7 @@ class RedisServerProcess:
 
     def stop(self) -> None:
         """Stop the server by its PID."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_by_pid(self.process)
 
 
 class WorkerProcess:
