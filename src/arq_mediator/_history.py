@@ -10,7 +10,8 @@ call, on the first finish of each second and one in 16): entries older than `Job
 past `JobHistory.max_jobs` per state, go with everything kept of their job. Every call to Redis inside a
 script costs microseconds on the hot path, so each state change makes as few as it can: one write per
 key it touches, never a read of what it appends to, and a worker's outcomes of one turn share one write
-per index, counter and event message.
+per index (for each queue and type among them), counter and event message. Numbers go to Redis as text
+made once a call, as Lua formats each number it passes or concatenates with a slow printf.
 
 Layout (all under ``arqm:history:``)::
 
@@ -132,6 +133,9 @@ DEFAULT_HISTORY = JobHistory()
 # constants in braces are filled in from the mediator's `JobHistory` when the scripts are registered.
 _RECORDING = """
 local H = '{HISTORY}'
+-- The clock as text, made once a call: Lua turns a number into text with a slow printf at every use (a
+-- concatenation, or an argument of redis.call), and the history writes the time several times a job.
+local h_now = string.format('%d', now)
 -- Every history write goes through pcall: a key some other client gave another type may cost that job
 -- its history, never its outcome. Returns the reply, or nil for an error reply.
 local function w(...)
@@ -149,7 +153,7 @@ local function h_publish_pending()
   h_events = {}
 end
 local function h_line(state, try, worker, detail, at)
-  return (at or now) .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
+  return (at or h_now) .. '\\t' .. state .. '\\t' .. try .. '\\t' .. worker .. '\\t' .. detail
 end
 -- Adds one step line, after the line of the try's start (on *started_by*, the worker) when *started*
 -- (ms) is given, and before *after* (the kept envelope's line): a try's start is written with its
@@ -157,12 +161,16 @@ end
 -- written) gets the history's lifetime; past MAX_STEPS lines the oldest, but the first, go.
 local function h_step(id, state, try, worker, detail, started, started_by, after)
   local key = H .. 'steps:' .. id
-  local lines = {}
-  if started and started ~= '' then lines[1] = h_line('started', try, started_by or worker, '', started) end
-  lines[#lines + 1] = h_line(state, try, worker, detail)
-  if after then lines[#lines + 1] = after end
-  local size = w('RPUSH', key, unpack(lines)) or 0
-  if size == #lines then w('PEXPIRE', key, {ORPHAN_MS}) end
+  local line = h_line(state, try, worker, detail)
+  local size, written
+  if started and started ~= '' then
+    local start = h_line('started', try, started_by or worker, '', started)
+    if after then size, written = w('RPUSH', key, start, line, after), 3
+    else size, written = w('RPUSH', key, start, line), 2 end
+  elseif after then size, written = w('RPUSH', key, line, after), 2
+  else size, written = w('RPUSH', key, line), 1 end
+  size = size or 0
+  if size == written then w('PEXPIRE', key, {ORPHAN_MS}) end
   if size > {MAX_STEPS} then
     local first = w('LINDEX', key, 0)
     w('LTRIM', key, -{MAX_STEPS} / 2, -1)
@@ -221,9 +229,9 @@ local function h_enqueued(id, queue, kind, parent, delay)
   if w('EXISTS', key) == 1 then h_forget(id) end  -- an id used again: a new job's history
   local state, detail = 'enqueued', ''
   if tonumber(delay) > 0 then state, detail = 'scheduled', tostring(now + tonumber(delay)) end
-  local fields = {'state', state, 'type', kind, 'queue', queue, 'enqueued', now, 'tries', 0}
+  local fields = {'state', state, 'type', kind, 'queue', queue, 'enqueued', h_now, 'tries', '0'}
   if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
-  local lifetime = {ORPHAN_MS} + tonumber(delay)
+  local lifetime = tostring({ORPHAN_MS} + tonumber(delay))
   w('HSET', key, unpack(fields))
   w('PEXPIRE', key, lifetime)
   w('RPUSH', H .. 'steps:' .. id, h_line(state, '', '', detail))
@@ -231,7 +239,7 @@ local function h_enqueued(id, queue, kind, parent, delay)
   h_publish(state, queue, id)
 end
 local function h_started(id, queue, try, worker)
-  h_set(id, {'state', 'running', 'started', now, 'tries', try, 'worker', worker})
+  h_set(id, {'state', 'running', 'started', h_now, 'tries', string.format('%d', try), 'worker', worker})
   h_publish('running', queue, id)
 end
 local function h_retrying(id, queue, try, due, detail, started, worker)
@@ -253,22 +261,36 @@ local function h_requeued(id, queue)
   h_step(id, 'requeued', '', '', '')
   h_publish('enqueued', queue, id)
 end
--- Index entries and counts of the jobs finished in this call, written once for them all by h_finish_flush.
+-- The jobs finished in this call, as (score, id) pairs by state, queue and type, written to their indexes
+-- by h_finish_flush, one write per index for each state, queue and type; and counts per state.
 local h_pending, h_counts = {}, {}
+local function h_pend(state, queue, kind, id)
+  local by_queue = h_pending[state]
+  if not by_queue then by_queue = {}; h_pending[state] = by_queue end
+  local by_kind = by_queue[queue]
+  if not by_kind then by_kind = {}; by_queue[queue] = by_kind end
+  local members = by_kind[kind]
+  if not members then members = {}; by_kind[kind] = members end
+  members[#members + 1] = h_now
+  members[#members + 1] = id
+end
 -- *kind* is the request type ('' when unknown: the history's is used), *body* the envelope to keep
 -- ('' for none). The job's hash and steps keep the lifetime they got when it was enqueued: the index
 -- trim, not their expiry, is what ends a finished job's history.
 local function h_finish_one(id, queue, state, kind, try, worker, detail, body, started)
-  local fields = {'state', state, 'finished', now, 'queue', queue}
+  local fields
   if kind == '' then
     kind = w('HGET', H .. 'job:' .. id, 'type')
     if type(kind) ~= 'string' then kind = '' end
+    fields = {'state', state, 'finished', h_now, 'queue', queue}
   else
-    fields[#fields + 1] = 'type'
-    fields[#fields + 1] = kind
+    fields = {'state', state, 'finished', h_now, 'queue', queue, 'type', kind}
   end
   if worker ~= '' then
-    for _, value in ipairs({'worker', worker, 'tries', try}) do fields[#fields + 1] = value end
+    fields[#fields + 1] = 'worker'
+    fields[#fields + 1] = worker
+    fields[#fields + 1] = 'tries'
+    fields[#fields + 1] = try
   end
   h_set(id, fields)
   -- The envelope goes after the last step, on a line of its own marked by a record separator, so it
@@ -278,20 +300,21 @@ local function h_finish_one(id, queue, state, kind, try, worker, detail, body, s
     kept = '\\30' .. body
   end
   h_step(id, state, try, worker, detail, started, worker, kept)
-  for _, index in ipairs(h_index_keys(state, queue, kind)) do
-    local members = h_pending[index]
-    if not members then members = {}; h_pending[index] = members end
-    members[#members + 1] = now
-    members[#members + 1] = id
-  end
+  h_pend(state, queue, kind, id)
   h_counts[state] = (h_counts[state] or 0) + 1
   h_publish(state, queue, id)
 end
 local h_letters = {succeeded = 's', failed = 'f'}
 local function h_finish_flush()
-  for index, members in pairs(h_pending) do
-    for first = 1, #members, 1000 do  -- unpack has a limit on how many values it returns
-      w('ZADD', index, unpack(members, first, math.min(first + 999, #members)))
+  for state, by_queue in pairs(h_pending) do
+    for queue, by_kind in pairs(by_queue) do
+      for kind, members in pairs(by_kind) do
+        for _, index in ipairs(h_index_keys(state, queue, kind)) do
+          for first = 1, #members, 1000 do  -- unpack has a limit on how many values it returns
+            w('ZADD', index, unpack(members, first, math.min(first + 999, #members)))
+          end
+        end
+      end
     end
   end
   for state, count in pairs(h_counts) do

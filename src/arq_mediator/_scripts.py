@@ -152,7 +152,10 @@ CLAIM = (
     + _FENCE
     + _RECORD
     + """
-local want, lease, prefix, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local want, lease, prefix, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- Numbers go to redis.call as text made once here: Lua formats a number argument with a slow printf at
+-- every call, a cost paid per job.
+local leased_until = string.format('%d', now + tonumber(lease))
 local worker = ARGV[5]
 local last_queue = 6 + tonumber(ARGV[6])
 local mine = {}
@@ -209,7 +212,7 @@ for qi = 7, last_queue do
         if body then
           local deliveries
           deliveries, problem = count_delivery(id, problem)
-          redis.pcall('ZADD', running, now + lease, id)
+          redis.pcall('ZADD', running, leased_until, id)
           h_started(id, queue, deliveries, worker)
           for _, value in ipairs({id, queue, deliveries, score, body, problem}) do out[#out + 1] = value end
           want = want - 1
@@ -255,7 +258,7 @@ local out = {}
 for i = 1, #ARGV, {COMPLETE_ARGS} do
   local id, queue, record = ARGV[i], ARGV[i + 3], ARGV[i + 4]
   if holds(id, ARGV[i + 1], ARGV[i + 2]) then
-    local keep = tonumber(ARGV[i + 5])
+    local keep = ARGV[i + 5]  -- text: redis.call would format a number with a slow printf
     local record_id = ARGV[i + 7]
     h_finish_one(record_id, queue, ARGV[i + 8], ARGV[i + 9], ARGV[i + 2], ARGV[i + 10], ARGV[i + 11],
       ARGV[i + 12], ARGV[i + 13])
@@ -265,7 +268,7 @@ for i = 1, #ARGV, {COMPLETE_ARGS} do
     redis.call('ZREM', '{RUNNING}' .. queue, id)
     if ARGV[i + 6] == '1' then
       local failed = '{FAILED}' .. queue
-      redis.call('ZADD', failed, now + keep, record_id)
+      redis.call('ZADD', failed, now + tonumber(keep), record_id)
       local expired = redis.call('ZRANGEBYSCORE', failed, '-inf', now, 'LIMIT', 0, 100)
       if #expired > 0 then redis.call('ZREM', failed, unpack(expired)) end
     end

@@ -70,10 +70,13 @@ meter.create_observable_gauge(
 )
 
 
+# The API's own providers: with one of these no SDK is set. A tuple made once, as this is asked per job.
+_NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
 def tracing_enabled() -> bool:
     """Return whether a real tracer provider (an SDK) is set, rather than the API's no-op default."""
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return not isinstance(trace.get_tracer_provider(), _NO_SDK)
 
 
 def start_producer_span(queue: str, message_name: str, job_id: str) -> tuple[Span, dict[str, str]]:
