@@ -45,6 +45,8 @@ def test_allow_networks_admits_peers_in_the_networks_only() -> None:
     assert admit(connection_from(None)) is False
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
         allow_networks("ten.zero")
+    with pytest.raises(ValueError, match="at least one network"):
+        allow_networks()  # a hook that silently refuses everyone is a configuration mistake
 
 
 def test_times_read_in_utc() -> None:

@@ -50,8 +50,10 @@ def allow_networks(*networks: str) -> Authorize:
     For a dashboard reached through a container network or a VPN; loopback is admitted only when listed.
 
     Raises:
-        ValueError: a network is not a valid CIDR.
+        ValueError: no network is given (the hook would refuse everyone), or one is not a valid CIDR.
     """
+    if not networks:
+        raise ValueError("allow_networks() needs at least one network, such as '10.0.0.0/8'")
     parsed = [ipaddress.ip_network(network.strip(), strict=False) for network in networks]
 
     def in_networks(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
