@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from arq.connections import RedisSettings
 from redis.asyncio import Connection, ConnectionPool, Redis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._cluster import is_cluster_url, open_cluster, parse_cluster_url
 from ._sentinel import SentinelUrl, is_sentinel_url, parse_sentinel_url
 
 # The URL schemes `open_client` takes (redis-py's own, and Sentinel's).
@@ -93,11 +94,12 @@ def check_target(target: str | RedisSettings | None) -> None:
     scheme = target.partition("://")[0].lower()
     if is_sentinel_url(target):
         parse_sentinel_url(target)
+    elif is_cluster_url(target):
+        parse_cluster_url(target)
     elif "://" not in target or scheme not in _PLAIN_SCHEMES:
-        hint = " (Redis Cluster is not supported)" if "cluster" in scheme else ""
         raise ValueError(
-            f"a Redis URL starts with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://; "
-            f"got {target!r}{hint}"
+            "a Redis URL starts with redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://, "
+            f"redis+cluster:// or rediss+cluster://; got {target!r}"
         )
 
 
@@ -107,7 +109,7 @@ def follows_master(connection: Connection | None, redis: Redis) -> bool:
     Always true without Sentinel. A subscriber's connection is never handed back to the pool, so when the
     pool learns of a new master (another command reconnected after a failover) it must move by itself.
     """
-    pool = redis.connection_pool
+    pool = getattr(redis, "connection_pool", None)  # a cluster client has none
     if connection is None or not isinstance(pool, SentinelConnectionPool) or pool.master_address is None:
         return True
     return (connection.host, connection.port) == tuple(pool.master_address)
@@ -136,12 +138,15 @@ def _open_sentinel_master(
 
 
 def open_client(target: str | RedisSettings, timeouts: Timeouts) -> Redis:
-    """Return a client of *target* (a ``redis://`` or Sentinel URL, or arq `RedisSettings`).
+    """Return a client of *target* (a ``redis://``, Sentinel or cluster URL, or arq `RedisSettings`).
 
     It connects on first use: nothing is sent yet, so a mediator opens while Redis is down and its calls
-    fail (or succeed) later.
+    fail (or succeed) later. A cluster URL gives a `RedisCluster`, typed as `Redis`: it answers the
+    commands the engine sends, and `_layout.layout_of` tells the two apart where they differ.
     """
     limits: dict[str, Any] = {"socket_connect_timeout": timeouts.connect, "socket_timeout": timeouts.command}
+    if isinstance(target, str) and is_cluster_url(target):
+        return cast("Redis", open_cluster(target, limits))
     if isinstance(target, str) and is_sentinel_url(target):
         url = parse_sentinel_url(target)
         return _open_sentinel_master(

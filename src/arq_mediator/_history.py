@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from ._layout import SINGLE, Layout
 from ._policy import to_seconds
 
 HISTORY_PREFIX = "arqm:history:"
@@ -51,19 +52,19 @@ TRIM_BATCH = 100
 MAX_STEPS = 64
 
 
-def history_key(job_id: str) -> str:
+def history_key(job_id: str, layout: Layout = SINGLE) -> str:
     """Return the hash holding the history of *job_id*."""
-    return HISTORY_PREFIX + "job:" + job_id
+    return layout.by_job(HISTORY_PREFIX, job_id, "job:" + job_id)
 
 
-def steps_key(job_id: str) -> str:
+def steps_key(job_id: str, layout: Layout = SINGLE) -> str:
     """Return the string holding the step lines of *job_id*."""
-    return HISTORY_PREFIX + "steps:" + job_id
+    return layout.by_job(HISTORY_PREFIX, job_id, "steps:" + job_id)
 
 
-def logs_key(job_id: str) -> str:
+def logs_key(job_id: str, layout: Layout = SINGLE) -> str:
     """Return the list holding the last log lines of *job_id*'s handler."""
-    return HISTORY_PREFIX + "logs:" + job_id
+    return layout.by_job(HISTORY_PREFIX, job_id, "logs:" + job_id)
 
 
 def index_key(state: str, queue: str | None = None, request_type: str | None = None) -> str:
@@ -356,12 +357,12 @@ local function h_publish_pending() end
 """
 
 
-def recording_lua(history: JobHistory | None, events_channel: str) -> str:
-    """Return the Lua recording functions for *history* (no-ops when it is ``None``)."""
+def recording_lua(history: JobHistory | None, events_channel: str, prefix: str = HISTORY_PREFIX) -> str:
+    """Return the Lua recording functions for *history* (no-ops when it is ``None``), keys under *prefix*."""
     if history is None:
         return _OFF
     constants = {
-        "HISTORY": HISTORY_PREFIX,
+        "HISTORY": prefix,
         "EVENTS": events_channel,
         "MAX_STEPS": str(MAX_STEPS),
         "TRIM_BATCH": str(TRIM_BATCH),

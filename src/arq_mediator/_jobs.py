@@ -18,16 +18,17 @@ from ._errors import JobNotFoundError, NotReplicatedError
 from ._handle import ABORTED_TYPES, JobStatus, aborted
 from ._history import TYPES_KEY
 from ._keys import (
+    FAILED_PREFIX,
+    JOB_PREFIX,
     QUEUE_PREFIX,
     QUEUES_KEY,
+    RECURRING_PREFIX,
     RESULT_PREFIX,
+    WORKER_PREFIX,
     WORKERS_KEY,
     Channels,
-    failed_key,
-    job_key,
-    recurring_key,
-    result_key,
 )
+from ._layout import layout_of, run_script, tag_of
 from ._policy import KEEP_FAILED, Durability
 from ._results import ResultWaiter
 from ._scripts import Scripts
@@ -137,9 +138,15 @@ class JobClient:
         self._types_recorded: set[str] = set()
         # Exception types a failed job's caller gets raised as themselves, by qualified name.
         self.errors: Mapping[str, type[BaseException]] = errors if errors is not None else {}
-        self.channels = Channels(db=int(redis.connection_pool.connection_kwargs.get("db", 0)))
+        self.layout = layout_of(redis)
+        pool = getattr(redis, "connection_pool", None)  # a cluster client has none: its database is 0
+        self.channels = Channels(
+            db=int(pool.connection_kwargs.get("db", 0)) if pool is not None else 0, layout=self.layout
+        )
         self.scripts = Scripts(redis, self.channels, history)
         self.results = ResultWaiter(redis, self.channels)
+        # On a cluster, the queues this process added to the registry of queues (`QUEUES_KEY`).
+        self._queues_registered: set[str] = set()
 
     async def push(
         self, jobs: list[PendingJob], durability: Durability | None = None
@@ -154,10 +161,12 @@ class JobClient:
         Raises:
             NotReplicatedError: fewer replicas than *durability* asks for confirmed the jobs in time.
         """
+        await self._record_types(jobs)
+        if self.layout.cluster:
+            return await self._push_per_queue(jobs, durability)
         arguments: list[str | int] = []
         for job in jobs:
             arguments += (job.id, job.queue, job.delay_ms, job.body, job.type, job.parent)
-        await self._record_types(jobs)
         if durability is None:
             reply = await self.scripts.enqueue(args=arguments)
         else:
@@ -166,6 +175,45 @@ class JobClient:
             (int(reply[i]), reply[i + 1].decode(errors="replace"), reply[i + 2].decode(errors="replace"))
             for i in range(0, len(reply), 3)
         ]
+
+    async def _push_per_queue(
+        self, jobs: list[PendingJob], durability: Durability | None
+    ) -> list[tuple[int, str, str]]:
+        """Push *jobs* on a cluster: one script call per queue (each its own slot), all at once."""
+        if durability is not None:
+            raise ValueError("durable enqueue (WAIT for replicas) is not supported on Redis Cluster")
+        await self.register_queues({job.queue for job in jobs})
+        by_queue: dict[str, list[int]] = {}
+        for index, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(index)
+
+        async def push_one(queue: str, indexes: list[int]) -> list[Any]:
+            arguments: list[str | int] = []
+            for job in (jobs[index] for index in indexes):
+                arguments += (job.id, job.queue, job.delay_ms, job.body, job.type, job.parent)
+            reply: list[Any] = await run_script(self.scripts.enqueue, self.layout.route(queue), arguments)
+            return reply
+
+        replies = await asyncio.gather(*(push_one(queue, indexes) for queue, indexes in by_queue.items()))
+        outcomes: list[tuple[int, str, str]] = [(0, "", "")] * len(jobs)
+        for indexes, reply in zip(by_queue.values(), replies, strict=True):
+            for n, index in enumerate(indexes):
+                state, queue, kind = reply[n * 3 : n * 3 + 3]
+                outcomes[index] = (int(state), queue.decode(errors="replace"), kind.decode(errors="replace"))
+        return outcomes
+
+    async def register_queues(self, queues: set[str]) -> None:
+        """On a cluster, add *queues* to the registry of queues readers go through (once per process).
+
+        On one server the enqueue script keeps that registry; on a cluster its key lives in one slot
+        that a script about another queue cannot touch, so it is written here, once per queue.
+        """
+        new = queues - self._queues_registered
+        if self.layout.cluster and new:
+            for queue in new:
+                self.layout.check_queue(queue)
+            await self.redis.sadd(QUEUES_KEY, *new)  # type: ignore[misc]
+            self._queues_registered |= new
 
     async def _push_replicated(
         self, arguments: list[Any], durability: Durability, job_ids: list[str]
@@ -213,8 +261,9 @@ class JobClient:
 
     async def enqueue_tick(self, schedule: str, tick_ms: int, job: PendingJob) -> bool:
         """Push the job of one tick of recurring *schedule* unless that tick or a later one was pushed."""
+        await self.register_queues({job.queue})
         arguments: list[str | int] = [
-            recurring_key(schedule),
+            self.layout.key(RECURRING_PREFIX, job.queue, schedule),
             tick_ms,
             job.id,
             job.queue,
@@ -224,7 +273,7 @@ class JobClient:
             job.parent,
         ]
         await self._record_types([job])
-        outcome, _, _ = await self.scripts.enqueue_tick(args=arguments)
+        outcome, _, _ = await run_script(self.scripts.enqueue_tick, self.layout.route(job.queue), arguments)
         return int(outcome) == ADDED
 
     async def complete_many(self, batch: list[list[Any]]) -> list[bool]:
@@ -233,14 +282,57 @@ class JobClient:
         Returns:
             Per job, whether its outcome was recorded; ``False`` when its caller no longer held it.
         """
+        if self.layout.cluster:  # one call per queue: each is its own slot
+            by_queue: dict[str, list[int]] = {}
+            for index, job in enumerate(batch):
+                by_queue.setdefault(str(job[3]), []).append(index)
+            if len(by_queue) > 1:
+                parts = await asyncio.gather(
+                    *(self.complete_many([batch[i] for i in indexes]) for indexes in by_queue.values())
+                )
+                recorded_by_index = {
+                    index: done
+                    for indexes, part in zip(by_queue.values(), parts, strict=True)
+                    for index, done in zip(indexes, part, strict=True)
+                }
+                return [recorded_by_index[index] for index in range(len(batch))]
         arguments = [argument for job in batch for argument in job]
         # EVALSHA, loading the script when Redis lost it (it restarted, or its script cache was flushed).
-        recorded: list[int] = await self.scripts.complete(args=arguments)
+        keys = self.layout.route(str(batch[0][3])) if batch else []
+        recorded: list[int] = await run_script(self.scripts.complete, keys, arguments)
         return [bool(outcome) for outcome in recorded]
+
+    async def locate(self, job_id: str) -> str | None:
+        """Return the id *job_id* is stored under, ``None`` when no known queue holds it.
+
+        On one server, and for an id that carries its queue's tag, that is *job_id* itself. On a cluster
+        an id given without its tag (``order-42`` for ``{emails}order-42``) is looked for in every known
+        queue: one round trip per queue, all at once.
+        """
+        if not self.layout.cluster or tag_of(job_id) is not None:
+            return job_id
+        candidates = [self.layout.job_id(queue, job_id) for queue in sorted(await self.queue_names())]
+        found = await asyncio.gather(
+            *(
+                self.redis.exists(
+                    self.layout.job_key(JOB_PREFIX, candidate), self.layout.job_key(RESULT_PREFIX, candidate)
+                )
+                for candidate in candidates
+            )
+        )
+        return next((candidate for candidate, hits in zip(candidates, found, strict=True) if hits), None)
+
+    def _route(self, job_id: str) -> list[str]:
+        """Return the KEYS of a script call about *job_id* (its queue's tag on a cluster)."""
+        queue = tag_of(job_id)
+        return self.layout.route(queue) if queue is not None else []
 
     async def status(self, job_id: str) -> tuple[JobStatus, ResultRecord | None]:
         """Return where *job_id* stands and, once it finished, its result record."""
-        state, detail = await self.scripts.status(args=[job_id])
+        located = await self.locate(job_id)
+        if located is None:
+            return JobStatus.NOT_FOUND, None
+        state, detail = await run_script(self.scripts.status, self._route(located), [located])
         if state == b"finished":
             record = ResultRecord.model_validate_json(detail)
             return status_of(record), record
@@ -262,6 +354,7 @@ class JobClient:
             return record
         try:
             async with asyncio.timeout(timeout):  # bounds the whole wait, subscribing included
+                job_id = await self.locate(job_id) or job_id
                 future = await self.results.subscribe(job_id)
                 try:
                     record = await self._finished_record(job_id, may_be_missing)
@@ -275,7 +368,8 @@ class JobClient:
         """Describe a job that did not finish in time: its status, its queue, whether a worker serves it."""
         try:
             async with asyncio.timeout(_DESCRIBE_WITHIN):  # the caller's time is up already
-                state, body = await self.scripts.status(args=[job_id])
+                located = await self.locate(job_id) or job_id
+                state, body = await run_script(self.scripts.status, self._route(located), [located])
                 envelope = envelope_of(body) if state != b"finished" else None
                 queue = envelope.queue if envelope else ""
                 served = {q for worker in await self.workers() for q in worker.queues}
@@ -311,13 +405,21 @@ class JobClient:
         Raises:
             JobNotFoundError: no such job exists.
         """
+        located = await self.locate(job_id)
+        if located is None:
+            raise JobNotFoundError(f"no job {job_id} to abort")
+        job_id = located
         while True:
-            body = await self.redis.get(job_key(job_id))
+            body = await self.redis.get(self.layout.job_key(JOB_PREFIX, job_id))
             envelope = envelope_of(body)
             queue = envelope.queue if envelope else ""
             # An unreadable body (a legacy pickled arq job) names no queue: look for it in every queue,
-            # those arq-mediator never enqueued on included (a rare case: a scan is affordable here).
-            queues = [queue] if queue else sorted(await self._every_queue()) if body else []
+            # those arq-mediator never enqueued on included (a rare case: a scan is affordable here). On a
+            # cluster the id's tag names the one queue it can be on.
+            if self.layout.cluster:
+                queues = [tag_of(job_id) or ""] if body else []
+            else:
+                queues = [queue] if queue else sorted(await self._every_queue()) if body else []
             record = ResultRecord(
                 id=job_id,
                 queue=queue,
@@ -327,8 +429,10 @@ class JobClient:
                 job=envelope,
                 finished_at=now_ms(),
             )
-            outcome = await self.scripts.abort(
-                args=[job_id, body or "", record.model_dump_json(), keep_ms, *queues]
+            outcome = await run_script(
+                self.scripts.abort,
+                self._route(job_id),
+                [job_id, body or "", record.model_dump_json(), keep_ms, *queues],
             )
             if outcome == -1:
                 raise JobNotFoundError(f"no job {job_id} to abort")
@@ -344,12 +448,15 @@ class JobClient:
         Raises:
             JobNotFoundError: no failed job with that id is kept (or it cannot be rebuilt).
         """
-        raw = await self.redis.get(result_key(job_id))
+        located = await self.locate(job_id)
+        raw = None if located is None else await self.redis.get(self.layout.job_key(RESULT_PREFIX, located))
         record = None if raw is None else ResultRecord.model_validate_json(raw)
-        if record is None or record.ok or record.job is None:
+        if located is None or record is None or record.ok or record.job is None:
             raise JobNotFoundError(f"no failed job {job_id} with its envelope is kept; nothing to requeue")
         fresh = record.job.model_copy(update={"failures": 0, "due_at": now_ms()})
-        requeued = await self.scripts.requeue(args=[job_id, fresh.queue, fresh.model_dump_json()])
+        requeued = await run_script(
+            self.scripts.requeue, self._route(located), [located, fresh.queue, fresh.model_dump_json()]
+        )
         return fresh.queue, bool(requeued)
 
     async def failed(self, queue: str, limit: int = 100) -> list[ResultRecord]:
@@ -357,13 +464,15 @@ class JobClient:
         if limit <= 0:
             return []
         # Ids stay bytes: whatever another client put in the set must not stop the listing.
-        job_ids: list[bytes] = await self.redis.zrevrange(failed_key(queue), 0, limit - 1)
+        failed_key = self.layout.key(FAILED_PREFIX, queue, queue)
+        job_ids: list[bytes] = await self.redis.zrevrange(failed_key, 0, limit - 1)
         if not job_ids:
             return []
-        raws = await self.redis.mget([RESULT_PREFIX.encode() + job_id for job_id in job_ids])
+        prefix = self.layout.key(RESULT_PREFIX, queue, "").encode()
+        raws = await self.redis.mget([prefix + job_id for job_id in job_ids])
         expired = [job_id for job_id, raw in zip(job_ids, raws, strict=True) if raw is None]
         if expired:
-            await self.redis.zrem(failed_key(queue), *expired)
+            await self.redis.zrem(failed_key, *expired)
         records = []
         for raw in raws:
             if raw is not None:
@@ -372,14 +481,36 @@ class JobClient:
         return records
 
     async def workers(self) -> list[WorkerState]:
-        """Return every worker whose heartbeat has not expired, from the registry their heartbeats keep."""
-        keys: list[bytes] = await self.redis.zrange(WORKERS_KEY, 0, -1)
+        """Return every worker whose heartbeat has not expired, from the registry their heartbeats keep.
+
+        On a cluster each queue has its own registry (a worker beats in each of its queues' slots): they
+        are read all at once, and a worker serving several queues is listed once.
+        """
+        if not self.layout.cluster:
+            raws = await self._live_workers(WORKERS_KEY)
+        else:
+            parts = await asyncio.gather(
+                *(
+                    self._live_workers(self.layout.named(WORKERS_KEY, queue))
+                    for queue in await self.queue_names()
+                )
+            )
+            raws = [raw for part in parts for raw in part]
+        states = {state.instance: state for raw in raws if (state := _worker_state(raw)) is not None}
+        return sorted(states.values(), key=lambda state: (state.name, state.instance))
+
+    async def _live_workers(self, registry: str) -> list[bytes]:
+        """Return the heartbeat records a workers registry lists; forget those that expired."""
+        keys: list[bytes] = await self.redis.zrange(registry, 0, -1)
         raws = await self.redis.mget(keys) if keys else []
         gone = [key for key, raw in zip(keys, raws, strict=True) if raw is None]
         if gone:
-            await self.redis.zrem(WORKERS_KEY, *gone)
-        states = [state for raw in raws if raw is not None and (state := _worker_state(raw)) is not None]
-        return sorted(states, key=lambda state: (state.name, state.instance))
+            await self.redis.zrem(registry, *gone)
+        return [raw for raw in raws if raw is not None]
+
+    def worker_key(self, instance: str, queue: str) -> str:
+        """Return the heartbeat key of worker *instance* (on a cluster, its copy in *queue*'s slot)."""
+        return self.layout.key(WORKER_PREFIX, queue, instance)
 
     async def queue_names(self) -> set[str]:
         """Return every queue a job was enqueued on, from the registry the enqueue script keeps."""
@@ -396,7 +527,13 @@ class JobClient:
         """Return counts for *known_queues*, the queues in Redis and the queues of live workers."""
         workers = await self.workers()
         names = sorted(known_queues | await self.queue_names() | {q for w in workers for q in w.queues})
-        counts: list[int] = await self.scripts.queue_stats(args=names) if names else []
+        if self.layout.cluster:
+            parts = await asyncio.gather(
+                *(run_script(self.scripts.queue_stats, self.layout.route(name), [name]) for name in names)
+            )
+            counts: list[int] = [count for part in parts for count in part]
+        else:
+            counts = await self.scripts.queue_stats(args=names) if names else []
         queues = [QueueStats(name, *counts[i * 4 : i * 4 + 4]) for i, name in enumerate(names)]
         return Stats(queues=queues, workers=workers)
 

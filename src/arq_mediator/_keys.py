@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 
+from ._layout import SINGLE, Layout, tag_of
+
 QUEUE_PREFIX = "arq:queue:"
 JOB_PREFIX = job_key_prefix
 LEASE_PREFIX = in_progress_key_prefix
@@ -59,10 +61,12 @@ class Channels:
     """Pub/sub channel names for one database.
 
     Pub/sub is server-wide, not per database, so the names carry the database number: otherwise a job
-    id or queue shared by two databases (two environments on one server) would cross-talk.
+    id or queue shared by two databases (two environments on one server) would cross-talk. On a cluster
+    they are sharded channels carrying their queue's hash tag, as the scripts' keys do (`Layout`).
     """
 
     db: int
+    layout: Layout = SINGLE
 
     @property
     def wake_prefix(self) -> str:
@@ -76,7 +80,7 @@ class Channels:
 
     @property
     def abort(self) -> str:
-        """Return the channel asking workers to cancel a running job."""
+        """Return the channel asking workers to cancel a running job (on a cluster, see `abort_of`)."""
         return f"arqm:{self.db}:abort"
 
     @property
@@ -84,10 +88,25 @@ class Channels:
         """Return the channel job state changes go to, as ``<state>\\t<queue>\\t<id>`` (history on)."""
         return f"arqm:{self.db}:events"
 
+    def abort_of(self, queue: str) -> str:
+        """Return the abort channel the workers of *queue* hear."""
+        return self.layout.named(self.abort, queue)
+
+    def events_of(self, queue: str) -> str:
+        """Return the events channel *queue*'s state changes go to."""
+        return self.layout.named(self.events, queue)
+
     def wake(self, queue: str) -> str:
         """Return the wake-up channel of *queue*."""
-        return self.wake_prefix + queue
+        return self.layout.key(self.wake_prefix, queue, queue)
 
     def done(self, job_id: str) -> str:
         """Return the completion channel of *job_id*."""
-        return self.done_prefix + job_id
+        return self.layout.job_key(self.done_prefix, job_id)
+
+    def job_of(self, done_channel: str) -> str:
+        """Return the job id a completion channel is named after."""
+        name = done_channel[len(self.done_prefix) :]
+        if self.layout.cluster and tag_of(name) is not None:
+            return name[name.index("}") + 2 :]
+        return name

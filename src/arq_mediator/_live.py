@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ._history import history_key, logs_key
+from ._layout import SINGLE, Layout, tag_of
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -109,9 +110,10 @@ class ReportWriter:
         history: The mediator's history settings (the bounds of what is kept).
     """
 
-    def __init__(self, redis: Redis, history: JobHistory) -> None:
+    def __init__(self, redis: Redis, history: JobHistory, layout: Layout = SINGLE) -> None:
         self._redis = redis
         self._history = history
+        self._layout = layout
         self._reports: dict[int, JobReport] = {}
         # Reports of tries that ended, their last lines still to write; written on the next turn.
         self._closed: list[JobReport] = []
@@ -155,13 +157,16 @@ class ReportWriter:
         max_lines = self._history.max_log_lines
         async with self._redis.pipeline(transaction=False) as pipe:
             for report in reports:
+                if self._layout.cluster and tag_of(report.job_id) is None:  # a foreign id: no history slot
+                    report.lines.clear()
+                    continue
                 if report.progress_changed and report.progress is not None:
-                    key = history_key(report.job_id)
+                    key = history_key(report.job_id, self._layout)
                     pipe.hset(key, "progress", repr(report.progress))
                     pipe.pexpire(key, keep_ms)
                     report.progress_changed = False
                 if report.lines and max_lines:
-                    key = logs_key(report.job_id)
+                    key = logs_key(report.job_id, self._layout)
                     pipe.rpush(key, *report.lines)
                     pipe.ltrim(key, -max_lines, -1)
                     pipe.pexpire(key, keep_ms)

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from ._handle import ABORTED_TYPES
 from ._history import step_field
 from ._jobs import now_ms
+from ._layout import run_script
 from ._resilience import LoopHealth
 from ._telemetry import outcomes_dropped
 
@@ -111,7 +112,8 @@ class Outcomes:
             claim.claimed_at,
             self._worker_field,
         ]
-        outcome = await self._persist(lambda: self._client.scripts.retry(args=arguments))
+        keys = self._client.layout.route(claim.queue)
+        outcome = await self._persist(lambda: run_script(self._client.scripts.retry, keys, arguments))
         if outcome == NOT_HELD:
             self._dropped(claim, "its retry")
         return NOT_HELD if outcome is None else int(outcome)
@@ -119,7 +121,8 @@ class Outcomes:
     async def release(self, claim: Claim, delay_ms: int = 0) -> int:
         """Give the job back untried, due again after *delay_ms*; return DONE, NOT_HELD or ABORT_ASKED."""
         arguments = [*claim.fence(), claim.queue, delay_ms, self._lease_ms]
-        outcome = await self._persist(lambda: self._client.scripts.release(args=arguments))
+        keys = self._client.layout.route(claim.queue)
+        outcome = await self._persist(lambda: run_script(self._client.scripts.release, keys, arguments))
         return NOT_HELD if outcome is None else int(outcome)
 
     async def flush(self) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
+from ._cluster import is_cluster_url
 from ._cron import CronSchedule
 from ._envelope import ResultRecord, dumps
 from ._errors import (
@@ -27,6 +28,7 @@ from ._errors import (
 )
 from ._handle import JobHandle
 from ._jobs import ADDED, JobClient, PendingJob, Stats, now_ms
+from ._layout import CLUSTER, SINGLE, Layout
 from ._live import current_job
 from ._messages import Message, Notification, Request, response_type_of
 from ._policy import Durability, durability_of, to_seconds
@@ -35,6 +37,7 @@ from ._telemetry import jobs_enqueued, record_failure, start_producer_span
 if TYPE_CHECKING:
     from datetime import tzinfo
 
+    from arq.connections import RedisSettings
     from opentelemetry.trace import Span
 
     from ._registry import HandlerSpec, Registry
@@ -84,6 +87,16 @@ class Producer:
         self._background: set[asyncio.Task[None]] = set()
         # What every enqueue waits for unless the call says otherwise: nothing, or replicas (`Durability`).
         self.durable_enqueue: Durability | None = None
+        # Where the mediator's Redis is (a URL or arq settings), when it opens its own client.
+        self._redis_target: str | RedisSettings | None = None
+
+    @property
+    def _layout(self) -> Layout:
+        """Return the key layout of the mediator's Redis: its client's, or its URL's before it opens."""
+        if self._client is not None:
+            return self._client.layout
+        target = self._redis_target
+        return CLUSTER if isinstance(target, str) and is_cluster_url(target) else SINGLE
 
     @property
     def _jobs(self) -> JobClient:
@@ -355,8 +368,8 @@ class Producer:
     ) -> tuple[PendingJob, Span]:
         if max_tries is not None and max_tries < 1:
             raise ValueError(f"max_tries must be at least 1, got {max_tries}")
-        job_id = job_id or uuid.uuid4().hex
         queue = queue or spec.policy.queue
+        job_id = self._layout.job_id(queue, job_id or uuid.uuid4().hex)
         message_name = type(message).message_name
         parent = current_job.get()
         span, trace_context = start_producer_span(queue, message_name, job_id)

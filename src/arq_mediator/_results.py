@@ -12,11 +12,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._connection import follows_master
 from ._errors import QueueNotConnectedError
-from ._keys import Channels, result_key
+from ._keys import RESULT_PREFIX, Channels
+from ._sharded import ShardedPubSub
 
 if TYPE_CHECKING:
     from redis.asyncio import Connection, Redis
     from redis.asyncio.client import PubSub
+    from redis.asyncio.cluster import RedisCluster
 
 logger = logging.getLogger("arq_mediator.results")
 
@@ -88,7 +90,7 @@ class ResultWaiter:
 
     def _ensure_pubsub(self) -> PubSub:
         if self._pubsub is None:
-            self._pubsub = self._redis.pubsub()
+            self._pubsub = open_pubsub(self._redis, self._channels)
         return self._pubsub
 
     def _resolve(self, job_id: str, record: bytes) -> None:
@@ -120,7 +122,7 @@ class ResultWaiter:
                 continue
             if message is None or message["channel"] is None:
                 continue
-            job_id = message["channel"].decode()[len(self._channels.done_prefix) :]
+            job_id = self._channels.job_of(message["channel"].decode())
             if message["type"] == "message":
                 self._resolve(job_id, message["data"])
             elif message["type"] == "subscribe":
@@ -132,7 +134,11 @@ class ResultWaiter:
         job_ids = list(self._waiting)
         if not job_ids:
             return
-        records = await self._redis.mget([result_key(job_id) for job_id in job_ids])
+        keys = [self._channels.layout.job_key(RESULT_PREFIX, job_id) for job_id in job_ids]
+        if self._channels.layout.cluster:  # keys of many slots: one GET each, all at once
+            records = await asyncio.gather(*(self._redis.get(key) for key in keys))
+        else:
+            records = await self._redis.mget(keys)
         for job_id, record in zip(job_ids, records, strict=True):
             if record is not None:
                 self._resolve(job_id, record)
@@ -162,3 +168,12 @@ class ResultWaiter:
 def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.debug("unsubscribe failed: %s", task.exception())
+
+
+def open_pubsub(redis: Redis, channels: Channels, *, ignore_subscribe_messages: bool = False) -> PubSub:
+    """Return a pub/sub of *redis*: redis-py's on one server, a `ShardedPubSub` on a cluster."""
+    if channels.layout.cluster:
+        cluster = cast("RedisCluster", redis)
+        sharded = ShardedPubSub(cluster, ignore_subscribe_messages=ignore_subscribe_messages)
+        return cast("PubSub", sharded)  # it answers the calls the engine makes of a PubSub
+    return redis.pubsub(ignore_subscribe_messages=ignore_subscribe_messages)

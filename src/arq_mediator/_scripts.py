@@ -3,8 +3,11 @@
 Time comes from the Redis server (``TIME``) inside each script, so due dates and lease deadlines do not
 depend on the clocks of producers and workers. Every claim takes a *fenced* lease: its token names the
 claim, and only the holder of that token can settle, retry or give back the job (see `_FENCE`). Keys are
-built inside the scripts from arq's prefixes, as arq's own layout is not hash-tagged; like arq, this needs a
-single Redis server (or a sentinel-managed one), not Redis Cluster.
+built inside the scripts from placeholders (``'{JOB}' .. id``) that `render` fills in per layout: on one
+server (or a sentinel-managed one) with arq's own prefixes, so the scripts are arq's layout unchanged; on
+Redis Cluster with prefixes that carry the hash tag of the call's queue, given as the call's one key
+(`_layout.Layout`), and PUBLISH becomes SPUBLISH. There every call is about one queue, so it touches one
+slot: the callers split what spans queues (a batch of outcomes, a claim over several queues) per queue.
 """
 
 from __future__ import annotations
@@ -481,15 +484,19 @@ def with_history(body: str) -> str:
 
 def render(source: str, channels: Channels, history: JobHistory | None) -> str:
     """Return *source* with the key prefixes, channel names and history functions of one database."""
-    source = source.replace(_RECORD, recording_lua(history, channels.events))
+    layout = channels.layout
+    recording = recording_lua(history, layout.lua_name(channels.events), layout.lua_prefix(HISTORY_PREFIX))
+    source = source.replace(_RECORD, recording)
     names = _PREFIXES | {
         "WAKE": channels.wake_prefix,
         "DONE": channels.done_prefix,
         "ABORT_CHANNEL": channels.abort,
     }
-    for name, prefix in names.items():
-        source = source.replace("{" + name + "}", prefix)
-    return source
+    for name, value in names.items():
+        if name != "RETRY_MARK":  # a value, not a key
+            value = layout.lua_prefix(value) if value.endswith(":") else layout.lua_name(value)
+        source = source.replace("{" + name + "}", value)
+    return layout.lua(source)
 
 
 class Scripts:

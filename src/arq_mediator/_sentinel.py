@@ -18,7 +18,7 @@ SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT = 26379
 # Options the URL may carry besides credentials: what TLS needs (as redis-py names them) and the
 # sentinels' own credentials.
-_TLS_OPTIONS = frozenset(
+TLS_OPTIONS = frozenset(
     {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
 )
 _SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
@@ -71,11 +71,11 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     if scheme not in SENTINEL_SCHEMES:
         raise ValueError(f"a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://, got {url!r}")
     userinfo, _, hosts = parts.netloc.rpartition("@")
-    username, password = _credentials(userinfo)
-    sentinels = tuple(_address(address, url) for address in hosts.split(","))
+    username, password = credentials_of(userinfo)
+    sentinels = tuple(address_of(address, url, DEFAULT_SENTINEL_PORT) for address in hosts.split(","))
     master, db = _master_and_db(parts.path, url)
-    options = _options(parts.query, url)
-    tls = {name: value for name, value in options.items() if name in _TLS_OPTIONS}
+    options = read_options(parts.query, url, TLS_OPTIONS | _SENTINEL_OPTIONS)
+    tls = {name: value for name, value in options.items() if name in TLS_OPTIONS}
     if tls and scheme != "rediss+sentinel":
         raise ValueError(f"TLS options ({', '.join(sorted(tls))}) need rediss+sentinel://, in {url!r}")
     return SentinelUrl(
@@ -85,36 +85,34 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
         username=username,
         password=password,
         ssl=scheme == "rediss+sentinel",
-        tls=_tls_values(tls, url),
+        tls=tls_values(tls, url),
         sentinel_username=options.get("sentinel_username"),
         sentinel_password=options.get("sentinel_password"),
     )
 
 
-def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+def credentials_of(userinfo: str) -> tuple[str | None, str | None]:
     if not userinfo:
         return None, None
     user, has_password, password = userinfo.partition(":")
     return unquote(user) or None, unquote(password) if has_password else None
 
 
-def _address(address: str, url: str) -> tuple[str, int]:
-    """Read ``host``, ``host:port`` or ``[v6 address]:port``; the port is 26379 when left out."""
+def address_of(address: str, url: str, default_port: int) -> tuple[str, int]:
+    """Read ``host``, ``host:port`` or ``[v6 address]:port``; the port is *default_port* when left out."""
     if address.startswith("["):
         host, _, rest = address[1:].partition("]")  # urlsplit saw to the closing bracket
         if rest and not rest.startswith(":"):
-            raise ValueError(f"sentinel address {address!r} is not [IPv6 address]:port, in {url!r}")
+            raise ValueError(f"address {address!r} is not [IPv6 address]:port, in {url!r}")
         port = rest[1:]
     else:
         host, _, port = address.partition(":")
     if not host:
-        raise ValueError(
-            f"a Sentinel URL lists host:port pairs separated by commas; got {address!r} in {url!r}"
-        )
+        raise ValueError(f"the URL lists host:port pairs separated by commas; got {address!r} in {url!r}")
     if not port:
-        return host, DEFAULT_SENTINEL_PORT
+        return host, default_port
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"sentinel port {port!r} of {host} is not a port number (1-65535), in {url!r}")
+        raise ValueError(f"port {port!r} of {host} is not a port number (1-65535), in {url!r}")
     return host, int(port)
 
 
@@ -132,20 +130,22 @@ def _master_and_db(path: str, url: str) -> tuple[str, int]:
     return master, int(db)
 
 
-def _options(query: str, url: str) -> dict[str, str]:
+def read_options(query: str, url: str, allowed: frozenset[str]) -> dict[str, str]:
+    """Return the URL's ``?name=value`` options, each one of *allowed* and given once."""
     pairs = parse_qsl(query, keep_blank_values=True)
     names = [name for name, _ in pairs]
-    unknown = sorted(set(names) - _TLS_OPTIONS - _SENTINEL_OPTIONS)
+    unknown = sorted(set(names) - allowed)
     if unknown:
-        known = ", ".join(sorted(_TLS_OPTIONS | _SENTINEL_OPTIONS))
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} in Sentinel URL {url!r}; it takes {known}")
+        known = ", ".join(sorted(allowed))
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} in URL {url!r}; it takes {known}")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise ValueError(f"option(s) {', '.join(repeated)} given twice in Sentinel URL {url!r}")
+        raise ValueError(f"option(s) {', '.join(repeated)} given twice in URL {url!r}")
     return dict(pairs)
 
 
-def _tls_values(tls: dict[str, str], url: str) -> dict[str, Any]:
+def tls_values(tls: dict[str, str], url: str) -> dict[str, Any]:
+    """Return TLS options as redis-py takes them (``ssl_check_hostname`` a bool), each checked."""
     values: dict[str, Any] = dict(tls)
     requirement = tls.get("ssl_cert_reqs")
     if requirement is not None and requirement not in _CERT_REQUIREMENTS:

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import uuid
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +30,13 @@ from ._connection import follows_master
 from ._execution import Counters, JobRunner
 from ._history import step_field
 from ._jobs import WorkerState, now_ms
-from ._keys import WORKERS_KEY, worker_key
+from ._keys import WORKERS_KEY
+from ._layout import run_script
 from ._live import ReportWriter
 from ._outcomes import Outcomes, stopped_for
 from ._recurring import run_schedules
 from ._resilience import LoopHealth
+from ._results import open_pubsub
 from ._telemetry import queue_depths
 from ._worker_settings import WorkerSettings, describe_capabilities
 
@@ -101,12 +104,12 @@ class Worker:
         self._outcomes = Outcomes(
             jobs, self.name, settings.lease, lambda: stopped_for(self._stopped_at, settings.grace)
         )
-        reports = ReportWriter(jobs.redis, jobs.history) if jobs.history is not None else None
+        reports = ReportWriter(jobs.redis, jobs.history, jobs.layout) if jobs.history is not None else None
         self._runner = JobRunner(
             self.mediator, settings, self.name, self._outcomes, self._peers_can_run, self._settled, reports
         )
         self.counters = self._runner.counters
-        pubsub = jobs.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = open_pubsub(jobs.redis, jobs.channels, ignore_subscribe_messages=True)
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name} heartbeat")
         helpers: list[asyncio.Task[None]] = [
             heartbeat,
@@ -136,8 +139,10 @@ class Worker:
             if reports is not None:  # the last lines of the last jobs
                 await reports.flush()
             with contextlib.suppress(RedisError, OSError):
-                await jobs.redis.delete(worker_key(self.instance))
-                await jobs.redis.zrem(WORKERS_KEY, worker_key(self.instance))
+                for queue in settings.queues[: len(settings.queues) if jobs.layout.cluster else 1]:
+                    key = jobs.worker_key(self.instance, queue)
+                    await jobs.redis.delete(key)
+                    await jobs.redis.zrem(jobs.layout.named(WORKERS_KEY, queue), key)
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             logger.info("worker %s stopped: %s", self.name, self._describe_counts())
@@ -181,8 +186,18 @@ class Worker:
                 await self._pause(wait)
 
     async def _claim(self, free: int) -> ClaimReply:
-        queues = self.settings.queues
         token = f"{self.instance}.{next(self._claims)}"
+        if self.mediator._jobs.layout.cluster:
+            reply = await self._claim_per_queue(free, token)
+        else:
+            reply = await self._claim_from(self.settings.queues, free, token)
+        for problem in reply.bad_queues:
+            logger.error("worker %s cannot read queue %s; skipping it", self.name, problem)
+        return reply
+
+    async def _claim_from(self, queues: Sequence[str], free: int, token: str) -> ClaimReply:
+        """Claim up to *free* jobs from *queues* (all in one slot on a cluster) in one script call."""
+        jobs = self.mediator._jobs
         arguments: list[str | int | bytes] = [
             free,
             int(self.settings.lease * 1000),
@@ -191,12 +206,34 @@ class Worker:
             self._history_name,
             len(queues),
             *queues,
-            *(claim.key_id for claim, _ in self._running.values()),
+            *(
+                claim.key_id
+                for claim, _ in self._running.values()
+                if not jobs.layout.cluster or claim.queue in queues
+            ),
         ]
-        reply = read_claim_reply(await self.mediator._jobs.scripts.claim(args=arguments), token)
-        for problem in reply.bad_queues:
-            logger.error("worker %s cannot read queue %s; skipping it", self.name, problem)
-        return reply
+        keys = jobs.layout.route(queues[0]) if jobs.layout.cluster else []
+        return read_claim_reply(await run_script(jobs.scripts.claim, keys, arguments), token)
+
+    async def _claim_per_queue(self, free: int, token: str) -> ClaimReply:
+        """Claim on a cluster: one call per queue (each its own slot), in priority order.
+
+        A queue is asked only after every queue before it gave all the due jobs it had, so no job of a
+        lower-priority queue is taken while a higher one had a due job this claim could take.
+        """
+        now, next_due = 0, -1
+        bad_queues: list[str] = []
+        claims: list[Claim] = []
+        for queue in self.settings.queues:
+            reply = await self._claim_from([queue], free - len(claims), token)
+            now = max(now, reply.now)
+            if reply.next_due >= 0 and (next_due < 0 or reply.next_due < next_due):
+                next_due = reply.next_due
+            bad_queues += reply.bad_queues
+            claims += reply.claims
+            if len(claims) >= free:
+                break
+        return ClaimReply(now=now, next_due=next_due, bad_queues=bad_queues, claims=claims)
 
     def _start(self, claim: Claim) -> None:
         assert self._runner is not None
@@ -266,11 +303,13 @@ class Worker:
         channels = self.mediator._jobs.channels
         redis = self.mediator._jobs.redis
         health = LoopHealth(logger, f"worker {self.name} listening for wake-ups")
+        queues = self.settings.queues
+        aborts = {channels.abort_of(q) for q in queues} if channels.layout.cluster else {channels.abort}
         subscribed = False
         while True:
             try:
                 if not subscribed:
-                    await pubsub.subscribe(*(channels.wake(q) for q in self.settings.queues), channels.abort)
+                    await pubsub.subscribe(*(channels.wake(q) for q in queues), *aborts)
                     subscribed = True
                     self._attention.set()  # wake-ups may have been missed meanwhile
                 elif not follows_master(pubsub.connection, redis):
@@ -284,15 +323,15 @@ class Worker:
                     await pubsub.reset()
                 continue
             if message is not None and message.get("type") == "message":
-                self._heard(message, channels.abort, channels.wake_prefix)
+                self._heard(message, aborts, channels.wake_prefix)
 
-    def _heard(self, message: dict[str, Any], abort_channel: str, wake_prefix: str) -> None:
+    def _heard(self, message: dict[str, Any], abort_channels: set[str], wake_prefix: str) -> None:
         channel = message.get("channel")
         data = message.get("data")
         if not isinstance(channel, bytes) or not isinstance(data, bytes):
             return
         name = channel.decode(errors="replace")
-        if name == abort_channel:
+        if name in abort_channels:
             try:
                 self._cancel(data.decode(), lost=False)
             except UnicodeDecodeError:
@@ -332,20 +371,34 @@ class Worker:
             await asyncio.sleep(self.settings.heartbeat)
 
     async def _beat(self) -> None:
+        jobs = self.mediator._jobs
         queues = self.settings.queues
+        if not jobs.layout.cluster:
+            await self._beat_in(queues, self.settings.queues[0])
+            return
+        # On a cluster each queue's slot gets its own beat, with the leases of the jobs of that queue.
+        await jobs.register_queues(set(queues))
+        await asyncio.gather(*(self._beat_in([queue], queue) for queue in queues))
+
+    async def _beat_in(self, queues: Sequence[str], home: str) -> None:
+        """Renew the heartbeat (its copy in *home*'s slot) and the leases of the jobs of *queues*."""
+        jobs = self.mediator._jobs
         held: list[str | int | bytes] = []
         for claim, _ in self._running.values():
-            held += (claim.key_id, claim.queue, claim.token, claim.deliveries)
-        reply = await self.mediator._jobs.scripts.heartbeat(
-            args=[
-                worker_key(self.instance),
+            if claim.queue in queues:
+                held += (claim.key_id, claim.queue, claim.token, claim.deliveries)
+        reply = await run_script(
+            jobs.scripts.heartbeat,
+            jobs.layout.route(home) if jobs.layout.cluster else [],
+            [
+                jobs.worker_key(self.instance, home),
                 self._record(),
                 int(self.settings.heartbeat * 3000),
                 int(self.settings.lease * 1000),
                 len(queues),
                 *queues,
                 *held,
-            ]
+            ],
         )
         # Feeds the queue-depth gauge, read whenever metrics are collected.
         queue_depths.update(zip(queues, (int(depth) for depth in reply[: len(queues)]), strict=True))

@@ -86,8 +86,8 @@ def test_sentinel_urls_are_told_apart_from_others() -> None:
         ("redis+sentinel://h:26379", r"path is /<master name> or /<master name>/<db>"),
         ("redis+sentinel://h:26379/jobs/0/extra", r"path is /<master name> or /<master name>/<db>"),
         ("redis+sentinel://h:26379/jobs/zero", r"database in a Sentinel URL is a number"),
-        ("redis+sentinel://h:port/jobs", r"sentinel port 'port' of h is not a port number"),
-        ("redis+sentinel://h:70000/jobs", r"sentinel port '70000' of h is not a port number"),
+        ("redis+sentinel://h:port/jobs", r"port 'port' of h is not a port number"),
+        ("redis+sentinel://h:70000/jobs", r"port '70000' of h is not a port number"),
         ("redis+sentinel://h:1,,h:2/jobs", r"lists host:port pairs separated by commas"),
         ("redis+sentinel://[::1/jobs", r"cannot read Sentinel URL .*Invalid IPv6 URL"),
         ("redis+sentinel://[::1]x/jobs", r"is not \[IPv6 address\]:port"),
@@ -105,11 +105,9 @@ def test_a_malformed_url_is_refused_when_the_mediator_is_built(url: str, message
 
 
 def test_a_url_of_another_scheme_is_refused_with_the_schemes_that_work() -> None:
-    """A typo in the scheme, or Redis Cluster, is named at construction."""
+    """A typo in the scheme is named at construction."""
     with pytest.raises(ValueError, match=r"starts with redis://, rediss://, unix://, redis\+sentinel://"):
         Mediator(redis="redis-sentinel://h/jobs")
-    with pytest.raises(ValueError, match="Redis Cluster is not supported"):
-        Mediator(redis="redis+cluster://h:7000")
     with pytest.raises(ValueError, match="starts with redis://"):
         Mediator(redis="127.0.0.1:6379")
     with pytest.raises(ValueError, match="a Sentinel URL starts with"):

@@ -1,0 +1,87 @@
+"""Reading a Redis Cluster URL and opening a cluster client.
+
+``redis+cluster://[user:password@]host:port,host:port[?option=value&...]`` names seed nodes of one cluster
+(any one that answers will do: the client asks it for the others and for which node serves which slot);
+``rediss+cluster://`` speaks TLS to every node. A cluster has one database, so the path is empty (or
+``/0``). Choosing such a URL opts into the cluster key layout (`_layout.Layout`). Nothing here connects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from ._sentinel import TLS_OPTIONS, address_of, credentials_of, read_options, tls_values
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+DEFAULT_PORT = 6379
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterUrl:
+    """What a ``redis+cluster://`` URL says: seed nodes, credentials, TLS."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    tls: dict[str, Any] = field(default_factory=dict)
+
+
+def is_cluster_url(url: str) -> bool:
+    """Return whether *url* is a ``redis+cluster://`` (or ``rediss+cluster://``) URL."""
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    """Read a ``redis+cluster://host:port,host:port`` URL.
+
+    Raises:
+        ValueError: the URL is malformed; the message says which part and what was expected.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:
+        raise ValueError(f"cannot read cluster URL {url!r}: {error}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in CLUSTER_SCHEMES:
+        raise ValueError(f"a cluster URL starts with redis+cluster:// or rediss+cluster://, got {url!r}")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, password = credentials_of(userinfo)
+    nodes = tuple(address_of(address, url, DEFAULT_PORT) for address in hosts.split(","))
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has only database 0: leave the path out of {url!r}")
+    tls = read_options(parts.query, url, TLS_OPTIONS)
+    if tls and scheme != "rediss+cluster":
+        raise ValueError(f"TLS options ({', '.join(sorted(tls))}) need rediss+cluster://, in {url!r}")
+    return ClusterUrl(
+        nodes=nodes,
+        username=username,
+        password=password,
+        ssl=scheme == "rediss+cluster",
+        tls=tls_values(tls, url),
+    )
+
+
+def open_cluster(url: str, limits: dict[str, Any]) -> RedisCluster:
+    """Return a client of the cluster *url* names; it learns the slot map on first use.
+
+    On a connection error or a MOVED reply (a failover, a resharding) it reads the slot map again and
+    retries, so callers see a failover as a few slow or failed calls, not as a dead client.
+    """
+    parsed = parse_cluster_url(url)
+    tls: dict[str, Any] = {"ssl": True, **parsed.tls} if parsed.ssl else {}
+    cluster: RedisCluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in parsed.nodes],
+        username=parsed.username,
+        password=parsed.password,
+        # A failed node's slots move to its replica within seconds: read the map again on the first error.
+        reinitialize_steps=1,
+        cluster_error_retry_attempts=3,
+        **limits,
+        **tls,
+    )
+    return cluster

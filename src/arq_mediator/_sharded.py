@@ -1,0 +1,168 @@
+"""Sharded pub/sub on Redis Cluster: SSUBSCRIBE on the node serving each channel's slot.
+
+redis-py's asyncio cluster client has no pub/sub. `ShardedPubSub` offers the part of redis-py's `PubSub`
+the engine uses (`subscribe`, `unsubscribe`, `get_message`, `connect`, `reset`, `aclose`, `subscribed`)
+over one connection per node, its messages shaped as `PubSub`'s (``message`` and ``subscribe``), so the
+result waiter, the worker's listener and the dashboard's event stream read either one alike.
+
+When the slot map changes (a failover, a resharding) a node ends the subscriptions of slots it no longer
+serves (an unasked ``sunsubscribe``), answers MOVED, or drops the connection: each surfaces from
+`get_message` as a `ConnectionError`, and the caller's usual recovery, `connect` (which reads the slot map
+again and subscribes every channel on the node now serving it), follows the move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from redis.asyncio.cluster import RedisCluster
+
+# The connection settings of the cluster client that a subscriber's own connections take.
+_SETTINGS = (
+    "username",
+    "password",
+    "socket_connect_timeout",
+    "ssl_ca_certs",
+    "ssl_ca_data",
+    "ssl_cert_reqs",
+    "ssl_certfile",
+    "ssl_check_hostname",
+    "ssl_keyfile",
+)
+_KINDS = {b"smessage": "message", b"ssubscribe": "subscribe", b"sunsubscribe": "unsubscribe"}
+
+
+class ShardedPubSub:
+    """Subscriptions to sharded channels of one cluster, each on the node serving its slot."""
+
+    def __init__(self, cluster: RedisCluster, *, ignore_subscribe_messages: bool = False) -> None:
+        self._cluster = cluster
+        self._ignore_subscribe_messages = ignore_subscribe_messages
+        self._channels: set[str] = set()
+        self._links: dict[str, tuple[Connection, asyncio.Task[None]]] = {}
+        self._inbox: asyncio.Queue[dict[str, Any] | Exception] = asyncio.Queue()
+        self._sending = asyncio.Lock()
+        # As redis-py's PubSub: set once connected (here, one of the node connections), None before.
+        self.connection: Connection | None = None
+
+    @property
+    def subscribed(self) -> bool:
+        """Return whether any channel is subscribed."""
+        return bool(self._channels)
+
+    async def subscribe(self, *channels: str) -> None:
+        """Subscribe *channels*, each on the node that serves its slot now."""
+        self._channels.update(channels)
+        await self._send("SSUBSCRIBE", channels)
+
+    async def unsubscribe(self, *channels: str) -> None:
+        """Stop hearing *channels*."""
+        self._channels.difference_update(channels)
+        await self._send("SUNSUBSCRIBE", channels)
+
+    async def get_message(self, timeout: float = 0.0) -> dict[str, Any] | None:
+        """Return the next message, or ``None`` after *timeout* seconds.
+
+        Raises:
+            ConnectionError: a node's connection was lost, or the slot map changed under a channel;
+                `connect` subscribes everything again where it belongs now.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                item = await self._inbox.get()
+                if isinstance(item, Exception):
+                    raise item
+                return item
+        return None
+
+    async def connect(self) -> None:
+        """Read the slot map again and subscribe every channel on the node that serves it now."""
+        await self._close_links()
+        # Failures of the links just closed are told already: the next ones are of the new links.
+        kept = [item for item in _drain(self._inbox) if not isinstance(item, Exception)]
+        for item in kept:
+            self._inbox.put_nowait(item)
+        await self._cluster.nodes_manager.initialize()
+        await self._send("SSUBSCRIBE", tuple(self._channels))
+
+    async def reset(self) -> None:
+        """Drop every subscription and connection."""
+        self._channels.clear()
+        await self._close_links()
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        await self.reset()
+
+    async def _send(self, command: str, channels: tuple[str, ...] | set[str]) -> None:
+        async with self._sending:  # one connection per node, even for subscribers racing to open it
+            await self._cluster.initialize()
+            by_node: dict[str, list[str]] = {}
+            for channel in channels:
+                node = self._cluster.get_node_from_key(channel)
+                if node is None:
+                    raise RedisConnectionError(f"no cluster node serves the slot of channel {channel}")
+                by_node.setdefault(node.name, []).append(channel)
+            for name, names in by_node.items():
+                connection = await self._link(name)
+                await connection.send_command(command, *names)
+
+    async def _link(self, name: str) -> Connection:
+        link = self._links.get(name)
+        if link is not None and not link[1].done():
+            return link[0]
+        node = self._cluster.get_node(node_name=name)
+        if node is None:
+            raise RedisConnectionError(f"no cluster node {name} in the slot map")
+        settings = self._cluster.get_connection_kwargs()
+        options: dict[str, Any] = {key: settings[key] for key in _SETTINGS if settings.get(key) is not None}
+        kind = SSLConnection if settings.get("connection_class") is SSLConnection else Connection
+        connection = kind(host=node.host, port=node.port, **options)
+        await connection.connect()  # type: ignore[no-untyped-call]
+        reader = asyncio.create_task(self._read(connection), name=f"sharded pub/sub reader {name}")
+        self._links[name] = (connection, reader)
+        self.connection = self.connection or connection
+        return connection
+
+    async def _read(self, connection: Connection) -> None:
+        """Forward one node's messages to the inbox; any trouble goes there as a `ConnectionError`."""
+        try:
+            while True:
+                reply = await connection.read_response(timeout=None, disconnect_on_error=True)
+                if not isinstance(reply, list) or len(reply) != 3:
+                    continue
+                kind = _KINDS.get(reply[0])
+                channel = reply[1].decode(errors="replace") if isinstance(reply[1], bytes) else ""
+                if kind == "unsubscribe" and channel in self._channels:  # its slot moved away
+                    raise RedisConnectionError(f"sharded channel {channel} moved to another node")
+                if kind == "message" or (kind == "subscribe" and not self._ignore_subscribe_messages):
+                    self._inbox.put_nowait({"type": kind, "channel": reply[1], "data": reply[2]})
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError) as error:
+            failure = error if isinstance(error, RedisConnectionError) else RedisConnectionError(str(error))
+            self._inbox.put_nowait(failure)
+
+    async def _close_links(self) -> None:
+        links, self._links = list(self._links.values()), {}
+        self.connection = None
+        for connection, reader in links:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await reader
+            with contextlib.suppress(RedisError, OSError):
+                await connection.disconnect()
+
+
+def _drain(inbox: asyncio.Queue[dict[str, Any] | Exception]) -> list[dict[str, Any] | Exception]:
+    items = []
+    while not inbox.empty():
+        items.append(inbox.get_nowait())
+    return items
