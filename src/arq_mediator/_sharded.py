@@ -18,6 +18,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import Connection, SSLConnection
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -46,7 +47,10 @@ class ShardedPubSub:
         self._cluster = cluster
         self._ignore_subscribe_messages = ignore_subscribe_messages
         self._channels: set[str] = set()
-        self._links: dict[str, tuple[Connection, asyncio.Task[None]]] = {}
+        self._links: dict[tuple[str, int], tuple[Connection, asyncio.Task[None]]] = {}
+        # Which master serves which slots: (first, last, (host, port)), read when first needed and again
+        # on `connect`.
+        self._slots: list[tuple[int, int, tuple[str, int]]] = []
         self._inbox: asyncio.Queue[dict[str, Any] | Exception] = asyncio.Queue()
         self._sending = asyncio.Lock()
         # As redis-py's PubSub: set once connected (here, one of the node connections), None before.
@@ -89,7 +93,7 @@ class ShardedPubSub:
         kept = [item for item in _drain(self._inbox) if not isinstance(item, Exception)]
         for item in kept:
             self._inbox.put_nowait(item)
-        await self._cluster.nodes_manager.initialize()
+        self._slots = []
         await self._send("SSUBSCRIBE", tuple(self._channels))
 
     async def reset(self) -> None:
@@ -103,31 +107,64 @@ class ShardedPubSub:
 
     async def _send(self, command: str, channels: tuple[str, ...] | set[str]) -> None:
         async with self._sending:  # one connection per node, even for subscribers racing to open it
-            await self._cluster.initialize()
-            by_node: dict[str, list[str]] = {}
+            if not channels:
+                return
+            if not self._slots:
+                self._slots = await self._read_slots()
+            by_node: dict[tuple[str, int], list[str]] = {}
             for channel in channels:
-                node = self._cluster.get_node_from_key(channel)
-                if node is None:
-                    raise RedisConnectionError(f"no cluster node serves the slot of channel {channel}")
-                by_node.setdefault(node.name, []).append(channel)
-            for name, names in by_node.items():
-                connection = await self._link(name)
+                by_node.setdefault(self._node_of(channel), []).append(channel)
+            for address, names in by_node.items():
+                connection = await self._link(address)
                 await connection.send_command(command, *names)
 
-    async def _link(self, name: str) -> Connection:
-        link = self._links.get(name)
-        if link is not None and not link[1].done():
-            return link[0]
-        node = self._cluster.get_node(node_name=name)
-        if node is None:
-            raise RedisConnectionError(f"no cluster node {name} in the slot map")
+    def _node_of(self, channel: str) -> tuple[str, int]:
+        slot = key_slot(channel.encode())
+        for first, last, address in self._slots:
+            if first <= slot <= last:
+                return address
+        raise RedisConnectionError(f"no cluster node serves slot {slot} (channel {channel})")
+
+    async def _read_slots(self) -> list[tuple[int, int, tuple[str, int]]]:
+        """Ask the first node that answers which master serves which slots.
+
+        The subscriber keeps this map of its own: making the cluster client read its map again would
+        close the connections other callers are using.
+        """
+        await self._cluster.initialize()
+        seeds = {(node.host, int(node.port)) for node in self._cluster.get_nodes()}
+        seeds |= {(node.host, int(node.port)) for node in self._cluster.nodes_manager.startup_nodes.values()}
+        failure: Exception | None = None
+        for host, port in sorted(seeds):
+            connection = self._connection(host, port)
+            try:
+                await connection.connect()  # type: ignore[no-untyped-call]
+                await connection.send_command("CLUSTER", "SLOTS")
+                reply = await connection.read_response()
+                return [
+                    (int(first), int(last), (master[0].decode() or host, int(master[1])))
+                    for first, last, master, *_ in reply
+                ]
+            except (RedisError, OSError, ValueError, TypeError, IndexError) as error:
+                failure = error
+            finally:
+                await connection.disconnect()
+        raise RedisConnectionError(f"no cluster node told its slot map: {failure}")
+
+    def _connection(self, host: str, port: int) -> Connection:
         settings = self._cluster.get_connection_kwargs()
         options: dict[str, Any] = {key: settings[key] for key in _SETTINGS if settings.get(key) is not None}
         kind = SSLConnection if settings.get("connection_class") is SSLConnection else Connection
-        connection = kind(host=node.host, port=node.port, **options)
+        return kind(host=host, port=port, **options)
+
+    async def _link(self, address: tuple[str, int]) -> Connection:
+        link = self._links.get(address)
+        if link is not None and not link[1].done():
+            return link[0]
+        connection = self._connection(*address)
         await connection.connect()  # type: ignore[no-untyped-call]
-        reader = asyncio.create_task(self._read(connection), name=f"sharded pub/sub reader {name}")
-        self._links[name] = (connection, reader)
+        reader = asyncio.create_task(self._read(connection), name=f"sharded pub/sub reader {address}")
+        self._links[address] = (connection, reader)
         self.connection = self.connection or connection
         return connection
 
