@@ -66,22 +66,46 @@ def parse_cluster_url(url: str) -> ClusterUrl:
     )
 
 
+class SeededCluster(RedisCluster):
+    """redis-py's cluster client that never forgets the URL's seed nodes.
+
+    On a connection error redis-py drops the node from the nodes it asks for the slot map, and closes
+    every connection, which fails the calls other tasks had in flight on the same client and drops their
+    nodes too: under load a master's crash could leave it none to ask, for good. Each time it reads the
+    map again, the seeds the URL named are added back.
+    """
+
+    seeds: tuple[tuple[str, int], ...] = ()
+
+    async def initialize(self) -> RedisCluster:
+        """Read the slot map (when due), asking the URL's seeds besides the nodes last known."""
+        if self._initialize:
+            known = self.nodes_manager.startup_nodes
+            for host, port in self.seeds:
+                if f"{host}:{port}" not in known:
+                    known[f"{host}:{port}"] = ClusterNode(host, port, **self.connection_kwargs)
+        return await super().initialize()
+
+
 def open_cluster(url: str, limits: dict[str, Any]) -> RedisCluster:
     """Return a client of the cluster *url* names; it learns the slot map on first use.
 
-    On a connection error or a MOVED reply (a failover, a resharding) it reads the slot map again and
-    retries, so callers see a failover as a few slow or failed calls, not as a dead client.
+    A MOVED reply (a failover, a resharding) moves the slot it names to the node it names, and the call
+    goes there; a connection error makes the client read the slot map again on its next call. Either
+    way callers see a failover as a few failed or slower calls, never as a dead client.
     """
     parsed = parse_cluster_url(url)
     tls: dict[str, Any] = {"ssl": True, **parsed.tls} if parsed.ssl else {}
-    cluster: RedisCluster = RedisCluster(
+    cluster: SeededCluster = SeededCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in parsed.nodes],
         username=parsed.username,
         password=parsed.password,
-        # A failed node's slots move to its replica within seconds: read the map again on the first error.
-        reinitialize_steps=1,
-        cluster_error_retry_attempts=3,
+        # Not a full re-read of the slot map on MOVED: that closes every connection of the client, and a
+        # node not yet told of a failover would send it back to the old master. A MOVED reply is the
+        # new owner's word for its slot.
+        reinitialize_steps=0,
         **limits,
         **tls,
     )
+    cluster.seeds = parsed.nodes
     return cluster

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from redis.exceptions import ClusterDownError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -122,8 +123,15 @@ class WorkerLostError(ArqMediatorError):
     """The job's worker stopped heart-beating too many times while running it (recorded as its error)."""
 
 
-# The Redis client's errors that mean "unreachable or not answering", as opposed to an error reply.
-REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# The Redis client's errors that mean "unreachable or not answering", as opposed to an error reply; on a
+# cluster also "no node reachable" and "the slot's master is down" (until its replica takes over).
+REDIS_UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    RedisClusterException,
+    ClusterDownError,
+)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -34,8 +35,13 @@ def unavailable_reason() -> str | None:
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
     found = re.search(r"v=(\d+)\.", version)
     if found is None or int(found.group(1)) < 7:
-        return f"Redis Cluster tests need redis-server 7.0 or later (sharded pub/sub); found {version.strip()!r}"
+        return f"cluster tests need redis-server 7.0 or later (sharded pub/sub), found {version.strip()!r}"
     return None
+
+
+async def command(client: Redis, *arguments: str) -> Any:
+    """Send one command to one node and return its reply."""
+    return await client.execute_command(*arguments)  # type: ignore[no-untyped-call]
 
 
 def _free(port: int) -> bool:
@@ -152,7 +158,7 @@ class ClusterDeployment:
                     continue
                 client = node.client()
                 try:
-                    info = await client.execute_command("CLUSTER", "INFO")
+                    info = await command(client, "CLUSTER", "INFO")
                 except (RedisError, OSError):
                     return False
                 finally:
@@ -168,8 +174,8 @@ class ClusterDeployment:
         """Return the node serving *key*'s slot now."""
         client = next(node for node in self.nodes if node.process is not None).client()
         try:
-            slot = int(await client.execute_command("CLUSTER", "KEYSLOT", key))
-            for start, end, master, *_ in await client.execute_command("CLUSTER", "SLOTS"):
+            slot = int(await command(client, "CLUSTER", "KEYSLOT", key))
+            for start, end, master, *_ in await command(client, "CLUSTER", "SLOTS"):
                 if start <= slot <= end:
                     port = int(master[1])
                     return next(node for node in self.nodes if node.port == port)
@@ -181,8 +187,8 @@ class ClusterDeployment:
         """Return a replica of *master*."""
         client = master.client()
         try:
-            node_id = (await client.execute_command("CLUSTER", "MYID")).decode()
-            lines = (await client.execute_command("CLUSTER", "REPLICAS", node_id)) or []
+            node_id = (await command(client, "CLUSTER", "MYID")).decode()
+            lines = (await command(client, "CLUSTER", "REPLICAS", node_id)) or []
         finally:
             await client.aclose()
         port = int(lines[0].decode().split()[1].split(":")[1].split("@")[0])
@@ -195,7 +201,7 @@ class ClusterDeployment:
                 continue
             client = node.client()
             try:
-                if (await client.execute_command("ROLE"))[0] == b"master":
+                if (await command(client, "ROLE"))[0] == b"master":
                     await client.flushall()
             finally:
                 await client.aclose()

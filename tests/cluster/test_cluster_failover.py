@@ -1,0 +1,90 @@
+"""A cluster node's replica promoted mid-run: by ``CLUSTER FAILOVER`` (the old master lives on as its
+replica), and after the master is SIGKILLed under a worker process. Clients read the slot map again and
+carry on; a result awaited across the failover arrives; the worker process never dies.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from arq_mediator import JobHandle, Mediator, QueueUnavailableError
+from tests.jobs.conftest import running_worker
+from tests.jobs.worker_processes import wait_until
+from tests.processes import ManagedProcesses
+
+from .app import QUEUES, URL_ENV, High, Low, Mid, build
+from .deployment import ClusterDeployment, command
+
+
+async def _enqueued(app: Mediator, request: High | Low) -> JobHandle[str] | None:
+    """Enqueue *request*; ``None`` while its slot has no reachable master."""
+    try:
+        return await app.enqueue(request)
+    except QueueUnavailableError:
+        return None
+
+
+async def test_a_replica_promoted_by_cluster_failover_takes_over_mid_run(
+    fresh_cluster: ClusterDeployment,
+) -> None:
+    """A job running across the failover finishes and its waiter hears it; new jobs flow on the new master."""
+    async with (
+        build(fresh_cluster.url()) as app,
+        running_worker(app, queues=list(QUEUES), name="survivor", heartbeat=0.2, lease=2.0),
+    ):
+        before = await app.enqueue(High(tag="before"))
+        assert await before.result(timeout=10) == "before@survivor"
+        across = await app.enqueue(High(tag="across", duration=1.0))
+        old = await fresh_cluster.master_of("{high}")
+        replica = await fresh_cluster.replica_of(old)
+        client = replica.client()
+        try:
+            await command(client, "CLUSTER", "FAILOVER")
+        finally:
+            await client.aclose()
+
+        async def promoted() -> bool:
+            return (await fresh_cluster.master_of("{high}")).port == replica.port
+
+        await wait_until(promoted, "the replica to serve high's slots", timeout=20.0)
+        assert await across.result(timeout=20) == "across@survivor"
+        after = await wait_until(lambda: _enqueued(app, High(tag="after")), "an enqueue on the new master")
+        assert after is not None
+        assert await after.result(timeout=20) == "after@survivor"
+        stats = await app.stats()
+        assert [worker.name for worker in stats.workers] == ["survivor"]
+
+
+async def test_a_worker_process_carries_on_when_a_master_is_killed(
+    fresh_cluster: ClusterDeployment, processes: ManagedProcesses
+) -> None:
+    """SIGKILL the master of ``low``: its replica takes over within seconds, jobs of every queue flow
+    again through the same worker process, which never exits."""
+    url = fresh_cluster.url()
+    environment = {**os.environ, URL_ENV: url, "PYTHONUNBUFFERED": "1"}
+    arguments = ["-m", "arq_mediator", "worker", "tests.cluster.app:mediator", "--queues", ",".join(QUEUES)]
+    arguments += ["--name", "steady", "--heartbeat", "0.3", "--lease", "2"]
+    worker = processes.start("worker", arguments, environment)
+    async with build(url) as app:
+        first = await app.enqueue_many([High(tag="h0"), Mid(tag="m0"), Low(tag="l0")])
+        results = [await handle.result(timeout=20) for handle in first]
+        assert results == ["h0@steady", "m0@steady", "l0@steady"], processes.logs()
+        victim = await fresh_cluster.master_of("{low}")
+        victim.kill()
+        killed_at = time.monotonic()
+
+        async def flowing() -> str:
+            handle = await _enqueued(app, Low(tag="after"))
+            if handle is None:
+                return ""
+            try:
+                return await handle.result(timeout=5)
+            except TimeoutError:
+                return ""
+
+        assert await wait_until(flowing, "a low job to run after the kill", timeout=40.0) == "after@steady"
+        print(f"jobs on the killed master's slots flowed again after {time.monotonic() - killed_at:.1f}s")
+        others = await app.enqueue_many([High(tag="h1"), Mid(tag="m1")])
+        assert [await handle.result(timeout=20) for handle in others] == ["h1@steady", "m1@steady"]
+        assert worker.process.poll() is None, processes.logs()
