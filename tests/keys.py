@@ -8,6 +8,7 @@ from arq_mediator._keys import (
     JOB_PREFIX,
     LEASE_PREFIX,
     QUEUE_PREFIX,
+    RUNNING_PREFIX,
     Channels,
     failed_key,
     job_key,
@@ -27,12 +28,18 @@ __all__ = [
     "queue_key",
     "recurring_key",
     "result_key",
+    "running_key",
 ]
 
 
 def queue_key(queue: str) -> str:
     """Return the sorted set of *queue*'s job ids."""
     return QUEUE_PREFIX + queue
+
+
+def running_key(queue: str) -> str:
+    """Return the sorted set of *queue*'s running job ids, scored by their lease deadlines."""
+    return RUNNING_PREFIX + queue
 
 
 def lease_key(job_id: str) -> str:

@@ -120,7 +120,7 @@ class Outcomes:
 
     async def release(self, claim: Claim, delay_ms: int = 0) -> int:
         """Give the job back untried, due again after *delay_ms*; return DONE, NOT_HELD or ABORT_ASKED."""
-        arguments = [*claim.fence(), claim.queue, delay_ms, self._lease_ms]
+        arguments = [*claim.fence(), claim.queue, delay_ms, self._lease_ms, claim.due_at]
         keys = self._client.layout.route(claim.queue)
         outcome = await self._persist(lambda: run_script(self._client.scripts.release, keys, arguments))
         return NOT_HELD if outcome is None else int(outcome)

@@ -146,7 +146,8 @@ return out
 # queues, queue names by priority,
 # then ids the caller runs already (their lease may have lapsed in an outage; they must not start twice).
 # Takes ready jobs whose lease is free (or holds the retry mark: a retry due now), highest-priority queue
-# first, leasing each under the token prefix (this claim's token). Returns {server now, next due or -1,
+# first, leasing each under the token prefix (this claim's token) and moving it from its queue to the
+# queue's running set, so later claims do not read it again. Returns {server now, next due or -1,
 # bad queues joined by newlines, then per job: id, queue, deliveries, score, body, problem}. A job that
 # cannot run as it stands (a key of the wrong type, an oversized body, a delivery counter that is no
 # count) comes back with its problem and as much of its body as is safe, for the caller to fail it.
@@ -195,11 +196,28 @@ local function count_delivery(id, problem)
   redis.call('DEL', key)
   return redis.call('INCR', key), problem
 end
+-- A running job is off its queue, in the queue's running set scored by its lease deadline. One whose
+-- lease lapsed (its worker died or lost Redis) goes back to its queue, due since its deadline; one whose
+-- lease was renewed meanwhile is scored again.
+local function sweep(qkey, running)
+  local lapsed = redis.pcall('ZRANGEBYSCORE', running, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 100)
+  if lapsed.err then return end
+  for i = 1, #lapsed, 2 do
+    local id = lapsed[i]
+    local left = redis.pcall('PTTL', '{LEASE}' .. id)
+    if type(left) == 'number' and left > 0 then
+      redis.call('ZADD', running, string.format('%d', now + left), id)
+    else
+      redis.call('ZREM', running, id)
+      if redis.call('EXISTS', '{JOB}' .. id) == 1 then redis.pcall('ZADD', qkey, 'NX', lapsed[i + 1], id) end
+    end
+  end
+end
 for qi = 7, last_queue do
   local queue = ARGV[qi]
   local qkey = '{QUEUE}' .. queue
   local running = '{RUNNING}' .. queue
-  redis.pcall('ZREMRANGEBYSCORE', running, '-inf', now)
+  sweep(qkey, running)
   local offset = 0
   while want > 0 do
     local ids = redis.pcall('ZRANGEBYSCORE', qkey, '-inf', now, 'WITHSCORES', 'LIMIT', offset, want + 32)
@@ -208,6 +226,7 @@ for qi = 7, last_queue do
       break
     end
     if #ids == 0 then break end
+    local removed = 0  -- entries this pass took off the queue: the next pass starts that much earlier
     for i = 1, #ids, 2 do
       local id, score = ids[i], ids[i + 1]
       if want > 0 and not mine[id] and take(id) then
@@ -215,17 +234,20 @@ for qi = 7, last_queue do
         if body then
           local deliveries
           deliveries, problem = count_delivery(id, problem)
+          redis.call('ZREM', qkey, id)
+          removed = removed + 1
           redis.pcall('ZADD', running, leased_until, id)
           h_started(id, queue, deliveries, worker)
           for _, value in ipairs({id, queue, deliveries, score, body, problem}) do out[#out + 1] = value end
           want = want - 1
         else  -- a queue entry whose job is gone: stale, dropped
           redis.call('ZREM', qkey, id)
+          removed = removed + 1
           redis.call('DEL', '{LEASE}' .. id)
         end
       end
     end
-    offset = offset + math.floor(#ids / 2)
+    offset = offset + math.floor(#ids / 2) - removed
   end
   local first = redis.pcall('ZRANGEBYSCORE', qkey, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if not first.err and #first > 0 then
@@ -313,9 +335,9 @@ return 1
 """
 )
 
-# ARGV: id, token, deliveries, queue, delay_ms, lease_ms. Gives a job back untried (shutdown, or a type
-# this worker cannot run): its delivery does not count. With a delay it becomes due again only then.
-# Returns as RETRY.
+# ARGV: id, token, deliveries, queue, delay_ms, lease_ms, the score it was claimed at. Gives a job back
+# untried (shutdown, or a type this worker cannot run) to its queue: its delivery does not count. With a
+# delay it becomes due again only then, without one it keeps its place. Returns as RETRY.
 RELEASE = (
     _NOW
     + _FENCE
@@ -328,9 +350,10 @@ local deliveries = tonumber(get('{DELIVERIES}' .. id) or '0') or 0
 if deliveries > 0 then redis.call('DECR', '{DELIVERIES}' .. id) end
 redis.call('ZREM', '{RUNNING}' .. queue, id)
 if delay > 0 then
-  redis.call('ZADD', '{QUEUE}' .. queue, 'XX', now + delay, id)
+  redis.call('ZADD', '{QUEUE}' .. queue, now + delay, id)
   redis.call('SET', '{LEASE}' .. id, '{RETRY_MARK}', 'PX', delay + tonumber(ARGV[6]))
 else
+  redis.call('ZADD', '{QUEUE}' .. queue, tonumber(ARGV[7]) or now, id)
   redis.call('DEL', '{LEASE}' .. id)
 end
 h_released(id, queue)
@@ -344,7 +367,7 @@ return 1
 # token, deliveries) of each running job. Renews the heartbeat and every lease the worker still holds
 # (taking back one that lapsed in an outage if nobody claimed the job since). Returns the depth (ready
 # or running) of each queue, the number of jobs it no longer holds and their ids, then the ids asked to
-# abort.
+# abort. A job taken back after its lease lapsed may have been swept back to its queue: it leaves it again.
 HEARTBEAT = (
     _NOW
     + _FENCE
@@ -357,7 +380,8 @@ local out = {}
 local last_queue = 5 + tonumber(ARGV[5])
 for i = 6, last_queue do
   local depth = redis.pcall('ZCOUNT', '{QUEUE}' .. ARGV[i], '-inf', now)
-  out[#out + 1] = type(depth) == 'number' and depth or 0
+  local running = redis.pcall('ZCARD', '{RUNNING}' .. ARGV[i])
+  out[#out + 1] = (type(depth) == 'number' and depth or 0) + (type(running) == 'number' and running or 0)
 end
 local lost, aborts = {}, {}
 for i = last_queue + 1, #ARGV, 4 do
@@ -365,6 +389,7 @@ for i = last_queue + 1, #ARGV, 4 do
   if holds(id, token, ARGV[i + 3]) then
     redis.call('SET', '{LEASE}' .. id, token, 'PX', lease)
     redis.call('ZADD', '{RUNNING}' .. queue, now + lease, id)
+    redis.pcall('ZREM', '{QUEUE}' .. queue, id)
     if redis.call('EXISTS', '{ABORT_FLAG}' .. id) == 1 then aborts[#aborts + 1] = id end
   else
     lost[#lost + 1] = id
@@ -420,7 +445,8 @@ if body ~= ARGV[2] then return -2 end
 local keep = tonumber(ARGV[4])
 local removed_from = ''
 for i = 5, #ARGV do
-  if redis.call('ZREM', '{QUEUE}' .. ARGV[i], id) == 1 then
+  local lapsed = redis.pcall('ZREM', '{RUNNING}' .. ARGV[i], id)  -- its lease lapsed, not swept yet
+  if redis.call('ZREM', '{QUEUE}' .. ARGV[i], id) == 1 or lapsed == 1 then
     redis.call('ZADD', '{FAILED}' .. ARGV[i], now + keep, id)
     removed_from = ARGV[i]
   end
@@ -453,7 +479,8 @@ return 1
 )
 
 # ARGV: queue names. Returns per queue: ready (not running), running, deferred, failed; each a count on a
-# sorted set, so the cost does not grow with the backlog.
+# sorted set, so the cost does not grow with the backlog. A running job is off its queue; one whose lease
+# lapsed counts as ready, as the next claim puts it back.
 QUEUE_STATS = (
     _NOW
     + """
@@ -465,9 +492,9 @@ local function count(key, low, high)
 end
 for i = 1, #ARGV do
   local queue = ARGV[i]
-  local due = count('{QUEUE}' .. queue, '-inf', now)
+  local due = count('{QUEUE}' .. queue, '-inf', now) + count('{RUNNING}' .. queue, '-inf', now)
   local running = count('{RUNNING}' .. queue, '(' .. now, '+inf')
-  out[#out + 1] = math.max(due - running, 0)
+  out[#out + 1] = due
   out[#out + 1] = running
   out[#out + 1] = count('{QUEUE}' .. queue, '(' .. now, '+inf')
   out[#out + 1] = count('{FAILED}' .. queue, '(' .. now, '+inf')

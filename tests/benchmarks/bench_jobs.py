@@ -249,6 +249,13 @@ class Bench:
         count: int = await awaited(self.control.zcard(queue_key))
         return count
 
+    async def unfinished(self, queue_key: str) -> int:
+        """Return how many jobs are queued in *queue_key* or (arq-mediator's) still running."""
+        queued = await self.queued(queue_key)
+        if queue_key != jobs_app.MEDIATOR_QUEUE_KEY:
+            return queued
+        return queued + await self.queued(jobs_app.MEDIATOR_RUNNING_KEY)
+
     @contextlib.contextmanager
     def worker(self, kind: str, expect: int = 0) -> Iterator[WorkerProcess]:
         """Run a worker subprocess of *kind* for the block; stop it after, whatever happens."""
@@ -365,7 +372,7 @@ class Bench:
                         raise worker.failure(f"to drain {jobs} jobs")
                     reply = (jobs_app.DRAINED_KEY, reply)
                     break
-            while await self.queued(queue_key) > 0:  # the last results are being written
+            while await self.unfinished(queue_key) > 0:  # the last results are being written
                 if time.monotonic() > deadline:
                     raise worker.failure("to empty its queue")
                 await asyncio.sleep(0.005)

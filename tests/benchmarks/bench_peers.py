@@ -8,7 +8,7 @@ system's defaults and, where its documentation offers faster settings, those. Pe
 * drains of N pre-queued jobs by one worker (round-trip body: one RPUSH; no-op body; sleep 10 ms body),
   and by two workers (round-trip), timed from the job tallies the workers keep over the span all of them
   were running, so process start-up is left out; worker CPU and Redis CPU per job from the one-worker
-  round-trip drain;
+  round-trip drain, and Redis CPU per job from the two-worker one;
 * latency on an idle worker, one job at a time: enqueue -> start (idle pickup) and enqueue -> result
   returned through the system's own result API;
 * enqueue -> start p50 and p99 while enqueueing a steady 500 jobs/s, one at a time, to two workers;

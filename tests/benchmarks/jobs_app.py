@@ -45,6 +45,8 @@ REDIS_SETTINGS = RedisSettings.from_dsn(REDIS_URL)
 ARQ_QUEUE = "arq:queue"  # arq's default queue, which its users get
 MEDIATOR_QUEUE = "bench"
 MEDIATOR_QUEUE_KEY = "arq:queue:" + MEDIATOR_QUEUE  # arq-mediator keeps arq's key layout (_keys.QUEUE_PREFIX)
+# Where its running jobs are meanwhile (_keys.RUNNING_PREFIX): a claimed job leaves its queue.
+MEDIATOR_RUNNING_KEY = "arqm:running:" + MEDIATOR_QUEUE
 STARTS_KEY = "bench:starts"
 DRAINED_KEY = "bench:drained"
 # How many no-op jobs this worker process is to run before it reports the drain; 0: never report.

@@ -7,11 +7,15 @@ import signal
 from typing import Any
 
 import pytest
+from arq.jobs import Job as ArqJob
+from arq.jobs import JobStatus as ArqStatus
 from redis.asyncio import Redis
 
-from arq_mediator import JobFailedError, JobHandle, JobStatus, Mediator
-from tests.jobs.process_app import Chore, Doomed, Work, runs_key
+from arq_mediator import JobFailedError, JobHandle, JobStatus, Mediator, QueueStats
+from tests.jobs.process_app import Block, Chore, Doomed, Work, gate_key, runs_key
+from tests.jobs.waiting import polled
 from tests.jobs.worker_processes import Workers, wait_for_workers, wait_until
+from tests.keys import queue_key, running_key
 from tests.processes import ManagedProcess
 
 from .conftest import printed
@@ -25,7 +29,7 @@ async def runs(redis: Redis, job_id: str) -> int:
 
 
 async def started_by_a_worker(
-    app: Mediator, workers: Workers, request: Work
+    app: Mediator, workers: Workers, request: Work | Block
 ) -> tuple[ManagedProcess, JobHandle[str]]:
     """Start the worker that will stall, enqueue *request*, and return both once its handler started."""
     stalled = workers.start("stalled", ["default"], max_jobs=1, **LEASE)
@@ -89,6 +93,44 @@ async def test_a_stalled_worker_cannot_retry_a_job_another_worker_settled(
     assert await handle.status() is JobStatus.FAILED
     with pytest.raises(JobFailedError, match="doomed try 2"):
         await handle.result(timeout=1)
+
+
+async def test_a_running_job_is_off_its_queue_and_comes_back_when_its_worker_dies(
+    app: Mediator, workers: Workers
+) -> None:
+    """A claimed job leaves its queue for the running set, and arq still reads it as in progress; when its
+    worker is SIGKILLed it counts as ready once the lease lapses, and the next claim puts it back and runs it.
+    """
+    redis = app._jobs.redis
+    doomed, handle = await started_by_a_worker(app, workers, Block(gate="lapse"))
+    arq_view = ArqJob(handle.id, redis, _queue_name=queue_key("default"))
+    assert await redis.zscore(queue_key("default"), handle.id) is None
+    assert await redis.zscore(running_key("default"), handle.id) is not None
+    assert await arq_view.status() is ArqStatus.in_progress
+    assert await handle.status() is JobStatus.IN_PROGRESS
+    assert await default_queue(app) == QueueStats(name="default", ready=0, running=1, deferred=0, failed=0)
+
+    os.kill(doomed.pid, signal.SIGKILL)
+    assert await doomed.exited(timeout=5.0) == -signal.SIGKILL
+
+    def lapsed(queue: QueueStats) -> bool:
+        return (queue.ready, queue.running) == (1, 0)
+
+    await polled(lambda: default_queue(app), lapsed, what="the dead worker's lease to lapse")
+    assert await handle.status() is JobStatus.QUEUED
+    await redis.set(gate_key("lapse"), 1)
+    workers.start("rescuer", ["default"], max_jobs=1, **LEASE)
+    assert await handle.result(timeout=10) == "lapse@rescuer"
+    assert await runs(redis, handle.id) == 2
+    assert await arq_view.status() is ArqStatus.complete
+    assert await redis.zcard(running_key("default")) == 0
+    assert await redis.zcard(queue_key("default")) == 0
+
+
+async def default_queue(app: Mediator) -> QueueStats:
+    """Return the counts of the ``default`` queue."""
+    stats = await app.stats()
+    return next(queue for queue in stats.queues if queue.name == "default")
 
 
 async def _at_least(redis: Redis, job_id: str, count: int) -> bool:

@@ -1,7 +1,8 @@
 """Lists of jobs not finished yet (enqueued, scheduled, running, retrying), read from the engine's own sets.
 
-A queue is a sorted set of job ids scored by when each is due; a queue's running set holds the ids its
-workers hold, scored by lease deadline; the history's retrying set holds the ids waiting for a retry.
+A queue is a sorted set of the job ids not taken yet, scored by when each is due; a queue's running set
+holds the ids its workers took (off the queue), scored by lease deadline; the history's retrying set
+holds the ids waiting for a retry.
 A page reads, from each queue, as many of the newest entries as the page reaches, and merges them: the
 cost grows with the page's end and the number of queues, never with the backlog. Narrowed to a request
 type, a list reads at most *scan_limit* entries over all queues (or the page's end from each), as these
@@ -50,7 +51,7 @@ class ActiveLists:
             return await self._narrowed(entries, request_type, offset, limit)
         due = state is JobState.ENQUEUED
         low, high = ("-inf", now) if due else (f"({now}", "+inf")
-        excluded = set(running) if due else set(retrying)
+        excluded = set() if due else set(retrying)  # a running job is off its queue
         # Narrowed to a type, the queues share the scan's budget (a page needs at least its own end).
         wanted = (
             max(self._scan_limit // max(len(queues), 1), offset + limit) if request_type else offset + limit

@@ -196,7 +196,9 @@ class VariantBench:
             await self.reset()
             await self.client.preload("roundtrip", self.jobs)
             with self.workers(2) as workers:
+                redis_cpu = await self.redis_cpu()
                 found["drain_two"] = (await self.drain(workers, self.jobs)).rate
+                found["redis_cpu_two"] = (await self.redis_cpu() - redis_cpu) / self.jobs
                 found.update(await self.steady(workers))
             await self.reset()
         return found

@@ -34,6 +34,7 @@ MEASURES = [
     Measure("memory_per_job", "Redis memory per queued job", 1, "B", False),
     Measure("cpu_per_job", "worker CPU per job (round-trip drain)", 1e6, "us", False),
     Measure("redis_cpu_per_job", "Redis CPU per job (round-trip drain)", 1e6, "us", False),
+    Measure("redis_cpu_two", "Redis CPU per job (two workers drain)", 1e6, "us", False),
 ]
 
 # One run: variant name -> measure key -> value.
