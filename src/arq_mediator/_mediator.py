@@ -99,6 +99,8 @@ class Mediator(Producer):
                 f"a durable enqueue waits up to {self.durable_enqueue.timeout}s for replicas, which must be "
                 f"shorter than command_timeout ({command_timeout}s), or the wait would end as a timeout"
             )
+        if self.durable_enqueue is not None and self._layout.cluster:
+            raise ValueError("durable_enqueue (WAIT for replicas) is not supported on Redis Cluster")
         self.keep_result = to_seconds(keep_result) or 0.0
         if self.keep_result <= 0:
             raise ValueError(f"keep_result must be positive, got {keep_result}")

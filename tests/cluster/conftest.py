@@ -22,12 +22,13 @@ _REASON = unavailable_reason()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip every cluster test, saying why, where no cluster can be started."""
+    """Skip every test that needs a running cluster, saying why, where none can be started."""
     if _REASON is None:
         return
     skip = pytest.mark.skip(reason=_REASON)
     for item in items:
-        if "tests/cluster/" in str(item.path).replace("\\", "/"):
+        needs = {"cluster", "fresh_cluster"} & set(getattr(item, "fixturenames", ()))
+        if needs and "tests/cluster/" in str(item.path).replace("\\", "/"):
             item.add_marker(skip)
 
 
