@@ -35,6 +35,7 @@ database's events channel (`Channels.events`): each script call's changes in one
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -77,6 +78,18 @@ def index_key(state: str, queue: str | None = None, request_type: str | None = N
     if request_type is not None:
         return f"{base}:type:{request_type}"
     return base
+
+
+def shared_keys(key: str, layout: Layout, queues: Iterable[str]) -> list[str]:
+    """Return where a history key one server keeps once (an index, the retrying set, a counter) lives.
+
+    On one server that is *key*; on a cluster each queue keeps its own (in its slot, written by the
+    scripts of its jobs), and a reader sums or merges those of *queues*.
+    """
+    if not layout.cluster:
+        return [key]
+    name = key[len(HISTORY_PREFIX) :]
+    return [layout.key(HISTORY_PREFIX, queue, name) for queue in queues]
 
 
 def step_field(value: str) -> str:

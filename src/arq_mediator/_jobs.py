@@ -523,17 +523,23 @@ class JobClient:
         scanned = {key[len(QUEUE_PREFIX) :] async for key in self.redis.scan_iter(match=pattern, count=500)}
         return await self.queue_names() | {name.decode(errors="replace") for name in scanned}
 
+    async def queue_counts(self, names: list[str]) -> list[int]:
+        """Return ready, running, deferred and failed of each of *names* (on a cluster, a call per queue)."""
+        if not names:
+            return []
+        if not self.layout.cluster:
+            counts: list[int] = await self.scripts.queue_stats(args=names)
+            return counts
+        parts = await asyncio.gather(
+            *(run_script(self.scripts.queue_stats, self.layout.route(name), [name]) for name in names)
+        )
+        return [count for part in parts for count in part]
+
     async def stats(self, known_queues: set[str]) -> Stats:
         """Return counts for *known_queues*, the queues in Redis and the queues of live workers."""
         workers = await self.workers()
         names = sorted(known_queues | await self.queue_names() | {q for w in workers for q in w.queues})
-        if self.layout.cluster:
-            parts = await asyncio.gather(
-                *(run_script(self.scripts.queue_stats, self.layout.route(name), [name]) for name in names)
-            )
-            counts: list[int] = [count for part in parts for count in part]
-        else:
-            counts = await self.scripts.queue_stats(args=names) if names else []
+        counts = await self.queue_counts(names)
         queues = [QueueStats(name, *counts[i * 4 : i * 4 + 4]) for i, name in enumerate(names)]
         return Stats(queues=queues, workers=workers)
 

@@ -71,7 +71,7 @@ class ClusterNode:
 
     def start(self) -> None:
         """Start the node."""
-        command = [
+        arguments = [
             "redis-server",
             "--port",
             str(self.port),
@@ -96,7 +96,7 @@ class ClusterNode:
             str(self.directory),
         ]
         with (self.directory / "redis-server.log").open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(arguments, stdout=log, stderr=subprocess.STDOUT)
 
     def client(self) -> Redis:
         """Return a plain client of this node alone."""
@@ -142,6 +142,14 @@ class ClusterDeployment:
         for node in self.nodes:
             node.start()
         await asyncio.gather(*(self._answers(node) for node in self.nodes))
+        if len(self.nodes) == 1:  # redis-cli creates three masters or more: one node takes every slot itself
+            client = self.nodes[0].client()
+            try:
+                await command(client, "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            finally:
+                await client.aclose()
+            await self.wait_ok()
+            return
         create = ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes)]
         create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         done = await asyncio.to_thread(subprocess.run, create, capture_output=True, text=True, timeout=60)

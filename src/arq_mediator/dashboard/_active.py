@@ -14,9 +14,10 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING, Any
 
-from .._history import RETRYING_KEY, history_key
+from .._history import RETRYING_KEY, history_key, shared_keys
 from .._jobs import envelope_of, now_ms
-from .._keys import QUEUE_PREFIX, RUNNING_PREFIX, job_key
+from .._keys import JOB_PREFIX, QUEUE_PREFIX, RUNNING_PREFIX
+from .._layout import SINGLE, Layout
 from ._model import JobState
 from ._records import text
 
@@ -35,9 +36,10 @@ class ActiveLists:
         scan_limit: The most entries a list narrowed to a request type reads, over all queues.
     """
 
-    def __init__(self, redis: Redis, scan_limit: int) -> None:
+    def __init__(self, redis: Redis, scan_limit: int, layout: Layout = SINGLE) -> None:
         self._redis = redis
         self._scan_limit = scan_limit
+        self._layout = layout
 
     async def page(
         self, state: JobState, queues: list[str], request_type: str | None, offset: int, limit: int
@@ -58,7 +60,7 @@ class ActiveLists:
         )
         async with self._redis.pipeline(transaction=False) as pipe:
             for queue in queues:
-                key = QUEUE_PREFIX + queue
+                key = self._layout.key(QUEUE_PREFIX, queue, queue)
                 pipe.zrevrangebyscore(key, high, low, start=0, num=wanted + len(excluded), withscores=True)
                 pipe.zcount(key, low, high)
             replies = await pipe.execute()
@@ -78,15 +80,16 @@ class ActiveLists:
         self, queues: list[str], now: int
     ) -> tuple[dict[str, float], dict[str, float]]:
         """Return the running jobs of *queues* and the jobs of *queues* waiting for a retry, with scores."""
+        retrying_keys = shared_keys(RETRYING_KEY, self._layout, queues)
         async with self._redis.pipeline(transaction=False) as pipe:
             for queue in queues:
-                pipe.zrangebyscore(RUNNING_PREFIX + queue, f"({now}", "+inf", withscores=True)
-            pipe.zrangebyscore(
-                RETRYING_KEY, f"({now}", "+inf", start=0, num=self._scan_limit, withscores=True
-            )
+                running_key = self._layout.key(RUNNING_PREFIX, queue, queue)
+                pipe.zrangebyscore(running_key, f"({now}", "+inf", withscores=True)
+            for key in retrying_keys:
+                pipe.zrangebyscore(key, f"({now}", "+inf", start=0, num=self._scan_limit, withscores=True)
             replies = await pipe.execute()
-        running = {text(job_id): float(score) for reply in replies[:-1] for job_id, score in reply}
-        waiting = {text(job_id): float(score) for job_id, score in replies[-1]}
+        running = {text(job_id): float(score) for reply in replies[: len(queues)] for job_id, score in reply}
+        waiting = {text(job_id): float(score) for reply in replies[len(queues) :] for job_id, score in reply}
         chosen = set(queues)
         places = await self._facts(list(waiting), "queue")
         retrying = {job_id: score for job_id, score in waiting.items() if places.get(job_id) in chosen}
@@ -107,12 +110,16 @@ class ActiveLists:
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hget(history_key(job_id), name)
+                pipe.hget(history_key(job_id, self._layout), name)
             replies: list[Any] = await pipe.execute()
         facts = {job_id: text(value) for job_id, value in zip(job_ids, replies, strict=True) if value}
         unknown = [job_id for job_id in job_ids if job_id not in facts]
         if unknown:
-            bodies = await self._redis.mget([job_key(job_id) for job_id in unknown])
+            keys = [self._layout.job_key(JOB_PREFIX, job_id) for job_id in unknown]
+            if self._layout.cluster:  # keys of many slots
+                bodies = [await self._redis.get(key) for key in keys]
+            else:
+                bodies = await self._redis.mget(keys)
             for job_id, body in zip(unknown, bodies, strict=True):
                 envelope = envelope_of(body)
                 if envelope is not None:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .._resilience import LoopHealth
+from .._results import open_pubsub
 from ._model import DashboardEvent, JobState
 from ._records import text
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from .._keys import Channels
 
 logger = logging.getLogger("arq_mediator.dashboard")
 # Seconds to wait for a message before looking again: a connection Redis dropped is noticed then.
@@ -22,16 +25,22 @@ LISTEN_POLL = 1.0
 _STATES = {state.value: state for state in JobState}
 
 
-async def job_events(redis: Redis, channel: str) -> AsyncIterator[DashboardEvent]:
-    """Yield a `DashboardEvent` for each state change published on *channel*, surviving any Redis error."""
-    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+async def job_events(
+    redis: Redis, channels: Channels, queues: Callable[[], Awaitable[set[str]]]
+) -> AsyncIterator[DashboardEvent]:
+    """Yield a `DashboardEvent` for each state change published on the events channel, surviving any
+    Redis error. On a cluster each of the *queues* has its own events channel: all are heard."""
+    pubsub = open_pubsub(redis, channels, ignore_subscribe_messages=True)
     health = LoopHealth(logger, "dashboard events")
     subscribed = False
     try:
         while True:
             try:
                 if not subscribed:
-                    await pubsub.subscribe(channel)
+                    if channels.layout.cluster:
+                        await pubsub.subscribe(*(channels.events_of(queue) for queue in await queues()))
+                    else:
+                        await pubsub.subscribe(channels.events)
                     subscribed = True
                 message = await pubsub.get_message(timeout=LISTEN_POLL)
                 health.succeeded()

@@ -6,6 +6,7 @@ keys; each call is one or two round trips whatever the number of jobs retained. 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,10 +22,20 @@ from .._history import (
     history_key,
     index_key,
     logs_key,
+    shared_keys,
     steps_key,
 )
 from .._jobs import envelope_of, now_ms, status_of
-from .._keys import LEASE_PREFIX, QUEUE_PREFIX, QUEUES_KEY, RETRY_MARK, job_key, recurring_key, result_key
+from .._keys import (
+    JOB_PREFIX,
+    LEASE_PREFIX,
+    QUEUE_PREFIX,
+    QUEUES_KEY,
+    RECURRING_PREFIX,
+    RESULT_PREFIX,
+    RETRY_MARK,
+)
+from .._layout import run_script
 from .._scripts import render, with_history
 from ._active import ActiveLists
 from ._bulk import apply_to_all
@@ -118,14 +129,23 @@ class RedisDashboardSource:
     async def counts(self) -> StateCounts:
         """Return how many jobs are in each state now; finished states count what history retains."""
         await self._trim_now_and_then()
+        layout = self._jobs.layout
+        queues = sorted(await self._all_queues()) if layout.cluster else []
+        spread = [shared_keys(index_key(state), layout, queues) for state in FINISHED_STATES]
+        spread.append(shared_keys(RETRYING_KEY, layout, queues))
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.smembers(QUEUES_KEY)
-            for state in FINISHED_STATES:
-                pipe.zcard(index_key(state))
-            pipe.zcount(RETRYING_KEY, f"({now_ms()}", "+inf")
-            names, succeeded, failed, aborted, retrying = await pipe.execute()
+            for keys in spread[:-1]:
+                for key in keys:
+                    pipe.zcard(key)
+            for key in spread[-1]:
+                pipe.zcount(key, f"({now_ms()}", "+inf")
+            names, *replies = await pipe.execute()
+        # On a cluster each queue keeps its own indexes: their counts add up.
+        totals = iter(replies)
+        succeeded, failed, aborted, retrying = (sum(next(totals) for _ in keys) for keys in spread)
         queues = sorted(self._mediator._known_queues() | {text(name) for name in names})
-        counts: list[int] = await self._jobs.scripts.queue_stats(args=queues) if queues else []
+        counts = await self._jobs.queue_counts(queues)
         ready, running, deferred = (sum(counts[offset::4]) for offset in range(3))
         return StateCounts(
             enqueued=ready,
@@ -144,7 +164,11 @@ class RedisDashboardSource:
             return
         self._trimmed_at = clock
         trim, _ = self._own_scripts()
-        await trim(args=[])
+        if not self._jobs.layout.cluster:
+            await trim(args=[])
+            return
+        for queue in sorted(await self._all_queues()):  # each queue's indexes, in its own slot
+            await run_script(trim, self._jobs.layout.route(queue), [])
 
     async def throughput(self, resolution: Resolution, points: int) -> list[ThroughputPoint]:
         """Return succeeded and failed counts for the last *points* intervals of *resolution*, oldest first.
@@ -152,7 +176,11 @@ class RedisDashboardSource:
         Raises:
             ValueError: an unknown resolution, or *points* not from 1 to 10,000.
         """
-        return await throughput_points(self._redis, resolution, points, now_ms())
+        layout = self._jobs.layout
+        queues = sorted(await self._all_queues()) if layout.cluster else []
+        return await throughput_points(
+            self._redis, resolution, points, now_ms(), lambda key: shared_keys(key, layout, queues)
+        )
 
     async def queues(self) -> list[QueueSummary]:
         """Return every known queue with its counts and the workers serving it (highest priority first)."""
@@ -199,7 +227,7 @@ class RedisDashboardSource:
         if state.value in FINISHED_STATES:
             return await self._finished(state, queue, request_type, offset, limit)
         queues = [queue] if queue else sorted(await self._all_queues())
-        lists = ActiveLists(self._redis, self._scan_limit)
+        lists = ActiveLists(self._redis, self._scan_limit, self._jobs.layout)
         ids, total = await lists.page(state, queues, request_type, offset, limit)
         return Page(await self.summaries(ids, state), total, offset, limit)
 
@@ -207,6 +235,10 @@ class RedisDashboardSource:
         self, state: JobState, queue: str | None, request_type: str | None, offset: int, limit: int
     ) -> Page[JobSummary]:
         key = index_key(state.value, queue or None, request_type or None)
+        layout = self._jobs.layout
+        if layout.cluster:
+            keys = shared_keys(key, layout, [queue] if queue else sorted(await self._all_queues()))
+            return await self._finished_merged(keys, state, offset, limit)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zcard(key)
             pipe.zrevrange(key, offset, offset + limit - 1)
@@ -217,14 +249,33 @@ class RedisDashboardSource:
             await self._redis.zrem(key, *gone)
         return Page(rows, max(total - len(gone), 0), offset, limit)
 
+    async def _finished_merged(
+        self, keys: list[str], state: JobState, offset: int, limit: int
+    ) -> Page[JobSummary]:
+        """Return one page of the finished jobs several indexes (each queue's, on a cluster) list.
+
+        Each index gives its newest entries up to the page's end; merged by finish time, the page is cut
+        from them. The cost grows with the page's end and the number of queues, not the retained jobs.
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zcard(key)
+                pipe.zrevrange(key, 0, offset + limit - 1, withscores=True)
+            replies = await pipe.execute()
+        total = sum(replies[0::2])
+        lists = [[(float(score), text(job_id)) for job_id, score in entries] for entries in replies[1::2]]
+        chosen = list(heapq.merge(*lists, reverse=True))[offset : offset + limit]
+        rows = await self.summaries([job_id for _, job_id in chosen], state)
+        return Page(rows, max(total - (len(chosen) - len(rows)), 0), offset, limit)
+
     async def summaries(self, job_ids: list[str], state: JobState) -> list[JobSummary]:
         """Return the list rows of *job_ids* in *state*, leaving out jobs nothing is kept of."""
         if not job_ids:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hmget(history_key(job_id), list(SUMMARY_FIELDS))
-                pipe.get(job_key(job_id))
+                pipe.hmget(history_key(job_id, self._jobs.layout), list(SUMMARY_FIELDS))
+                pipe.get(self._jobs.layout.job_key(JOB_PREFIX, job_id))
             replies = await pipe.execute()
         rows = []
         for index, job_id in enumerate(job_ids):
@@ -243,13 +294,17 @@ class RedisDashboardSource:
         """Return everything known of *job_id*; ``None`` for an id no job has (or no id at all)."""
         if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_ID_LENGTH:
             return None
+        located = await self._jobs.locate(job_id)
+        if located is None:
+            return None
+        job_id, layout = located, self._jobs.layout
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(history_key(job_id))
-            pipe.get(job_key(job_id))
-            pipe.get(result_key(job_id))
-            pipe.get(LEASE_PREFIX + job_id)
-            pipe.lrange(logs_key(job_id), 0, -1)
-            pipe.lrange(steps_key(job_id), 0, -1)
+            pipe.hgetall(history_key(job_id, layout))
+            pipe.get(layout.job_key(JOB_PREFIX, job_id))
+            pipe.get(layout.job_key(RESULT_PREFIX, job_id))
+            pipe.get(layout.job_key(LEASE_PREFIX, job_id))
+            pipe.lrange(logs_key(job_id, layout), 0, -1)
+            pipe.lrange(steps_key(job_id, layout), 0, -1)
             raw_facts, body, raw_record, lease, log_lines, raw_steps = await pipe.execute()
         facts = {text(name): value for name, value in raw_facts.items()}
         record = record_of(raw_record)
@@ -279,7 +334,8 @@ class RedisDashboardSource:
         if holder:
             return JobState.RUNNING
         queue = envelope.queue if envelope is not None else text(facts.get("queue"))
-        score = await self._redis.zscore(QUEUE_PREFIX + queue, job_id) if queue else None
+        queue_key = self._jobs.layout.key(QUEUE_PREFIX, queue, queue)
+        score = await self._redis.zscore(queue_key, job_id) if queue else None
         return JobState.SCHEDULED if score is not None and score > now_ms() else JobState.ENQUEUED
 
     # Workers and recurring jobs -----------------------------------------------------------------------
@@ -294,12 +350,20 @@ class RedisDashboardSource:
         entries = sorted(self._mediator.recurring_jobs.values(), key=lambda entry: entry.name)
         if not entries:
             return []
-        ticks = await self._redis.mget([recurring_key(entry.name) for entry in entries])
-        last_ids = [tick_job_id(entry.name, tick) for entry, tick in zip(entries, ticks, strict=True)]
+        layout = self._jobs.layout
+        queues = [self._mediator._registry.handler_for(type(entry.request)).policy.queue for entry in entries]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id in last_ids:
-                pipe.hget(history_key(job_id or "-"), "state")
-                pipe.get(result_key(job_id or "-"))
+            for entry, queue in zip(entries, queues, strict=True):
+                pipe.get(layout.key(RECURRING_PREFIX, queue, entry.name))
+            ticks = await pipe.execute()
+        last_ids = [
+            None if (job_id := tick_job_id(entry.name, tick)) is None else layout.job_id(queue, job_id)
+            for entry, tick, queue in zip(entries, ticks, queues, strict=True)
+        ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id, queue in zip(last_ids, queues, strict=True):
+                pipe.hget(history_key(job_id or layout.job_id(queue, "-"), layout), "state")
+                pipe.get(layout.job_key(RESULT_PREFIX, job_id or layout.job_id(queue, "-")))
             replies = await pipe.execute()
         now = datetime.now(UTC)
         summaries = []
@@ -335,24 +399,31 @@ class RedisDashboardSource:
         detail = await self.job(job_id)
         if detail is None or detail.summary.state is JobState.RUNNING:
             return False
-        queue = detail.summary.queue
+        queue, job_id, layout = detail.summary.queue, detail.summary.id, self._jobs.layout
         if detail.summary.state.value not in FINISHED_STATES:  # waiting: make it due now
+            queue_key, wake = layout.key(QUEUE_PREFIX, queue, queue), self._jobs.channels.wake(queue)
+            if layout.cluster:  # a sharded wake-up, on the node of the queue's slot
+                moved = await self._redis.zadd(queue_key, {job_id: now_ms()}, xx=True, ch=True)
+                await self._redis.execute_command("SPUBLISH", wake, now_ms())  # type: ignore[no-untyped-call]
+                return bool(moved)
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(QUEUE_PREFIX + queue, {job_id: now_ms()}, xx=True, ch=True)
-                pipe.publish(self._jobs.channels.wake(queue), now_ms())
+                pipe.zadd(queue_key, {job_id: now_ms()}, xx=True, ch=True)
+                pipe.publish(wake, now_ms())
                 moved, _ = await pipe.execute()
             return bool(moved)
         envelope = await self._kept_envelope(job_id)
         if envelope is None:
             return False
         fresh = envelope.model_copy(update={"failures": 0, "due_at": now_ms()})
-        return bool(await self._jobs.scripts.requeue(args=[job_id, fresh.queue, fresh.model_dump_json()]))
+        arguments = [job_id, fresh.queue, fresh.model_dump_json()]
+        route = layout.route(fresh.queue) if layout.cluster else []
+        return bool(await run_script(self._jobs.scripts.requeue, route, arguments))
 
     async def _kept_envelope(self, job_id: str) -> JobEnvelope | None:
         """Return the envelope a finished job's result record or history kept."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(result_key(job_id))
-            pipe.lrange(steps_key(job_id), 0, -1)
+            pipe.get(self._jobs.layout.job_key(RESULT_PREFIX, job_id))
+            pipe.lrange(steps_key(job_id, self._jobs.layout), 0, -1)
             raw_record, raw_steps = await pipe.execute()
         record = record_of(raw_record)
         if record is not None and record.job is not None:
@@ -366,7 +437,12 @@ class RedisDashboardSource:
         detail = await self.job(job_id)
         queue = detail.summary.queue if detail is not None else ""
         _, delete = self._own_scripts()
-        return int(await delete(args=[job_id, queue])) == 1
+        if not self._jobs.layout.cluster:
+            return int(await delete(args=[job_id, queue])) == 1
+        if detail is None:  # on a cluster a job is found by its id's tag, or not at all
+            return False
+        job_id = detail.summary.id
+        return int(await run_script(delete, self._jobs.layout.route(queue), [job_id, queue])) == 1
 
     async def abort(self, job_id: str) -> bool:
         """Abort a job: remove it if it has not started, else ask its worker to cancel it.
@@ -411,7 +487,7 @@ class RedisDashboardSource:
         A Redis error does not end it: it subscribes again, with backoff, and goes on (changes published
         meanwhile are missed, so a page should reload its data when the stream resumes).
         """
-        return job_events(self._redis, self._jobs.channels.events)
+        return job_events(self._redis, self._jobs.channels, self._all_queues)
 
     async def _all_queues(self) -> set[str]:
         """Return every queue a job can be on: the registry's and the ones jobs were enqueued on."""

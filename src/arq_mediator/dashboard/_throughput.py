@@ -7,6 +7,7 @@ in one round trip; a day's point sums that day's hours.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -30,9 +31,15 @@ _HOUR = 3_600_000
 
 
 async def throughput_points(
-    redis: Redis, resolution: Resolution, points: int, now: int
+    redis: Redis,
+    resolution: Resolution,
+    points: int,
+    now: int,
+    spread: Callable[[str], list[str]] = lambda key: [key],
 ) -> list[ThroughputPoint]:
     """Return the last *points* intervals of *resolution* up to *now* (ms), oldest first.
+
+    *spread* names where each counter hash lives (on a cluster, each queue's copy); their counts add up.
 
     Raises:
         ValueError: an unknown resolution, or *points* out of range (from 1 to 10,000 seconds or minutes,
@@ -51,14 +58,19 @@ async def throughput_points(
         buckets = [
             hour for start in starts for hour in range(start * length // _HOUR, (start + 1) * length // _HOUR)
         ]
+    places = {bucket: spread(counter_key(kind, bucket)) for bucket in buckets}
     async with redis.pipeline(transaction=False) as pipe:
         for bucket in buckets:
-            pipe.hgetall(counter_key(kind, bucket))
-        replies = await pipe.execute()
-    counters = {
-        bucket: {name.decode(errors="replace"): _count(value) for name, value in reply.items()}
-        for bucket, reply in zip(buckets, replies, strict=True)
-    }
+            for key in places[bucket]:
+                pipe.hgetall(key)
+        replies = iter(await pipe.execute())
+    counters: dict[int, dict[str, int]] = {}
+    for bucket in buckets:  # on a cluster each queue counts its own: summed
+        summed = counters[bucket] = {}
+        for reply in (next(replies) for _ in places[bucket]):
+            for name, value in reply.items():
+                field = name.decode(errors="replace")
+                summed[field] = summed.get(field, 0) + _count(value)
     result = []
     for start in starts:
         if per_hash:
