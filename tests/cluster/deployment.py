@@ -156,6 +156,20 @@ class ClusterDeployment:
         if done.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}\n{done.stderr}")
         await self.wait_ok()
+        await wait_until(self._replicas_in_sync, "every replica in sync with its master", timeout=20.0)
+
+    async def _replicas_in_sync(self) -> bool:
+        synced = 0
+        for node in self.nodes:
+            client = node.client()
+            try:
+                info = await client.info("replication")
+            except (RedisError, OSError):
+                return False
+            finally:
+                await client.aclose()
+            synced += info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return synced == self.masters * self.replicas
 
     async def wait_ok(self, timeout: float = 20.0) -> None:
         """Wait until every running node reports ``cluster_state:ok`` with all slots served."""
