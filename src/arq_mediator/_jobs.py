@@ -24,11 +24,11 @@ from ._keys import (
     QUEUES_KEY,
     RECURRING_PREFIX,
     RESULT_PREFIX,
-    WORKER_PREFIX,
     WORKERS_KEY,
     Channels,
 )
-from ._layout import layout_of, run_script, tag_of
+from ._layout import SINGLE, Layout, layout_of, run_script, tag_of
+from ._per_queue import PerQueueCalls
 from ._policy import KEEP_FAILED, Durability
 from ._results import ResultWaiter
 from ._scripts import Scripts
@@ -116,13 +116,15 @@ class Stats:
         return summed | {"workers": len(self.workers)}
 
 
-class JobClient:
+class JobClient(PerQueueCalls):
     """Everything the producer side asks of Redis, each a single round trip where the design allows."""
 
     # Whether worker processes serve these queues (so a queue none serves is worth a warning).
     has_workers = True
     # What the scripts record of each job's life for the dashboard; None records nothing.
     history: JobHistory | None = None
+    # Where keys live (arq's layout unless the client is a cluster's); a client without Redis has arq's.
+    layout: Layout = SINGLE
 
     def __init__(
         self,
@@ -163,7 +165,7 @@ class JobClient:
         """
         await self._record_types(jobs)
         if self.layout.cluster:
-            return await self._push_per_queue(jobs, durability)
+            return await self._push_per_queue(jobs, durability is not None)
         arguments: list[str | int] = []
         for job in jobs:
             arguments += (job.id, job.queue, job.delay_ms, job.body, job.type, job.parent)
@@ -175,45 +177,6 @@ class JobClient:
             (int(reply[i]), reply[i + 1].decode(errors="replace"), reply[i + 2].decode(errors="replace"))
             for i in range(0, len(reply), 3)
         ]
-
-    async def _push_per_queue(
-        self, jobs: list[PendingJob], durability: Durability | None
-    ) -> list[tuple[int, str, str]]:
-        """Push *jobs* on a cluster: one script call per queue (each its own slot), all at once."""
-        if durability is not None:
-            raise ValueError("durable enqueue (WAIT for replicas) is not supported on Redis Cluster")
-        await self.register_queues({job.queue for job in jobs})
-        by_queue: dict[str, list[int]] = {}
-        for index, job in enumerate(jobs):
-            by_queue.setdefault(job.queue, []).append(index)
-
-        async def push_one(queue: str, indexes: list[int]) -> list[Any]:
-            arguments: list[str | int] = []
-            for job in (jobs[index] for index in indexes):
-                arguments += (job.id, job.queue, job.delay_ms, job.body, job.type, job.parent)
-            reply: list[Any] = await run_script(self.scripts.enqueue, self.layout.route(queue), arguments)
-            return reply
-
-        replies = await asyncio.gather(*(push_one(queue, indexes) for queue, indexes in by_queue.items()))
-        outcomes: list[tuple[int, str, str]] = [(0, "", "")] * len(jobs)
-        for indexes, reply in zip(by_queue.values(), replies, strict=True):
-            for n, index in enumerate(indexes):
-                state, queue, kind = reply[n * 3 : n * 3 + 3]
-                outcomes[index] = (int(state), queue.decode(errors="replace"), kind.decode(errors="replace"))
-        return outcomes
-
-    async def register_queues(self, queues: set[str]) -> None:
-        """On a cluster, add *queues* to the registry of queues readers go through (once per process).
-
-        On one server the enqueue script keeps that registry; on a cluster its key lives in one slot
-        that a script about another queue cannot touch, so it is written here, once per queue.
-        """
-        new = queues - self._queues_registered
-        if self.layout.cluster and new:
-            for queue in new:
-                self.layout.check_queue(queue)
-            await self.redis.sadd(QUEUES_KEY, *new)  # type: ignore[misc]
-            self._queues_registered |= new
 
     async def _push_replicated(
         self, arguments: list[Any], durability: Durability, job_ids: list[str]
@@ -282,50 +245,13 @@ class JobClient:
         Returns:
             Per job, whether its outcome was recorded; ``False`` when its caller no longer held it.
         """
-        if self.layout.cluster:  # one call per queue: each is its own slot
-            by_queue: dict[str, list[int]] = {}
-            for index, job in enumerate(batch):
-                by_queue.setdefault(str(job[3]), []).append(index)
-            if len(by_queue) > 1:
-                parts = await asyncio.gather(
-                    *(self.complete_many([batch[i] for i in indexes]) for indexes in by_queue.values())
-                )
-                recorded_by_index = {
-                    index: done
-                    for indexes, part in zip(by_queue.values(), parts, strict=True)
-                    for index, done in zip(indexes, part, strict=True)
-                }
-                return [recorded_by_index[index] for index in range(len(batch))]
+        if self.layout.cluster and len({job[3] for job in batch}) > 1:  # one call per queue (slot)
+            return await self._complete_per_queue(batch)
         arguments = [argument for job in batch for argument in job]
         # EVALSHA, loading the script when Redis lost it (it restarted, or its script cache was flushed).
         keys = self.layout.route(str(batch[0][3])) if batch else []
         recorded: list[int] = await run_script(self.scripts.complete, keys, arguments)
         return [bool(outcome) for outcome in recorded]
-
-    async def locate(self, job_id: str) -> str | None:
-        """Return the id *job_id* is stored under, ``None`` when no known queue holds it.
-
-        On one server, and for an id that carries its queue's tag, that is *job_id* itself. On a cluster
-        an id given without its tag (``order-42`` for ``{emails}order-42``) is looked for in every known
-        queue: one round trip per queue, all at once.
-        """
-        if not self.layout.cluster or tag_of(job_id) is not None:
-            return job_id
-        candidates = [self.layout.job_id(queue, job_id) for queue in sorted(await self.queue_names())]
-        found = await asyncio.gather(
-            *(
-                self.redis.exists(
-                    self.layout.job_key(JOB_PREFIX, candidate), self.layout.job_key(RESULT_PREFIX, candidate)
-                )
-                for candidate in candidates
-            )
-        )
-        return next((candidate for candidate, hits in zip(candidates, found, strict=True) if hits), None)
-
-    def _route(self, job_id: str) -> list[str]:
-        """Return the KEYS of a script call about *job_id* (its queue's tag on a cluster)."""
-        queue = tag_of(job_id)
-        return self.layout.route(queue) if queue is not None else []
 
     async def status(self, job_id: str) -> tuple[JobStatus, ResultRecord | None]:
         """Return where *job_id* stands and, once it finished, its result record."""
@@ -508,10 +434,6 @@ class JobClient:
             await self.redis.zrem(registry, *gone)
         return [raw for raw in raws if raw is not None]
 
-    def worker_key(self, instance: str, queue: str) -> str:
-        """Return the heartbeat key of worker *instance* (on a cluster, its copy in *queue*'s slot)."""
-        return self.layout.key(WORKER_PREFIX, queue, instance)
-
     async def queue_names(self) -> set[str]:
         """Return every queue a job was enqueued on, from the registry the enqueue script keeps."""
         names: set[bytes] = await self.redis.smembers(QUEUES_KEY)  # type: ignore[misc]
@@ -522,18 +444,6 @@ class JobClient:
         pattern = QUEUE_PREFIX + "*"
         scanned = {key[len(QUEUE_PREFIX) :] async for key in self.redis.scan_iter(match=pattern, count=500)}
         return await self.queue_names() | {name.decode(errors="replace") for name in scanned}
-
-    async def queue_counts(self, names: list[str]) -> list[int]:
-        """Return ready, running, deferred and failed of each of *names* (on a cluster, a call per queue)."""
-        if not names:
-            return []
-        if not self.layout.cluster:
-            counts: list[int] = await self.scripts.queue_stats(args=names)
-            return counts
-        parts = await asyncio.gather(
-            *(run_script(self.scripts.queue_stats, self.layout.route(name), [name]) for name in names)
-        )
-        return [count for part in parts for count in part]
 
     async def stats(self, known_queues: set[str]) -> Stats:
         """Return counts for *known_queues*, the queues in Redis and the queues of live workers."""

@@ -101,6 +101,8 @@ class Worker:
     async def _work(self) -> None:
         jobs = self.mediator._jobs
         settings = self.settings
+        for queue in settings.queues:  # on a cluster, a name that cannot be a hash tag is refused now
+            jobs.layout.check_queue(queue)
         self._outcomes = Outcomes(
             jobs, self.name, settings.lease, lambda: stopped_for(self._stopped_at, settings.grace)
         )

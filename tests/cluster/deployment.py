@@ -53,11 +53,16 @@ def _free(port: int) -> bool:
     return True
 
 
+# Ports this process handed to a deployment: two deployments built before either starts must not share.
+_HANDED_OUT: set[int] = set()
+
+
 def _free_ports(count: int) -> list[int]:
-    """Return *count* ports of `PORTS` free now, with their bus ports free too."""
-    ports = [port for port in PORTS if _free(port) and _free(port + 10000)]
+    """Return *count* ports of `PORTS` free now, with their bus ports free too, and not handed out yet."""
+    ports = [port for port in PORTS if port not in _HANDED_OUT and _free(port) and _free(port + 10000)]
     if len(ports) < count:
         raise RuntimeError(f"fewer than {count} free port pairs in {PORTS}")
+    _HANDED_OUT.update(ports[:count])
     return ports[:count]
 
 
@@ -241,6 +246,7 @@ class ClusterDeployment:
         await wait_until(ping, f"cluster node on port {node.port}", timeout=10.0)
 
     def stop(self) -> None:
-        """Stop every node by its PID."""
+        """Stop every node by its PID, and give its ports back."""
         for node in self.nodes:
             node.stop()
+            _HANDED_OUT.discard(node.port)

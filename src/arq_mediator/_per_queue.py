@@ -1,0 +1,132 @@
+"""What a job client does differently on Redis Cluster: one call per queue, ids found by their tag.
+
+On a cluster every script call is about one queue (its slot, `_layout.Layout`), so what spans queues on
+one server in one call (a batch of enqueues, a worker's outcomes of one turn, the counts of every queue)
+goes as one call per queue, all at once; and an id given without its queue's tag is looked for in every
+known queue. `JobClient` mixes this in; on one server none of it runs but `locate`, `_route` and
+`queue_counts`, which then change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ._keys import JOB_PREFIX, QUEUES_KEY, RESULT_PREFIX, WORKER_PREFIX
+from ._layout import Layout, run_script, tag_of
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from ._jobs import PendingJob
+    from ._scripts import Scripts
+
+
+class PerQueueCalls:
+    """The cluster side of `JobClient`; the client provides its attributes and `queue_names`."""
+
+    redis: Redis
+    layout: Layout
+    scripts: Scripts
+    _queues_registered: set[str]
+
+    async def queue_names(self) -> set[str]:
+        """Return every queue a job was enqueued on (the client's own)."""
+        raise NotImplementedError
+
+    async def complete_many(self, batch: list[list[Any]]) -> list[bool]:
+        """Record the outcomes in *batch* (the client's own)."""
+        raise NotImplementedError
+
+    async def _push_per_queue(self, jobs: list[PendingJob], durable: bool) -> list[tuple[int, str, str]]:
+        """Push *jobs* on a cluster: one script call per queue (each its own slot), all at once."""
+        if durable:
+            raise ValueError("durable enqueue (WAIT for replicas) is not supported on Redis Cluster")
+        await self.register_queues({job.queue for job in jobs})
+        by_queue: dict[str, list[int]] = {}
+        for index, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(index)
+
+        async def push_one(queue: str, indexes: list[int]) -> list[Any]:
+            arguments: list[str | int] = []
+            for job in (jobs[index] for index in indexes):
+                arguments += (job.id, job.queue, job.delay_ms, job.body, job.type, job.parent)
+            reply: list[Any] = await run_script(self.scripts.enqueue, self.layout.route(queue), arguments)
+            return reply
+
+        replies = await asyncio.gather(*(push_one(queue, indexes) for queue, indexes in by_queue.items()))
+        outcomes: list[tuple[int, str, str]] = [(0, "", "")] * len(jobs)
+        for indexes, reply in zip(by_queue.values(), replies, strict=True):
+            for n, index in enumerate(indexes):
+                state, queue, kind = reply[n * 3 : n * 3 + 3]
+                outcomes[index] = (int(state), queue.decode(errors="replace"), kind.decode(errors="replace"))
+        return outcomes
+
+    async def register_queues(self, queues: set[str]) -> None:
+        """On a cluster, add *queues* to the registry of queues readers go through (once per process).
+
+        On one server the enqueue script keeps that registry; on a cluster its key lives in one slot
+        that a script about another queue cannot touch, so it is written here, once per queue.
+        """
+        new = queues - self._queues_registered
+        if self.layout.cluster and new:
+            for queue in new:
+                self.layout.check_queue(queue)
+            await self.redis.sadd(QUEUES_KEY, *new)  # type: ignore[misc]
+            self._queues_registered |= new
+
+    async def _complete_per_queue(self, batch: list[list[Any]]) -> list[bool]:
+        """Record outcomes of several queues on a cluster: one call per queue, all at once."""
+        by_queue: dict[str, list[int]] = {}
+        for index, job in enumerate(batch):
+            by_queue.setdefault(str(job[3]), []).append(index)
+        parts = await asyncio.gather(
+            *(self.complete_many([batch[i] for i in indexes]) for indexes in by_queue.values())
+        )
+        recorded = {
+            index: done
+            for indexes, part in zip(by_queue.values(), parts, strict=True)
+            for index, done in zip(indexes, part, strict=True)
+        }
+        return [recorded[index] for index in range(len(batch))]
+
+    async def locate(self, job_id: str) -> str | None:
+        """Return the id *job_id* is stored under, ``None`` when no known queue holds it.
+
+        On one server, and for an id that carries its queue's tag, that is *job_id* itself. On a cluster
+        an id given without its tag (``order-42`` for ``{emails}order-42``) is looked for in every known
+        queue: one round trip per queue, all at once.
+        """
+        if not self.layout.cluster or tag_of(job_id) is not None:
+            return job_id
+        candidates = [self.layout.job_id(queue, job_id) for queue in sorted(await self.queue_names())]
+        found = await asyncio.gather(
+            *(
+                self.redis.exists(
+                    self.layout.job_key(JOB_PREFIX, candidate), self.layout.job_key(RESULT_PREFIX, candidate)
+                )
+                for candidate in candidates
+            )
+        )
+        return next((candidate for candidate, hits in zip(candidates, found, strict=True) if hits), None)
+
+    def _route(self, job_id: str) -> list[str]:
+        """Return the KEYS of a script call about *job_id* (its queue's tag on a cluster)."""
+        queue = tag_of(job_id)
+        return self.layout.route(queue) if queue is not None else []
+
+    def worker_key(self, instance: str, queue: str) -> str:
+        """Return the heartbeat key of worker *instance* (on a cluster, its copy in *queue*'s slot)."""
+        return self.layout.key(WORKER_PREFIX, queue, instance)
+
+    async def queue_counts(self, names: list[str]) -> list[int]:
+        """Return ready, running, deferred and failed of each of *names* (on a cluster, a call per queue)."""
+        if not names:
+            return []
+        if not self.layout.cluster:
+            counts: list[int] = await self.scripts.queue_stats(args=names)
+            return counts
+        parts = await asyncio.gather(
+            *(run_script(self.scripts.queue_stats, self.layout.route(name), [name]) for name in names)
+        )
+        return [count for part in parts for count in part]
