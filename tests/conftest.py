@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from arq_mediator import Mediator
 from tests import containers
 from tests.jobs.worker_processes import RedisServer
+from tests.processes import ManagedProcesses
 from tests.redis_databases import (
     DatabasesUnavailableError,
     FlushedRedis,
@@ -159,3 +160,13 @@ async def redis_servers(tmp_path: Path) -> AsyncIterator[StartRedisServer]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[ManagedProcesses]:
+    """Start processes for the test; every one is stopped by PID when the test ends, however it ends."""
+    started = ManagedProcesses(tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop_all()

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from arq_mediator import Mediator
-from tests.processes import ManagedProcesses
 
 from .app import build
 from .deployment import ClusterDeployment, unavailable_reason
@@ -60,13 +59,3 @@ async def app(cluster: ClusterDeployment) -> AsyncIterator[Mediator]:
     await cluster.flush()
     async with build(cluster.url()) as mediator:
         yield mediator
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[ManagedProcesses]:
-    """Start processes for the test; every one is stopped by PID at the end."""
-    started = ManagedProcesses(tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop_all()

@@ -3,13 +3,9 @@ and a Redis database of their own (claimed for this run, see `tests/redis_databa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from services.settings import Settings
 
-from tests.processes import ManagedProcesses
 from tests.redis_databases import FlushedRedis
 from tests.services.api_harness import empty_outbox
 
@@ -35,13 +31,3 @@ async def settings(postgres_url: str, clean_redis: str) -> Settings:
         email_failure_rate=0.0,
         service_name="api",
     )
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[ManagedProcesses]:
-    """Start service processes for the test; every one is stopped by PID when it ends, however it ends."""
-    started = ManagedProcesses(tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop_all()
