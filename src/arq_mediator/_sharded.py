@@ -89,11 +89,6 @@ class ShardedPubSub:
     async def connect(self) -> None:
         """Read the slot map again and subscribe every channel on the node that serves it now."""
         await self._close_links()
-        # Failures of the links just closed are told already: the next ones are of the new links.
-        kept = [item for item in _drain(self._inbox) if not isinstance(item, Exception)]
-        for item in kept:
-            self._inbox.put_nowait(item)
-        self._slots = []
         await self._send("SSUBSCRIBE", tuple(self._channels))
 
     async def reset(self) -> None:
@@ -190,12 +185,16 @@ class ShardedPubSub:
     async def _close_links(self) -> None:
         links, self._links = list(self._links.values()), {}
         self.connection = None
+        self._slots = []  # whatever ended these links may have moved slots: the next subscribe asks again
         for connection, reader in links:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await reader
             with contextlib.suppress(RedisError, OSError):
                 await connection.disconnect()
+        # Failures of the links just closed are told already: any next one is of the new links.
+        for item in [item for item in _drain(self._inbox) if not isinstance(item, Exception)]:
+            self._inbox.put_nowait(item)
 
 
 def _drain(inbox: asyncio.Queue[dict[str, Any] | Exception]) -> list[dict[str, Any] | Exception]:

@@ -49,6 +49,17 @@ async def test_a_replica_promoted_by_cluster_failover_takes_over_mid_run(
 
         await wait_until(promoted, "the replica to serve high's slots", timeout=20.0)
         assert await across.result(timeout=20) == "across@survivor"
+        wake = app._jobs.channels.wake("high")
+
+        async def listening_on_new_master() -> bool:
+            client = replica.client()
+            try:
+                reply = await command(client, "PUBSUB", "SHARDNUMSUB", wake)
+            finally:
+                await client.aclose()
+            return int(reply[1]) >= 1
+
+        await wait_until(listening_on_new_master, "the worker's wake-up subscription on the new master")
         after = await wait_until(lambda: _enqueued(app, High(tag="after")), "an enqueue on the new master")
         assert after is not None
         assert await after.result(timeout=20) == "after@survivor"
@@ -60,11 +71,13 @@ async def test_a_worker_process_carries_on_when_a_master_is_killed(
     fresh_cluster: ClusterDeployment, processes: ManagedProcesses
 ) -> None:
     """SIGKILL the master of ``low``: its replica takes over within seconds, jobs of every queue flow
-    again through the same worker process, which never exits."""
+    again through the same worker process (given the cluster by ``--redis``), which never exits."""
     url = fresh_cluster.url()
-    environment = {**os.environ, URL_ENV: url, "PYTHONUNBUFFERED": "1"}
+    # The URL comes from the command line: the app's mediator is built without one.
+    environment = {name: value for name, value in os.environ.items() if name != URL_ENV}
+    environment["PYTHONUNBUFFERED"] = "1"
     arguments = ["-m", "arq_mediator", "worker", "tests.cluster.app:mediator", "--queues", ",".join(QUEUES)]
-    arguments += ["--name", "steady", "--heartbeat", "0.3", "--lease", "2"]
+    arguments += ["--redis", url, "--name", "steady", "--heartbeat", "0.3", "--lease", "2"]
     worker = processes.start("worker", arguments, environment)
     async with build(url) as app:
         first = await app.enqueue_many([High(tag="h0"), Mid(tag="m0"), Low(tag="l0")])
