@@ -6,8 +6,12 @@ never raises, and what cannot be read becomes the claim's `problem`, for the wor
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+logger = logging.getLogger("arq_mediator.worker")
 
 # The id a job whose id is not text is recorded under, since nobody could type or print the real one.
 INVALID_ID_PREFIX = "invalid-id:"
@@ -98,4 +102,50 @@ def read_claim_reply(reply: list[Any], token: str) -> ClaimReply:
                 problem=_text(problem),
             )
         )
+    return ClaimReply(now=now, next_due=next_due, bad_queues=bad_queues, claims=claims)
+
+
+async def claim_per_queue(
+    claim_from: Callable[[Sequence[str], int], Awaitable[ClaimReply]],
+    queues: Sequence[str],
+    free: int,
+    unreachable: set[str],
+    worker: str,
+) -> ClaimReply:
+    """Claim up to *free* jobs on a cluster: one call per queue (each its own slot), in priority order.
+
+    A queue is asked only after every queue before it gave all the due jobs it had, so no job of a
+    lower-priority queue is taken while a higher one had a due job this claim could take. A queue whose
+    node does not answer (it failed, its replica is not promoted yet) is passed over: this claim cannot
+    take its jobs, and the jobs already taken from the queues before it must still start. Passed over
+    queues are kept in *unreachable* (logged once until their node answers); when no queue answers,
+    the first error is raised, for the claim loop to back off.
+    """
+    now, next_due = 0, -1
+    bad_queues: list[str] = []
+    claims: list[Claim] = []
+    failures: list[Exception] = []
+    for queue in queues:
+        try:
+            reply = await claim_from([queue], free - len(claims))
+        except Exception as error:  # its node is down or moving: the other queues' nodes may answer
+            failures.append(error)
+            if queue not in unreachable:
+                unreachable.add(queue)
+                logger.warning(
+                    "worker %s cannot reach queue %s (%r); claiming from the others", worker, queue, error
+                )
+            continue
+        if queue in unreachable:
+            unreachable.discard(queue)
+            logger.warning("worker %s reaches queue %s again", worker, queue)
+        now = max(now, reply.now)
+        if reply.next_due >= 0 and (next_due < 0 or reply.next_due < next_due):
+            next_due = reply.next_due
+        bad_queues += reply.bad_queues
+        claims += reply.claims
+        if len(claims) >= free:
+            break
+    if failures and len(failures) == len(queues):
+        raise failures[0]
     return ClaimReply(now=now, next_due=next_due, bad_queues=bad_queues, claims=claims)

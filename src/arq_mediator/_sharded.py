@@ -53,6 +53,8 @@ class ShardedPubSub:
         self._slots: list[tuple[int, int, tuple[str, int]]] = []
         self._inbox: asyncio.Queue[dict[str, Any] | Exception] = asyncio.Queue()
         self._sending = asyncio.Lock()
+        # Set while `connect` has not subscribed everything again: `get_message` says so until it has.
+        self._broken = False
         # As redis-py's PubSub: set once connected (here, one of the node connections), None before.
         self.connection: Connection | None = None
 
@@ -78,6 +80,8 @@ class ShardedPubSub:
             ConnectionError: a node's connection was lost, or the slot map changed under a channel;
                 `connect` subscribes everything again where it belongs now.
         """
+        if self._broken and self._channels:
+            raise RedisConnectionError("sharded subscriptions are not all restored yet")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 item = await self._inbox.get()
@@ -89,11 +93,14 @@ class ShardedPubSub:
     async def connect(self) -> None:
         """Read the slot map again and subscribe every channel on the node that serves it now."""
         await self._close_links()
+        self._broken = True
         await self._send("SSUBSCRIBE", tuple(self._channels))
+        self._broken = False
 
     async def reset(self) -> None:
         """Drop every subscription and connection."""
         self._channels.clear()
+        self._broken = False
         await self._close_links()
 
     async def aclose(self) -> None:
@@ -109,9 +116,13 @@ class ShardedPubSub:
             by_node: dict[tuple[str, int], list[str]] = {}
             for channel in channels:
                 by_node.setdefault(self._node_of(channel), []).append(channel)
-            for address, names in by_node.items():
-                connection = await self._link(address)
-                await connection.send_command(command, *names)
+            try:
+                for address, names in by_node.items():
+                    connection = await self._link(address)
+                    await connection.send_command(command, *names)
+            except (RedisError, OSError):
+                self._slots = []  # a node named by the map is gone: ask for the map again next time
+                raise
 
     def _node_of(self, channel: str) -> tuple[str, int]:
         slot = key_slot(channel.encode())

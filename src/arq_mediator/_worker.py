@@ -25,7 +25,7 @@ from opentelemetry import context as otel_context
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from ._claims import Claim, ClaimReply, read_claim_reply
+from ._claims import Claim, ClaimReply, claim_per_queue, read_claim_reply
 from ._connection import follows_master
 from ._execution import Counters, JobRunner
 from ._history import step_field
@@ -72,6 +72,8 @@ class Worker:
         self._stopped_at: int | None = None
         self._peers: list[WorkerState] = []
         self._peers_read_at = 0.0
+        # On a cluster, the queues whose node did not answer the last claim (logged once until it does).
+        self._unreachable: set[str] = set()
         self._outcomes: Outcomes | None = None
         self._runner: JobRunner | None = None
         self.counters = Counters()
@@ -190,14 +192,15 @@ class Worker:
     async def _claim(self, free: int) -> ClaimReply:
         token = f"{self.instance}.{next(self._claims)}"
         if self.mediator._jobs.layout.cluster:
-            reply = await self._claim_per_queue(free, token)
+            claim_one = partial(self._claim_from, token=token)
+            reply = await claim_per_queue(claim_one, self.settings.queues, free, self._unreachable, self.name)
         else:
-            reply = await self._claim_from(self.settings.queues, free, token)
+            reply = await self._claim_from(self.settings.queues, free, token=token)
         for problem in reply.bad_queues:
             logger.error("worker %s cannot read queue %s; skipping it", self.name, problem)
         return reply
 
-    async def _claim_from(self, queues: Sequence[str], free: int, token: str) -> ClaimReply:
+    async def _claim_from(self, queues: Sequence[str], free: int, *, token: str) -> ClaimReply:
         """Claim up to *free* jobs from *queues* (all in one slot on a cluster) in one script call."""
         jobs = self.mediator._jobs
         arguments: list[str | int | bytes] = [
@@ -216,26 +219,6 @@ class Worker:
         ]
         keys = jobs.layout.route(queues[0]) if jobs.layout.cluster else []
         return read_claim_reply(await run_script(jobs.scripts.claim, keys, arguments), token)
-
-    async def _claim_per_queue(self, free: int, token: str) -> ClaimReply:
-        """Claim on a cluster: one call per queue (each its own slot), in priority order.
-
-        A queue is asked only after every queue before it gave all the due jobs it had, so no job of a
-        lower-priority queue is taken while a higher one had a due job this claim could take.
-        """
-        now, next_due = 0, -1
-        bad_queues: list[str] = []
-        claims: list[Claim] = []
-        for queue in self.settings.queues:
-            reply = await self._claim_from([queue], free - len(claims), token)
-            now = max(now, reply.now)
-            if reply.next_due >= 0 and (next_due < 0 or reply.next_due < next_due):
-                next_due = reply.next_due
-            bad_queues += reply.bad_queues
-            claims += reply.claims
-            if len(claims) >= free:
-                break
-        return ClaimReply(now=now, next_due=next_due, bad_queues=bad_queues, claims=claims)
 
     def _start(self, claim: Claim) -> None:
         assert self._runner is not None
