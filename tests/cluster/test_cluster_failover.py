@@ -103,7 +103,9 @@ async def test_a_worker_process_carries_on_when_a_master_is_killed(
             except (TimeoutError, QueueUnavailableError):  # the slot map is still settling
                 return ""
 
-        ran = await wait_until(flowing, "a low job to run after the kill", timeout=40.0, diagnose=processes.logs)
+        ran = await wait_until(
+            flowing, "a low job to run after the kill", timeout=40.0, diagnose=processes.logs
+        )
         assert ran == "after@steady"
         print(f"jobs on the killed master's slots flowed again after {time.monotonic() - killed_at:.1f}s")
         others = await app.enqueue_many([High(tag="h1"), Mid(tag="m1")])
