@@ -215,7 +215,8 @@ class JobRunner:
         )
         mediator = self._mediator
         extra = {"job_id": envelope.id, "queue": claim.queue}
-        report = self._reports.open(envelope.id, claim.deliveries) if self._reports else None
+        reports = self._reports
+        report = reports.open(envelope.id, claim.deliveries) if reports is not None else None
         job_logger: logging.LoggerAdapter[logging.Logger] = (
             logging.LoggerAdapter(mediator.logger, extra)
             if report is None
@@ -240,8 +241,8 @@ class JobRunner:
             finally:  # every try counts, the failed and timed-out ones too
                 deadlines.forget(watched)
                 job_duration.record(clock() - began, {"messaging.destination.name": claim.queue})
-                if report is not None and self._reports is not None:
-                    self._reports.close(report)
+                if report is not None:
+                    report.close()
             encoded = self._encode(spec, value)
         except asyncio.CancelledError as cancelled:
             task = asyncio.current_task()
