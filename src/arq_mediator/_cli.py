@@ -60,6 +60,8 @@ def load_relay(path: str, options: argparse.Namespace) -> OutboxRelay:
 
     target = load_object(path)
     if isinstance(target, OutboxRelay):
+        if options.durable is not None:
+            raise SystemExit(f"{path!r} is an OutboxRelay: its durability is set in code, not by --durable")
         return target
     if isinstance(target, Outbox) and options.table:
         raise SystemExit(f"{path!r} is an Outbox of table {target.table.name!r}: --table is for a Mediator")
@@ -80,6 +82,7 @@ def load_relay(path: str, options: argparse.Namespace) -> OutboxRelay:
             batch_size=options.batch_size,
             poll_interval=options.poll_interval,
             keep_sent=options.keep_sent,
+            durable=options.durable,
         )
     except ValueError as error:
         raise SystemExit(f"invalid relay settings: {error}") from error
@@ -163,6 +166,13 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
     relay.add_argument(
         "--keep-sent", type=float, default=0.0, help="seconds relayed rows are kept (default 0: deleted)"
     )
+    relay.add_argument(
+        "--durable",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="delete a batch's rows only once a replica holds its jobs (WAIT 1), or not with --no-durable; "
+        "by default as the mediator's durable_enqueue says",
+    )
     relay.add_argument("--log-level", default="INFO")
     return parser.parse_args(arguments)
 
@@ -214,7 +224,7 @@ def main(arguments: Sequence[str] | None = None) -> None:
     asyncio.run(run_worker(mediator, settings))
 
 
-_RELAY_DEFAULTS = {"batch_size": 100, "poll_interval": 1.0, "keep_sent": 0.0}
+_RELAY_DEFAULTS = {"batch_size": 100, "poll_interval": 1.0, "keep_sent": 0.0, "durable": None}
 
 
 async def _relay(relay: OutboxRelay, *, own_engine: bool) -> None:

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from ._context import Context, JobInfo
+from ._deadlines import Deadlines
 from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, decode_envelope, encode_raw, qualified_name
 from ._errors import EnvelopeError, NoHandlerError, WorkerLostError
 from ._handle import aborted
@@ -99,6 +100,7 @@ class JobRunner:
         self._peers_can_run = peers_can_run
         self._settled = settled
         self._adapters: dict[type, TypeAdapter[Any]] = {}
+        self._deadlines = Deadlines()
 
     async def run(self, claim: Claim) -> None:
         """Run the job of *claim* to an outcome: a result, a retry, a failure, or a give-back."""
@@ -213,7 +215,8 @@ class JobRunner:
         )
         mediator = self._mediator
         extra = {"job_id": envelope.id, "queue": claim.queue}
-        report = self._reports.open(envelope.id, claim.deliveries) if self._reports else None
+        reports = self._reports
+        report = reports.open(envelope.id, claim.deliveries) if reports is not None else None
         job_logger: logging.LoggerAdapter[logging.Logger] = (
             logging.LoggerAdapter(mediator.logger, extra)
             if report is None
@@ -226,14 +229,20 @@ class JobRunner:
         clock = asyncio.get_running_loop().time
         began = clock()
         current_job.set(envelope.id)  # this task runs this one job: jobs it enqueues name it their parent
+        deadlines = self._deadlines
+        watched = deadlines.watch(spec.policy.timeout)
         try:
             try:
-                async with asyncio.timeout(spec.policy.timeout):
-                    value = await head(message, tail)
+                value = await head(message, tail)
+            except asyncio.CancelledError:
+                if deadlines.timed_out(watched):
+                    raise TimeoutError from None
+                raise
             finally:  # every try counts, the failed and timed-out ones too
+                deadlines.forget(watched)
                 job_duration.record(clock() - began, {"messaging.destination.name": claim.queue})
-                if report is not None and self._reports is not None:
-                    self._reports.close(report)
+                if report is not None:
+                    report.close()
             encoded = self._encode(spec, value)
         except asyncio.CancelledError as cancelled:
             task = asyncio.current_task()

@@ -50,12 +50,17 @@ def checked_fraction(fraction: float) -> float:
 class JobReport:
     """The progress and log lines of one try of a running job not yet written to its history."""
 
-    def __init__(self, job_id: str, try_number: int, max_lines: int) -> None:
+    def __init__(self, job_id: str, try_number: int, max_lines: int, writer: ReportWriter) -> None:
+        self.writer = writer
         self.job_id = job_id
         self.try_number = try_number
         self.progress: float | None = None
         self.progress_changed = False
         self.lines: deque[str] = deque(maxlen=max_lines)
+
+    def close(self) -> None:
+        """End this try's report: what is left of it is written soon (see `ReportWriter.close`)."""
+        self.writer.close(self)
 
     @property
     def changed(self) -> bool:
@@ -121,7 +126,7 @@ class ReportWriter:
 
     def open(self, job_id: str, try_number: int) -> JobReport:
         """Start the report of one try of *job_id*."""
-        report = JobReport(job_id, try_number, self._history.max_log_lines)
+        report = JobReport(job_id, try_number, self._history.max_log_lines, self)
         self._reports[id(report)] = report
         return report
 

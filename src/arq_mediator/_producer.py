@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 import uuid
 from collections import Counter
@@ -46,7 +44,6 @@ R = TypeVar("R")
 logger = logging.getLogger("arq_mediator.producer")
 # Seconds between two checks, per queue, that some live worker serves the queue jobs are sent to.
 SERVED_CHECK_EVERY = 60.0
-_PRODUCER = {"host": socket.gethostname(), "pid": str(os.getpid())}
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,18 +370,24 @@ class Producer:
         message_name = type(message).message_name
         parent = current_job.get()
         span, trace_context = start_producer_span(queue, message_name, job_id)
-        header = {
+        header: dict[str, Any] = {
             "v": 1,
             "id": job_id,
             "type": message_name,
-            "handler": None if isinstance(message, Request) else spec.name,
             "queue": queue,
             "max_tries": max_tries or spec.policy.max_tries,
             "enqueued_at": now,
-            "due_at": now + delay_ms,
-            "trace": trace_context,
-            "meta": _PRODUCER if parent is None else {**_PRODUCER, "parent": parent},
         }
+        # What is default is left out (a queued job's envelope is most of its memory in Redis): no
+        # handler for a request, due when enqueued, no trace context, no parent job.
+        if not isinstance(message, Request):
+            header["handler"] = spec.name
+        if delay_ms:
+            header["due_at"] = now + delay_ms
+        if trace_context:
+            header["trace"] = trace_context
+        if parent is not None:
+            header["meta"] = {"parent": parent}
         # The payload is serialized by pydantic's core and spliced in, rather than dumped to Python
         # objects and serialized again: the envelope's JSON is the hot part of enqueueing.
         try:

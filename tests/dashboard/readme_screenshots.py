@@ -3,66 +3,57 @@
 Runs a worker on a private redis-server with stand-ins of the demo's handlers for about half a minute
 (some fail), serves the dashboard and photographs it in headless Chromium. Run from the repository root:
 ``python -m tests.dashboard.readme_screenshots``. Not a test: the browser tests check the pages.
+
+The failed job's page shows its traceback, file paths included. So that it shows no one's checkout, the
+photographs are taken in a second process that runs the library and the handlers from copies under
+`STAGE` (``site-packages/arq_mediator`` and ``app/handlers.py``), laid out as an installed package would be.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
-from datetime import UTC, datetime
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
-from services.demo.messages import Cleanup, CleanupOut, EmailSent, GenerateReport, ReportOut, SendEmail
+from services.demo.messages import Cleanup, GenerateReport, SendEmail
 
-from arq_mediator import Context, Mediator, Worker, WorkerSettings
+from arq_mediator import Mediator, Worker, WorkerSettings
 from arq_mediator.dashboard import JobState, RedisDashboardSource, dashboard_app
 from tests.benchmarks.private_redis import private_redis_server
 from tests.dashboard.browser import ARTIFACTS, chromium
 from tests.dashboard.serving import serving
 
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ROOT / "docs" / "images"
+STAGE = Path(tempfile.gettempdir()) / "arq-mediator-readme"
 SECONDS = 30
+STAGED = "--staged"
 
 
-def register(mediator: Mediator) -> None:
-    """Register stand-ins of the demo's handlers (no database: they only take time and fail now and then)."""
-
-    @mediator.handler(queue="emails")
-    async def send_email(request: SendEmail, ctx: Context) -> EmailSent:
-        ctx.logger.info("connecting to the mail relay for %s", request.recipient)
-        await asyncio.sleep(random.uniform(0.05, 0.3))
-        if random.random() < 0.15:
-            ctx.logger.warning("the relay refused %s", request.recipient)
-            raise ConnectionRefusedError(f"SMTP relay refused the message to {request.recipient}")
-        job = ctx.job.id if ctx.job is not None else "inline"
-        return EmailSent(recipient=request.recipient, subject=request.subject, attempt_id=1, delivery_key=job)
-
-    @mediator.handler(queue="reports")
-    async def generate_report(request: GenerateReport, ctx: Context) -> ReportOut:
-        for step in range(4):
-            ctx.progress(step / 4)
-            await asyncio.sleep(random.uniform(0.05, 0.2))
-        figures: dict[str, int | float | str] = {"orders": random.randint(100, 999)}
-        return ReportOut(
-            id=1, kind=request.kind, title=request.title, figures=figures, created_at=datetime.now(UTC)
-        )
-
-    @mediator.handler(queue="cleanup")
-    async def cleanup(request: Cleanup, ctx: Context) -> CleanupOut:
-        await asyncio.sleep(0.1)
-        return CleanupOut(emails_removed=request.older_than_days, audit_records_removed=0)
-
-    mediator.recurring(Cleanup(older_than_days=30), cron="0 2 * * *", name="daily-cleanup")
-    mediator.recurring(
-        GenerateReport(kind="usage", title="Usage"), cron="0 * * * *", name="hourly-usage-report"
+def stage() -> dict[str, str]:
+    """Copy the library and the stand-in handlers under `STAGE`; return the environment that imports them."""
+    shutil.rmtree(STAGE, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "src" / "arq_mediator", STAGE / "site-packages" / "arq_mediator", ignore=ignore)
+    (STAGE / "app").mkdir()
+    shutil.copy(Path(__file__).with_name("readme_handlers.py"), STAGE / "app" / "handlers.py")
+    path = os.pathsep.join(
+        [str(STAGE / "site-packages"), str(STAGE / "app"), os.environ.get("PYTHONPATH", "")]
     )
+    return {**os.environ, "PYTHONPATH": path.rstrip(os.pathsep), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 async def photograph(url: str) -> None:
     """Run jobs for a while, then photograph the overview and a failed job's page."""
+    import handlers  # type: ignore[import-not-found]  # the staged copy, on PYTHONPATH only in this process
+
     mediator = Mediator(redis=url)
-    register(mediator)
+    handlers.register(mediator)
     async with mediator:
         worker = Worker(mediator, WorkerSettings(queues=["emails", "reports", "cleanup"], name="Worker-1"))
         running = asyncio.create_task(worker.run())
@@ -77,6 +68,12 @@ async def photograph(url: str) -> None:
             await asyncio.sleep(1)
         source = RedisDashboardSource(mediator)
         failed = (await source.jobs(JobState.FAILED, limit=1)).items[0].id
+        detail = await source.job(failed)
+        traceback = detail.traceback if detail is not None else None
+        if traceback is None or str(ROOT) in traceback:
+            raise SystemExit(
+                f"the failed job's traceback is missing or names the checkout {ROOT}: {traceback}"
+            )
         async with serving(dashboard_app(source)) as port:
             with chromium(f"http://127.0.0.1:{port}") as browser:
                 await browser.run(browser.driver.set_window_size, 1280, 800)
@@ -92,7 +89,16 @@ async def photograph(url: str) -> None:
 
 
 def main() -> None:
-    """Start a private redis-server, photograph, stop it."""
+    """Stage the copies and photograph in a process that runs them; in that process, do the photographing."""
+    if STAGED not in sys.argv[1:]:
+        command = [sys.executable, "-m", "tests.dashboard.readme_screenshots", STAGED]
+        subprocess.run(command, cwd=ROOT, env=stage(), check=True)
+        shutil.rmtree(STAGE, ignore_errors=True)
+        return
+    import arq_mediator
+
+    if not Path(arq_mediator.__file__).is_relative_to(STAGE):
+        raise SystemExit(f"arq_mediator was imported from {arq_mediator.__file__}, not from {STAGE}")
     with private_redis_server() as url:
         asyncio.run(photograph(url))
     print(f"(and in {ARTIFACTS})")

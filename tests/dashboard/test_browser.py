@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -312,9 +313,47 @@ async def test_the_page_says_when_its_stream_drops_and_recovers(scene: Scene) ->
             await browser.until(lambda _: browser.text("#connection") == "live")
         await browser.until(lambda _: browser.text("#connection") == "disconnected, reconnecting\u2026")
         await browser.screenshot("disconnected")
+        for width, rows in ((1280, 1), (800, 2)):
+            layout = await _header_layout(browser, width)
+            await browser.screenshot(f"disconnected-{width}")
+            # One line when wide, two aligned rows when narrow; every link in view; the badge beside them.
+            assert layout == {
+                "navigation_rows": rows,
+                "row_starts": 1,
+                "overflows": False,
+                "clipped": False,
+                "badge_overlaps": False,
+                "badge_below": False,
+            }
         async with serving(app, port=port):
             await browser.until(lambda _: browser.text("#connection") == "live")
         # While the server was gone, the page's requests were refused; nothing else went wrong.
         refused = ("ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE", "ERR_CONNECTION_RESET", "ERR_INCOMPLETE")
         other = [entry for entry in browser.errors() if not any(kind in entry["message"] for kind in refused)]
         assert other == []
+
+
+async def _header_layout(browser: Browser, width: int) -> dict[str, Any]:
+    """Resize the window to *width* and return where the header put its navigation links and its badge."""
+    await browser.run(browser.driver.set_window_size, width, 800)
+    layout: dict[str, Any] = browser.script(
+        """
+        const header = document.querySelector("header.top"), nav = header.querySelector("nav");
+        const links = [...nav.querySelectorAll("a")].map((link) => link.getBoundingClientRect());
+        const badge = document.getElementById("connection").getBoundingClientRect();
+        const tops = new Set(links.map((box) => Math.round(box.top)));
+        const rowOf = (top) => links.filter((box) => Math.round(box.top) === top);
+        const starts = [...tops].map((top) => Math.min(...rowOf(top).map((box) => box.left)));
+        const meets = (box) => box.right > badge.left && box.left < badge.right
+          && box.bottom > badge.top && box.top < badge.bottom;
+        return {
+          navigation_rows: tops.size,
+          row_starts: new Set(starts.map(Math.round)).size,
+          overflows: header.scrollWidth > header.clientWidth,
+          clipped: nav.scrollWidth > nav.clientWidth,
+          badge_overlaps: links.some(meets),
+          badge_below: badge.top >= Math.max(...links.map((box) => box.bottom)),
+        };
+        """
+    )
+    return layout

@@ -406,3 +406,43 @@ async def test_connect_uses_a_caller_owned_client(redis: Redis, probe: Probe) ->
             assert await handle.result(timeout=3) == 9
     finally:
         await mediator._jobs.close()
+
+
+async def test_an_envelope_leaves_out_what_is_default(mediator: Mediator, redis: Redis) -> None:
+    """A request's envelope has no handler, due time, trace or producer facts unless they say something."""
+    plain = await mediator.enqueue(Double(n=1))
+    deferred = await mediator.defer(Double(n=2), by=60)
+    pinged, _ = await mediator.enqueue_publish(Pinged(x=1))
+    bodies = [json.loads(await redis.get(job_key(handle.id))) for handle in (plain, deferred, pinged)]
+
+    assert set(bodies[0]) == {"v", "id", "type", "queue", "max_tries", "enqueued_at", "payload"}
+    assert set(bodies[1]) - set(bodies[0]) == {"due_at"}
+    assert bodies[1]["due_at"] >= bodies[1]["enqueued_at"] + 60_000
+    assert set(bodies[2]) - set(bodies[0]) == {"handler"}
+
+
+async def test_a_job_queued_by_the_previous_envelope_format_still_runs(
+    mediator: Mediator, redis: Redis, probe: Probe
+) -> None:
+    """An envelope spelling out every default (as the release before wrote them) is read and run."""
+    job_id = uuid.uuid4().hex
+    now = int(time.time() * 1000)
+    old = {
+        "v": 1,
+        "id": job_id,
+        "type": Double.message_name,
+        "handler": None,
+        "queue": "default",
+        "max_tries": 3,
+        "enqueued_at": now,
+        "due_at": now,
+        "trace": {},
+        "meta": {"host": "old-producer", "pid": "4242"},
+        "payload": {"n": 21},
+    }
+    arguments: list[str | int] = [job_id, "default", 0, json.dumps(old), Double.message_name, ""]
+    await mediator._jobs.scripts.enqueue(args=arguments)
+    async with running_worker(mediator, **FAST):
+        result = await mediator.job(job_id, Double).result(timeout=5)
+
+    assert result == Out(n=42)

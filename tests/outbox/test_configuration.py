@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,14 +12,15 @@ from sqlalchemy import MetaData, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from arq_mediator import Mediator, MissingResourceError, QueueNotConnectedError
+from arq_mediator import JobStatus, Mediator, MissingResourceError, QueueNotConnectedError
 from arq_mediator._cli import load_relay, main, parse
 from arq_mediator.outbox import DEFAULT_TABLE, Outbox, OutboxRelay, outbox_table
 from tests.jobs.conftest import running_worker
 from tests.jobs.waiting import FAST, eventually
+from tests.processes import ManagedProcesses
 
 from . import outbox_app
-from .conftest import rows_in
+from .conftest import fresh_table, rows_in
 from .outbox_app import Echo
 
 relay = OutboxRelay(outbox_app.outbox, batch_size=5)
@@ -52,6 +54,51 @@ def test_a_relay_of_a_mediator_uses_the_default_table_or_the_one_named() -> None
     assert (default.outbox.mediator, default.outbox.table.name) == (outbox_app.mediator, DEFAULT_TABLE)
     named = load_relay("tests.outbox.outbox_app:mediator", parse(["relay", "x:y", "--table", "jobs_out"]))
     assert named.outbox.table.name == "jobs_out"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "durable"), [([], None), (["--durable"], True), (["--no-durable"], False)]
+)
+def test_the_relay_command_sets_durability_or_follows_the_mediator(
+    arguments: list[str], durable: bool | None
+) -> None:
+    """`--durable` / `--no-durable` become the relay's ``durable``; without either it follows the mediator."""
+    for path in ("tests.outbox.outbox_app:outbox", "tests.outbox.outbox_app:mediator"):
+        assert load_relay(path, parse(["relay", "x:y", *arguments])).durable is durable
+
+
+def test_a_relay_object_refuses_durable_from_the_command_line() -> None:
+    """An OutboxRelay made in code keeps its own durability: `--durable` on it is refused, not ignored."""
+    with pytest.raises(SystemExit, match="its durability is set in code"):
+        load_relay(f"{__name__}:relay", parse(["relay", "x:y", "--durable"]))
+
+
+async def test_a_durable_relay_process_keeps_rows_no_replica_confirmed(
+    app: tuple[Mediator, Outbox], redis_url: str, tmp_path: Path
+) -> None:
+    """`relay --durable` on a Redis with no replica leaves the row in the table; `--no-durable` relays it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}"
+    async with fresh_table(url) as engine:
+        async with async_sessionmaker(engine)() as session, session.begin():
+            handle = await app[1].enqueue(Echo(text="replicated"), session=session)
+        processes = ManagedProcesses(tmp_path)
+        environment = {**os.environ, outbox_app.URL_ENV: redis_url, "PYTHONUNBUFFERED": "1"}
+        command = ["-m", "arq_mediator", "relay", "tests.outbox.outbox_app:outbox", "--database-url", url]
+        try:
+            durable = processes.start("durable", [*command, "--durable"], environment)
+            await durable.printed("NotReplicatedError", timeout=60)
+            assert await rows_in(engine) == 1
+            assert await handle.status() is JobStatus.QUEUED  # pushed, but not known to be replicated
+            assert await durable.stop() == 0
+            plain = processes.start("plain", [*command, "--no-durable"], environment)
+            await eventually(lambda: _no_rows(engine), timeout=60, what="the row relayed without WAIT")
+            assert await plain.stop() == 0
+        finally:
+            processes.stop_all()
+
+
+async def _no_rows(engine: AsyncEngine) -> bool:
+    return await rows_in(engine) == 0
 
 
 def test_a_relay_object_is_used_as_it_is() -> None:

@@ -36,6 +36,15 @@ async def relaying(relay: OutboxRelay) -> AsyncIterator[OutboxRelay]:
             await task
 
 
+@asynccontextmanager
+async def worker_relaying(app: App, engine: AsyncEngine) -> AsyncIterator[OutboxRelay]:
+    """Run a worker on the app's queue that also relays its outbox (polling often) for the block."""
+    mediator, outbox = app
+    relay = OutboxRelay(outbox, engine=engine, poll_interval=0.05)
+    async with running_worker(mediator, queues=[QUEUE], relay=relay, **FAST):
+        yield relay
+
+
 async def test_a_rolled_back_transaction_leaves_no_job(
     app: App, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -57,8 +66,7 @@ async def test_a_committed_job_runs_once_in_a_worker_that_relays(
     async with sessions() as session, session.begin():
         handle = await outbox.enqueue(Echo(text="hello"), session=session, job_id="greeting")
     assert (handle.id, handle.queue, handle.enqueued) == ("greeting", QUEUE, True)
-    relay = OutboxRelay(outbox, engine=engine, poll_interval=0.05)
-    async with running_worker(mediator, queues=[QUEUE], relay=relay, **FAST):
+    async with worker_relaying(app, engine) as relay:
         assert await handle.result(timeout=20) == "HELLO"
     assert relay.relayed == 1
     assert await rows_in(engine) == 0
@@ -69,7 +77,7 @@ async def test_a_handle_awaited_before_the_commit_gets_its_result_once_the_job_i
     app: App, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     """`result()` of an outbox handle waits for a job Redis does not know yet; a rolled-back one times out."""
-    mediator, outbox = app
+    _, outbox = app
     async with sessions() as session:
         handle = await outbox.enqueue(Echo(text="patient"), session=session)
         waiting = asyncio.create_task(handle.result(timeout=30))
@@ -78,8 +86,7 @@ async def test_a_handle_awaited_before_the_commit_gets_its_result_once_the_job_i
     async with sessions() as session:
         dropped = await outbox.enqueue(Echo(text="dropped"), session=session)
         await session.rollback()
-    relay = OutboxRelay(outbox, engine=engine, poll_interval=0.05)
-    async with running_worker(mediator, queues=[QUEUE], relay=relay, **FAST):
+    async with worker_relaying(app, engine):
         assert await waiting == "PATIENT"
         with pytest.raises(TimeoutError, match="not_found"):
             await dropped.result(timeout=0.5)
@@ -139,12 +146,11 @@ async def test_a_notification_published_through_the_outbox_fans_out(
     app: App, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     """`enqueue_publish` writes one row per handler; relayed, each handler's job runs as a plain publish's."""
-    mediator, outbox = app
+    _, outbox = app
     async with sessions() as session, session.begin():
         handles = await outbox.enqueue_publish(Signed(name="ada"), session=session, job_id="signed-ada")
     assert sorted(handle.id.rpartition(".")[2] for handle in handles) == ["count", "greet"]
-    relay = OutboxRelay(outbox, engine=engine, poll_interval=0.05)
-    async with running_worker(mediator, queues=[QUEUE], relay=relay, **FAST):
+    async with worker_relaying(app, engine):
         for handle in handles:
             await handle.result(timeout=20)
             assert await handle.status() is JobStatus.SUCCEEDED

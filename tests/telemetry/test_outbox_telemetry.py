@@ -17,10 +17,9 @@ from arq_mediator.outbox._relay import backlogs
 from tests.outbox import outbox_app
 from tests.outbox.conftest import fresh_table
 from tests.outbox.outbox_app import QUEUE, Echo
-from tests.outbox.test_outbox import relaying
+from tests.outbox.test_outbox import relaying, worker_relaying
 
-from ..jobs.conftest import running_worker
-from ..jobs.waiting import FAST, eventually
+from ..jobs.waiting import eventually
 from .conftest import Telemetry, assert_child, attribute, points
 
 
@@ -43,7 +42,7 @@ async def test_a_job_written_to_the_outbox_continues_the_trace_of_the_request_th
     app: tuple[Mediator, Outbox], sqlite: AsyncEngine, telemetry: Telemetry
 ) -> None:
     """The PRODUCER span ends when the row is written; the worker's CONSUMER span is its child, same trace."""
-    mediator, outbox = app
+    _, outbox = app
     tracer = trace.get_tracer("tests")
     with tracer.start_as_current_span("POST /api/users", kind=SpanKind.SERVER) as request_span:
         async with async_sessionmaker(sqlite)() as session, session.begin():
@@ -51,8 +50,7 @@ async def test_a_job_written_to_the_outbox_continues_the_trace_of_the_request_th
     (producer,) = telemetry.spans(f"send {QUEUE}", SpanKind.PRODUCER)
     assert_child(producer, request_span)
     assert attribute(producer, "arq_mediator.outbox") == outbox_app.TABLE
-    relay = OutboxRelay(outbox, engine=sqlite, poll_interval=0.05)
-    async with running_worker(mediator, queues=[QUEUE], relay=relay, **FAST):
+    async with worker_relaying(app, sqlite):
         (consumer,) = await telemetry.wait_for_spans(1, f"process {QUEUE}", SpanKind.CONSUMER, timeout=20)
     assert_child(consumer, producer)
     assert attribute(consumer, "messaging.message.id") == handle.id

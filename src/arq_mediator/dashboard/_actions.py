@@ -11,14 +11,14 @@ from urllib.parse import quote, urlencode
 
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
-from litestar.exceptions import ClientException, NotFoundException, ValidationException
+from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_303_SEE_OTHER, HTTP_409_CONFLICT
 
 from . import _csrf
 from ._access import refuse
-from ._pages import MAX_NAME, check_job_id, job_state
+from ._pages import MAX_NAME, job_state, known_job, printable_name
 from ._rendering import ACTIONS, Dashboard
 
 Action = Literal["requeue", "delete", "abort"]
@@ -57,10 +57,7 @@ async def job_action(
     """Requeue, delete or abort one job, then show its page (or, once deleted, its state's list)."""
     chosen = _action(action)
     await _form(request, dashboard)
-    check_job_id(job_id)
-    detail = await dashboard.source.job(job_id)
-    if detail is None:
-        raise NotFoundException(detail="no job has this id (or its history has expired)")
+    detail = await known_job(dashboard, job_id)
     state = detail.summary.state
     if chosen not in ACTIONS[state]:
         raise ClientException(
@@ -90,11 +87,7 @@ async def bulk_action(
     wanted = job_state(state_name)
     if chosen not in ACTIONS[wanted]:
         raise ClientException(detail=f"jobs that are {wanted.value} cannot be {PAST[chosen]}")
-    queue = fields.get("queue") or None
-    if queue is not None and (len(queue) > MAX_NAME or not queue.isprintable()):
-        raise ValidationException(
-            detail=f"field 'queue' must be a printable name of at most {MAX_NAME} characters"
-        )
+    queue = printable_name(fields.get("queue"), "field 'queue'")
     if fields.get("confirm") != "yes":
         affected = await dashboard.source.jobs(wanted, queue=queue, limit=1)
         return dashboard.render(

@@ -22,6 +22,7 @@ local found = redis.call('DEL', '{JOB}' .. id, '{RESULT}' .. id, '{DELIVERIES}' 
 found = found + redis.call('EXISTS', '{HISTORY}job:' .. id)
 if queue ~= '' then
   found = found + redis.call('ZREM', '{QUEUE}' .. queue, id) + redis.call('ZREM', '{FAILED}' .. queue, id)
+  redis.pcall('ZREM', '{RUNNING}' .. queue, id)  -- a job whose lease lapsed, not swept back yet
 end
 h_forget(id)
 if found == 0 then return -1 end

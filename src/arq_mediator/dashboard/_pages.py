@@ -13,7 +13,7 @@ from litestar.response import ServerSentEvent
 
 from ._charts import throughput_chart
 from ._live import stream
-from ._model import JobState
+from ._model import JobDetail, JobState
 from ._rendering import HISTORY_TTL, Dashboard
 
 PAGE_SIZE = 50
@@ -37,16 +37,18 @@ def job_state(value: str) -> JobState:
         raise NotFoundException(detail=f"no job state {value[:MAX_NAME]!r}; the states are {names}") from None
 
 
-def name_parameter(request: Request[Any, Any, Any], key: str) -> str | None:
-    """Return query parameter *key* when given and not empty; 400 when it is too long or unprintable."""
-    value: str | None = request.query_params.get(key)
+def printable_name(value: str | None, what: str) -> str | None:
+    """Return *value* when given and not empty; 400 naming *what* when it is too long or unprintable."""
     if not value:
         return None
     if len(value) > MAX_NAME or not value.isprintable():
-        raise ValidationException(
-            detail=f"query parameter {key!r} must be a printable name of at most {MAX_NAME} characters"
-        )
+        raise ValidationException(detail=f"{what} must be a printable name of at most {MAX_NAME} characters")
     return value
+
+
+def name_parameter(request: Request[Any, Any, Any], key: str) -> str | None:
+    """Return query parameter *key* when given and not empty; 400 when it is too long or unprintable."""
+    return printable_name(request.query_params.get(key), f"query parameter {key!r}")
 
 
 def page_number(request: Request[Any, Any, Any]) -> int:
@@ -61,11 +63,14 @@ def page_number(request: Request[Any, Any, Any]) -> int:
     return int(value)
 
 
-def check_job_id(job_id: str) -> str:
-    """Return *job_id*, or raise a 404 when it cannot be a job id at all."""
+async def known_job(dashboard: Dashboard, job_id: str) -> JobDetail:
+    """Return the job *job_id* names; 404 when it cannot be a job id, or no job (or history) has it."""
     if not job_id or len(job_id) > MAX_NAME or not job_id.isprintable():
         raise NotFoundException(detail="no job has this id")
-    return job_id
+    detail = await dashboard.source.job(job_id)
+    if detail is None:
+        raise NotFoundException(detail="no job has this id (or its history has expired)")
+    return detail
 
 
 def notice(request: Request[Any, Any, Any]) -> str | None:
@@ -146,9 +151,7 @@ async def job(
     request: Request[Any, Any, Any], dashboard: NamedDependency[Dashboard], job_id: FromPath[str]
 ) -> Response[str]:
     """Everything about one job: payload, outcome, steps, timings, trace, parent, progress and logs."""
-    detail = await dashboard.source.job(check_job_id(job_id))
-    if detail is None:
-        raise NotFoundException(detail="no job has this id (or its history has expired)")
+    detail = await known_job(dashboard, job_id)
     return dashboard.render(
         request,
         "job.html",
