@@ -116,10 +116,17 @@ class ShardedPubSub:
             by_node: dict[tuple[str, int], list[str]] = {}
             for channel in channels:
                 by_node.setdefault(self._node_of(channel), []).append(channel)
+            # Reads wait for as long as no message comes; a write waits no longer than the client's
+            # commands do, so a node that hangs fails the call instead of holding every subscriber.
+            limit = self._cluster.get_connection_kwargs().get("socket_timeout")
             try:
-                for address, names in by_node.items():
-                    connection = await self._link(address)
-                    await connection.send_command(command, *names)
+                async with asyncio.timeout(limit):
+                    for address, names in by_node.items():
+                        connection = await self._link(address)
+                        await connection.send_command(command, *names)
+            except TimeoutError:
+                self._slots = []
+                raise RedisConnectionError(f"a cluster node did not take {command} within {limit}s") from None
             except (RedisError, OSError):
                 self._slots = []  # a node named by the map is gone: ask for the map again next time
                 raise
