@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from urllib.parse import quote
 
+import httpx
 import pytest
 
 from arq_mediator import JobFailedError, Mediator
-from arq_mediator.dashboard import DashboardEvent, JobState, RedisDashboardSource
+from arq_mediator.dashboard import DashboardEvent, JobState, RedisDashboardSource, dashboard_app
+from tests.dashboard.serving import serving
 from tests.jobs.conftest import running_worker
 from tests.jobs.worker_processes import wait_until
 
-from .app import QUEUES, Flaky, High, Low, Mid
+from .app import QUEUES, Flaky, High, Low, Mid, build
+from .deployment import ClusterDeployment
 
 
 async def test_the_store_reads_every_queues_node(app: Mediator) -> None:
@@ -71,3 +75,22 @@ async def test_recurring_jobs_show_their_last_tick(app: Mediator) -> None:
     [summary] = await RedisDashboardSource(app).recurring()
     assert summary.last_job_id == f"{{mid}}recurring:hourly:{int(tick.timestamp())}"
     assert summary.last_outcome is JobState.ENQUEUED
+
+
+async def test_the_dashboards_pages_serve_a_cluster(cluster: ClusterDeployment) -> None:
+    """Over HTTP: the overview, the lists and a job's page by its tagged id (braces quoted in the URL)."""
+    await cluster.flush()
+    mediator = build(cluster.url())
+    async with (
+        serving(dashboard_app(mediator)) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        handle = await mediator.enqueue(Low(tag="shown"))
+        assert (await client.get("/")).status_code == 200
+        listed = await client.get("/jobs/enqueued")
+        assert listed.status_code == 200
+        assert quote(handle.id, safe="") in listed.text
+        page = await client.get(f"/job/{quote(handle.id, safe='')}")
+        assert page.status_code == 200
+        assert "shown" in page.text
+        assert (await client.get("/job/no-such-job")).status_code == 404
