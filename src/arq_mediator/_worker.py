@@ -78,6 +78,12 @@ class Worker:
         """Return how many jobs run now."""
         return len(self._running)
 
+    def _free_slots(self) -> int:
+        # A job whose outcome is on its way to Redis keeps its lease (the heartbeat renews it) but not its
+        # slot: its handler is done, and the next claim need not wait for the write.
+        busy = sum(1 for claim, _ in self._running.values() if not claim.settling)
+        return self.settings.max_jobs - busy
+
     def stop(self) -> None:
         """Stop taking jobs; `run` then lets running jobs finish within the grace period and returns."""
         if self._stopped_at is None:
@@ -99,7 +105,11 @@ class Worker:
         jobs = self.mediator._jobs
         settings = self.settings
         self._outcomes = Outcomes(
-            jobs, self.name, settings.lease, lambda: stopped_for(self._stopped_at, settings.grace)
+            jobs,
+            self.name,
+            settings.lease,
+            lambda: stopped_for(self._stopped_at, settings.grace),
+            on_settling=self._attention.set,
         )
         reports = ReportWriter(jobs.redis, jobs.history) if jobs.history is not None else None
         self._runner = JobRunner(
@@ -158,10 +168,10 @@ class Worker:
     async def _claim_loop(self) -> None:
         health = LoopHealth(logger, f"worker {self.name} claiming jobs")
         while not self._stopping.is_set():
-            free = self.settings.max_jobs - len(self._running)
+            free = self._free_slots()
             if free <= 0:
                 self._attention.clear()
-                if self.settings.max_jobs - len(self._running) <= 0:
+                if self._free_slots() <= 0:
                     await self._attention.wait()
                 continue
             # Cleared before the claim, so a wake-up arriving during the round trip is not lost.
