@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: import the peer modules as the worker does
     sys.path.insert(0, str(ROOT))
 
-from tests.benchmarks.peers.mediator_peer import QUEUE, MediatorClient  # noqa: E402
-from tests.benchmarks.peers.workload import CONCURRENCY, REDIS_URL_ENV  # noqa: E402
+from tests.benchmarks.peers.mediator_peer import VARIANTS, MediatorClient  # noqa: E402
+from tests.benchmarks.peers.workload import REDIS_URL_ENV  # noqa: E402
 from tests.benchmarks.private_redis import private_redis_server  # noqa: E402
 from tests.processes import stop_by_pid  # noqa: E402
 
@@ -84,18 +84,8 @@ async def _flushed(url: str) -> None:
 
 @contextmanager
 def _worker(url: str) -> Iterator[subprocess.Popen[bytes]]:
-    command = [
-        sys.executable,
-        "-m",
-        "arq_mediator",
-        "worker",
-        "tests.benchmarks.peers.mediator_worker:mediator",
-        "--queues",
-        QUEUE,
-        "--max-jobs",
-        str(CONCURRENCY),
-    ]
-    process = subprocess.Popen(command, cwd=ROOT, env=os.environ | {REDIS_URL_ENV: url})
+    [variant] = VARIANTS  # the peer benchmark's arq-mediator worker, started as that benchmark starts it
+    process = subprocess.Popen(variant.command, cwd=ROOT, env=os.environ | {REDIS_URL_ENV: url})
     try:
         yield process
     finally:
