@@ -292,21 +292,28 @@ end
 -- ('' for none). The job's hash and steps keep the lifetime they got when it was enqueued: the index
 -- trim, not their expiry, is what ends a finished job's history.
 local function h_finish_one(id, queue, state, kind, try, worker, detail, body, started)
-  local fields
+  local key = H .. 'job:' .. id
   if kind == '' then
-    kind = w('HGET', H .. 'job:' .. id, 'type')
+    kind = w('HGET', key, 'type')
     if type(kind) ~= 'string' then kind = '' end
-    fields = {'state', state, 'finished', h_now, 'queue', queue}
-  else
-    fields = {'state', state, 'finished', h_now, 'queue', queue, 'type', kind}
   end
-  if worker ~= '' then
-    fields[#fields + 1] = 'worker'
-    fields[#fields + 1] = worker
-    fields[#fields + 1] = 'tries'
-    fields[#fields + 1] = try
+  -- The enqueue wrote the queue and type, the claim this try and worker: a hash that has them takes the
+  -- outcome only. One this call creates (its history was trimmed, deleted or never written) gets them all.
+  if (w('HSET', key, 'state', state, 'finished', h_now) or 0) == 2 then
+    local fields = {'queue', queue}
+    if kind ~= '' then
+      fields[#fields + 1] = 'type'
+      fields[#fields + 1] = kind
+    end
+    if worker ~= '' then
+      fields[#fields + 1] = 'worker'
+      fields[#fields + 1] = worker
+      fields[#fields + 1] = 'tries'
+      fields[#fields + 1] = try
+    end
+    w('HSET', key, unpack(fields))
+    w('PEXPIRE', key, {ORPHAN_MS})
   end
-  h_set(id, fields)
   -- The envelope goes after the last step, on a line of its own marked by a record separator, so it
   -- costs no call and no key of its own, and the hash stays compact.
   local kept = nil

@@ -40,10 +40,17 @@ class Outcomes:
         worker: The worker's name, for the log.
         lease: The lease, in seconds (a retry's mark outlives its delay by one lease).
         give_up_after: Returns ``True`` once the worker stopped and its grace period passed.
+        on_settling: Called when a try's outcome is handed in, before it is written: its handler is done,
+            so its slot is free for the next claim, which can then reach Redis ahead of the write.
     """
 
     def __init__(
-        self, client: JobClient, worker: str, lease: float, give_up_after: Callable[[], bool]
+        self,
+        client: JobClient,
+        worker: str,
+        lease: float,
+        give_up_after: Callable[[], bool],
+        on_settling: Callable[[], None] = lambda: None,
     ) -> None:
         self._client = client
         self._worker = worker
@@ -51,6 +58,7 @@ class Outcomes:
         self._lease_ms = int(lease * 1000)
         self._history_bytes = client.history.max_payload_bytes if client.history is not None else -1
         self._give_up = give_up_after
+        self._on_settling = on_settling
         self._health = LoopHealth(logger, f"worker {worker} recording job outcomes")
         self._pending: list[tuple[list[Any], asyncio.Future[bool]]] = []
         self._writing: list[list[Any]] = []
@@ -61,7 +69,7 @@ class Outcomes:
         self, claim: Claim, record: ResultRecord, keep_seconds: float, *, failed: bool
     ) -> bool:
         """Store a finished job's result record; return whether it was recorded (the fence held)."""
-        claim.settling = True
+        self._settling(claim)
         error_type = record.error.type if record.error is not None else ""
         state = "succeeded" if not failed else "aborted" if error_type in ABORTED_TYPES else "failed"
         # The envelope the history keeps, sent along (the script need not read it back) when small.
@@ -101,7 +109,7 @@ class Outcomes:
 
         *reason* (the error type) goes to the job's history.
         """
-        claim.settling = True
+        self._settling(claim)
         arguments = [
             *claim.fence(),
             claim.queue,
@@ -124,6 +132,10 @@ class Outcomes:
         keys = self._client.layout.route(claim.queue)
         outcome = await self._persist(lambda: run_script(self._client.scripts.release, keys, arguments))
         return NOT_HELD if outcome is None else int(outcome)
+
+    def _settling(self, claim: Claim) -> None:
+        claim.settling = True
+        self._on_settling()
 
     async def flush(self) -> None:
         """Wait until every outcome handed in so far was written (or given up on)."""

@@ -46,6 +46,26 @@ async def test_outcomes_redis_never_takes_are_given_up_once_the_grace_is_over(
     await unreachable.aclose()
 
 
+async def test_a_handed_in_outcome_frees_its_slot_before_it_is_written() -> None:
+    """Handing in a result or a retry calls on_settling at once, while the write has yet to reach Redis."""
+    unreachable: Redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    settling: list[bool] = []
+    claim, retried = a_claim(), a_claim()
+    outcomes = Outcomes(
+        JobClient(unreachable),
+        "w1",
+        lease=2.0,
+        give_up_after=lambda: True,
+        on_settling=lambda: settling.append(claim.settling or retried.settling),
+    )
+    record = ResultRecord(id=claim.id, queue=claim.queue, ok=True)
+    assert await outcomes.complete(claim, record, 60.0, failed=False) is False
+    assert await outcomes.retry(retried, "{}", 0) == NOT_HELD
+    assert settling == [True, True]
+    await outcomes.flush()
+    await unreachable.aclose()
+
+
 @pytest.mark.parametrize(
     ("old", "new"),
     [
