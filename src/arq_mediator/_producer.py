@@ -540,7 +540,8 @@ class Producer:
         """
         with redis_unavailable_as_queue_error():
             queue, requeued = await self._jobs.requeue(job_id)
-        return JobHandle(self._jobs, job_id, queue, None, enqueued=requeued)
+        # On a cluster an id given without its queue's tag gets it back: the handle names the job's key.
+        return JobHandle(self._jobs, self._layout.job_id(queue, job_id), queue, None, enqueued=requeued)
 
 
 def count_enqueued(jobs: Sequence[PendingJob], outcomes: Sequence[tuple[int, str, str]]) -> None:

@@ -87,7 +87,7 @@ async def test_a_retry_runs_and_a_failed_job_is_found_and_requeued_by_its_own_id
     assert [record.id for record in await app.failed_jobs("mid")] == ["{mid}order-7"]
     assert await app.job("order-7").status() is JobStatus.FAILED
     requeued = await app.requeue("order-7")
-    assert requeued.enqueued
+    assert (requeued.id, requeued.enqueued) == ("{mid}order-7", True)
     assert await app.job("order-7").status() is JobStatus.QUEUED
     assert await app.failed_jobs("mid") == []
 
