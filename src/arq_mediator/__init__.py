@@ -22,11 +22,11 @@ from ._errors import (
 )
 from ._handle import JobHandle, JobStatus
 from ._history import JobHistory
-from ._jobs import QueueStats, Stats, WorkerState
 from ._mediator import Mediator
 from ._messages import Message, Notification, Request
 from ._policy import Backoff, Durability
-from ._producer import RecurringJob
+from ._queue_introspection import QueueStats, Stats, WorkerState
+from ._recurring_jobs import RecurringJob
 from ._registry import CallNext
 from ._telemetry import TraceContextFilter
 from ._worker import Worker, run_worker

@@ -13,7 +13,7 @@ from ._resilience import LoopHealth
 
 if TYPE_CHECKING:
     from ._mediator import Mediator
-    from ._producer import RecurringJob
+    from ._recurring_jobs import RecurringJob
 
 logger = logging.getLogger("arq_mediator.recurring")
 

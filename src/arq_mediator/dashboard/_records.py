@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._envelope import JobEnvelope, ResultRecord
-from .._jobs import WorkerState, envelope_of
+from .._jobs import envelope_of
+from .._queue_introspection import WorkerState
 from ._model import JobDetail, JobState, JobStep, JobSummary, LogLine, WorkerSummary
 
 # The fields of a job's history hash a list row needs.

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy import func, insert, select
 
 from .._handle import JobHandle
+from .._job_builder import delay_ms_of
 from .._jobs import PendingJob, now_ms
 from .._messages import Notification, Request
-from .._producer import _delay_ms
 from .._telemetry import record_failure
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class Outbox:
         Raises:
             ValueError: both or neither of *by* and *at*, a negative delay, or a naive *at*.
         """
-        delay_ms = _delay_ms(by, at, required=True)
+        delay_ms = delay_ms_of(by, at, required=True)
         [handle] = await self._write_requests([request], session, queue, [job_id], max_tries, delay_ms)
         return handle
 
@@ -108,7 +108,7 @@ class Outbox:
         ids = list(job_ids) if job_ids is not None else [None] * len(requests)
         if len(ids) != len(requests):
             raise ValueError(f"enqueue_many got {len(requests)} requests but {len(ids)} job ids")
-        return await self._write_requests(requests, session, queue, ids, max_tries, _delay_ms(by, at))
+        return await self._write_requests(requests, session, queue, ids, max_tries, delay_ms_of(by, at))
 
     async def enqueue_publish(
         self,
@@ -126,7 +126,7 @@ class Outbox:
         The options are `Mediator.enqueue_publish`'s.
         """
         client = self.mediator._jobs  # raises before anything is written when the mediator is not open
-        jobs = self.mediator._prepare_publish(notification, queue, job_id, max_tries, _delay_ms(by, at))
+        jobs = self.mediator._prepare_publish(notification, queue, job_id, max_tries, delay_ms_of(by, at))
         await self._write(session, jobs)
         return [
             JobHandle(client, job.id, job.queue, None, enqueued=True, from_outbox=True) for job, _ in jobs

@@ -17,12 +17,14 @@ from .._claims import Claim
 from .._envelope import ErrorRecord, JobEnvelope, ResultRecord, qualified_name
 from .._errors import JobAbortedError, JobNotFoundError, QueueNotConnectedError
 from .._handle import JobStatus
-from .._jobs import ADDED, ALREADY_FINISHED, ALREADY_QUEUED, JobClient, QueueStats, Stats, now_ms, status_of
+from .._jobs import ADDED, ALREADY_FINISHED, ALREADY_QUEUED, JobClient, now_ms, status_of
 from .._outcomes import ABORT_ASKED, DONE, NOT_HELD, Outcomes
 from .._policy import KEEP_FAILED, Durability
+from .._queue_introspection import QueueStats, Stats
 
 if TYPE_CHECKING:
-    from .._jobs import PendingJob, WorkerState
+    from .._jobs import PendingJob
+    from .._queue_introspection import WorkerState
     from ._local import LocalQueue
 
 # The name the local queue's runner records as the worker of every try.

@@ -13,8 +13,8 @@ from ._backoff import fixed_retry_delay
 from ._store import LocalJobClient
 
 if TYPE_CHECKING:
-    from .._jobs import Stats
     from .._mediator import Mediator
+    from .._queue_introspection import Stats
 
 # Seconds between looks at the queues while draining: short, since each look is one round trip.
 _DRAIN_POLL = 0.01
