@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import signal
@@ -19,15 +18,14 @@ import socket
 import uuid
 from collections.abc import Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ._claims import Claim, ClaimReply, claim_per_queue, read_claim_reply
-from ._connection import follows_master
 from ._execution import Counters, JobRunner
+from ._heartbeat import Heartbeat
 from ._history import step_field
 from ._jobs import WorkerState, now_ms
 from ._keys import WORKERS_KEY
@@ -37,18 +35,13 @@ from ._outcomes import Outcomes, stopped_for
 from ._recurring import run_schedules
 from ._resilience import LoopHealth
 from ._results import open_pubsub
-from ._telemetry import queue_depths
+from ._wakeups import listen
 from ._worker_settings import WorkerSettings, describe_capabilities
 
 if TYPE_CHECKING:
-    from redis.asyncio.client import PubSub
-
     from ._mediator import Mediator
 
 logger = logging.getLogger("arq_mediator.worker")
-# Seconds the listener waits for a message before looking again: short enough that a connection Redis
-# dropped is noticed, long enough to cost nothing.
-LISTEN_POLL = 1.0
 # Seconds a stopping worker gives its outbox relay to finish the batch in hand.
 RELAY_STOP_WITHIN = 10.0
 
@@ -132,10 +125,21 @@ class Worker:
         )
         self.counters = self._runner.counters
         pubsub = open_pubsub(jobs.redis, jobs.channels, ignore_subscribe_messages=True)
-        heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"{self.name} heartbeat")
+        heartbeat = asyncio.create_task(Heartbeat(self).run(), name=f"{self.name} heartbeat")
         helpers: list[asyncio.Task[None]] = [
             heartbeat,
-            asyncio.create_task(self._listen(pubsub), name=f"{self.name} listener"),
+            asyncio.create_task(
+                listen(
+                    pubsub,
+                    jobs.channels,
+                    jobs.redis,
+                    self.name,
+                    settings.queues,
+                    self._attention.set,
+                    self._abort_requested,
+                ),
+                name=f"{self.name} listener",
+            ),
         ]
         if reports is not None:
             helpers.append(asyncio.create_task(reports.run(), name=f"{self.name} progress and logs"))
@@ -286,6 +290,9 @@ class Worker:
         if self._outcomes is not None:  # outcomes still on their way must arrive before the pool closes
             await self._outcomes.flush()
 
+    def _abort_requested(self, job_id: str) -> None:
+        self._cancel(job_id, lost=False)
+
     def _cancel(self, job_id: str, *, lost: bool) -> None:
         running = self._running.get(job_id)
         if running is None:
@@ -298,124 +305,6 @@ class Worker:
         else:
             claim.aborting = True
         task.cancel()
-
-    async def _listen(self, pubsub: PubSub) -> None:
-        """Hear wake-ups and abort requests; nothing on these server-wide channels can stop the listener.
-
-        Through Sentinel it subscribes again on the new master once another loop has found it.
-        """
-        channels = self.mediator._jobs.channels
-        redis = self.mediator._jobs.redis
-        health = LoopHealth(logger, f"worker {self.name} listening for wake-ups")
-        queues = self.settings.queues
-        aborts = {channels.abort_of(q) for q in queues} if channels.layout.cluster else {channels.abort}
-        subscribed = False
-        while True:
-            try:
-                if not subscribed:
-                    await pubsub.subscribe(*(channels.wake(q) for q in queues), *aborts)
-                    subscribed = True
-                    self._attention.set()  # wake-ups may have been missed meanwhile
-                elif not follows_master(pubsub.connection, redis):
-                    raise RedisConnectionError("the Redis master moved (a Sentinel failover)")
-                message = await pubsub.get_message(timeout=LISTEN_POLL)
-                health.succeeded()
-            except Exception as error:
-                subscribed = False
-                await asyncio.sleep(health.failed(error))
-                with contextlib.suppress(Exception):
-                    await pubsub.reset()
-                continue
-            if message is not None and message.get("type") == "message":
-                self._heard(message, aborts, channels.wake_prefix)
-
-    def _heard(self, message: dict[str, Any], abort_channels: set[str], wake_prefix: str) -> None:
-        channel = message.get("channel")
-        data = message.get("data")
-        if not isinstance(channel, bytes) or not isinstance(data, bytes):
-            return
-        name = channel.decode(errors="replace")
-        if name in abort_channels:
-            try:
-                self._cancel(data.decode(), lost=False)
-            except UnicodeDecodeError:
-                logger.debug("worker %s ignored an abort request that names no text id", self.name)
-        elif name.startswith(wake_prefix):
-            self._attention.set()
-
-    def _record(self) -> str:
-        counts = self.counters
-        return json.dumps(
-            {
-                "name": self.name,
-                "instance": self.instance,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "queues": list(self.settings.queues),
-                "max_jobs": self.settings.max_jobs,
-                "running": len(self._running),
-                "succeeded": counts.succeeded,
-                "failed": counts.failed,
-                "retried": counts.retried,
-                "lost": counts.lost,
-                "started_at": counts.started_at,
-                "last_seen": now_ms(),
-                "types": self.mediator._registry.registered_names(),
-            }
-        )
-
-    async def _heartbeat_loop(self) -> None:
-        health = LoopHealth(logger, f"worker {self.name} heartbeat")
-        while True:
-            try:
-                await self._beat()
-                health.succeeded()
-            except Exception as error:  # any error reply (OOM, READONLY, ...) or unreadable answer
-                health.failed(error)
-            await asyncio.sleep(self.settings.heartbeat)
-
-    async def _beat(self) -> None:
-        jobs = self.mediator._jobs
-        queues = self.settings.queues
-        if not jobs.layout.cluster:
-            await self._beat_in(queues, self.settings.queues[0])
-            return
-        # On a cluster each queue's slot gets its own beat, with the leases of the jobs of that queue.
-        await jobs.register_queues(set(queues))
-        await asyncio.gather(*(self._beat_in([queue], queue) for queue in queues))
-
-    async def _beat_in(self, queues: Sequence[str], home: str) -> None:
-        """Renew the heartbeat (its copy in *home*'s slot) and the leases of the jobs of *queues*."""
-        jobs = self.mediator._jobs
-        held: list[str | int | bytes] = []
-        for claim, _ in self._running.values():
-            if claim.queue in queues:
-                held += (claim.key_id, claim.queue, claim.token, claim.deliveries)
-        reply = await run_script(
-            jobs.scripts.heartbeat,
-            jobs.layout.route(home) if jobs.layout.cluster else [],
-            [
-                jobs.worker_key(self.instance, home),
-                self._record(),
-                int(self.settings.heartbeat * 3000),
-                int(self.settings.lease * 1000),
-                len(queues),
-                *queues,
-                *held,
-            ],
-        )
-        # Feeds the queue-depth gauge, read whenever metrics are collected.
-        queue_depths.update(zip(queues, (int(depth) for depth in reply[: len(queues)]), strict=True))
-        lost_count = int(reply[len(queues)])
-        lost = reply[len(queues) + 1 : len(queues) + 1 + lost_count]
-        aborts = reply[len(queues) + 1 + lost_count :]
-        by_key = {claim.key_id: claim.id for claim, _ in self._running.values()}
-        for key_id in lost:
-            if key_id in by_key:
-                self._cancel(by_key[key_id], lost=True)
-        for key_id in aborts:
-            if key_id in by_key:
-                self._cancel(by_key[key_id], lost=False)
 
     async def _peers_can_run(self, message_type: str, queue: str) -> bool:
         """Return whether another live worker serving *queue* has a handler for *message_type*."""

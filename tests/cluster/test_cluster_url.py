@@ -8,7 +8,8 @@ from arq_mediator import Mediator
 from arq_mediator._cluster import parse_cluster_url
 from arq_mediator._keys import Channels
 from arq_mediator._layout import CLUSTER, SINGLE, tag_of
-from arq_mediator._scripts import CLAIM, render
+from arq_mediator._lease_scripts import CLAIM
+from arq_mediator._scripts import render
 
 
 def test_a_cluster_url_lists_seed_nodes_and_credentials() -> None:

@@ -1,0 +1,111 @@
+"""The worker's heartbeat: its record for the dashboard and its peers, and the leases of its running jobs.
+
+Each beat is one script call (per queue's slot on a cluster) that renews the record and every lease the
+worker still holds, and answers which jobs it lost to another claim and which were asked to abort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ._jobs import now_ms
+from ._layout import run_script
+from ._resilience import LoopHealth
+from ._telemetry import queue_depths
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+logger = logging.getLogger("arq_mediator.worker")
+
+
+class Heartbeat:
+    """Renew one worker's heartbeat and leases, and cancel the jobs it lost or was asked to abort."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    def _record(self) -> str:
+        worker = self._worker
+        counts = worker.counters
+        return json.dumps(
+            {
+                "name": worker.name,
+                "instance": worker.instance,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": list(worker.settings.queues),
+                "max_jobs": worker.settings.max_jobs,
+                "running": len(worker._running),
+                "succeeded": counts.succeeded,
+                "failed": counts.failed,
+                "retried": counts.retried,
+                "lost": counts.lost,
+                "started_at": counts.started_at,
+                "last_seen": now_ms(),
+                "types": worker.mediator._registry.registered_names(),
+            }
+        )
+
+    async def run(self) -> None:
+        """Beat every `WorkerSettings.heartbeat` seconds until cancelled; a failed beat is retried then."""
+        worker = self._worker
+        health = LoopHealth(logger, f"worker {worker.name} heartbeat")
+        while True:
+            try:
+                await self._beat()
+                health.succeeded()
+            except Exception as error:  # any error reply (OOM, READONLY, ...) or unreadable answer
+                health.failed(error)
+            await asyncio.sleep(worker.settings.heartbeat)
+
+    async def _beat(self) -> None:
+        worker = self._worker
+        jobs = worker.mediator._jobs
+        queues = worker.settings.queues
+        if not jobs.layout.cluster:
+            await self._beat_in(queues, worker.settings.queues[0])
+            return
+        # On a cluster each queue's slot gets its own beat, with the leases of the jobs of that queue.
+        await jobs.register_queues(set(queues))
+        await asyncio.gather(*(self._beat_in([queue], queue) for queue in queues))
+
+    async def _beat_in(self, queues: Sequence[str], home: str) -> None:
+        """Renew the heartbeat (its copy in *home*'s slot) and the leases of the jobs of *queues*."""
+        worker = self._worker
+        jobs = worker.mediator._jobs
+        held: list[str | int | bytes] = []
+        for claim, _ in worker._running.values():
+            if claim.queue in queues:
+                held += (claim.key_id, claim.queue, claim.token, claim.deliveries)
+        reply = await run_script(
+            jobs.scripts.heartbeat,
+            jobs.layout.route(home) if jobs.layout.cluster else [],
+            [
+                jobs.worker_key(worker.instance, home),
+                self._record(),
+                int(worker.settings.heartbeat * 3000),
+                int(worker.settings.lease * 1000),
+                len(queues),
+                *queues,
+                *held,
+            ],
+        )
+        # Feeds the queue-depth gauge, read whenever metrics are collected.
+        queue_depths.update(zip(queues, (int(depth) for depth in reply[: len(queues)]), strict=True))
+        lost_count = int(reply[len(queues)])
+        lost = reply[len(queues) + 1 : len(queues) + 1 + lost_count]
+        aborts = reply[len(queues) + 1 + lost_count :]
+        by_key = {claim.key_id: claim.id for claim, _ in worker._running.values()}
+        for key_id in lost:
+            if key_id in by_key:
+                worker._cancel(by_key[key_id], lost=True)
+        for key_id in aborts:
+            if key_id in by_key:
+                worker._cancel(by_key[key_id], lost=False)

@@ -1,0 +1,269 @@
+"""The scripts of a claimed job's life: the claim and its lease, the outcome, a retry, a release, heartbeats.
+
+Each takes a *fenced* lease or checks one (`_script_parts.FENCE`); `_scripts` renders and registers them
+with the others.
+"""
+
+from __future__ import annotations
+
+from ._script_parts import FENCE, NOW, RECORD
+
+# ARGV: how many, lease_ms, token prefix, max envelope bytes, worker name (for the history), number of
+# queues, queue names by priority,
+# then ids the caller runs already (their lease may have lapsed in an outage; they must not start twice).
+# Takes ready jobs whose lease is free (or holds the retry mark: a retry due now), highest-priority queue
+# first, leasing each under the token prefix (this claim's token) and moving it from its queue to the
+# queue's running set, so later claims do not read it again. Returns {server now, next due or -1,
+# bad queues joined by newlines, then per job: id, queue, deliveries, score, body, problem}. A job that
+# cannot run as it stands (a key of the wrong type, an oversized body, a delivery counter that is no
+# count) comes back with its problem and as much of its body as is safe, for the caller to fail it.
+CLAIM = (
+    NOW
+    + FENCE
+    + RECORD
+    + """
+local want, lease, prefix, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- Numbers go to redis.call as text made once here: Lua formats a number argument with a slow printf at
+-- every call, a cost paid per job.
+local leased_until = string.format('%d', now + tonumber(lease))
+local worker = ARGV[5]
+local last_queue = 6 + tonumber(ARGV[6])
+local mine = {}
+for i = last_queue + 1, #ARGV do mine[ARGV[i]] = true end
+local out = {now, -1, ''}
+local bad_queues = {}
+local next_due = -1
+local function take(id)
+  if redis.call('SET', '{LEASE}' .. id, prefix, 'NX', 'PX', lease) then return true end
+  local holder = redis.pcall('GET', '{LEASE}' .. id)
+  if holder == '{RETRY_MARK}' or type(holder) == 'table' then
+    redis.call('SET', '{LEASE}' .. id, prefix, 'PX', lease)
+    return true
+  end
+  return false
+end
+local function read(id)  -- returns the body (nil: gone) and a problem ('' when none)
+  local key = '{JOB}' .. id
+  local size = redis.pcall('STRLEN', key)
+  if type(size) == 'table' then
+    return '', 'its job key holds a ' .. redis.call('TYPE', key).ok .. ', not a JSON envelope'
+  end
+  if size > max_bytes then
+    local problem = 'its envelope is ' .. size .. ' bytes, over the limit of ' .. max_bytes
+    return redis.call('GETRANGE', key, 0, 4095), problem
+  end
+  return redis.call('GET', key), ''
+end
+local function count_delivery(id, problem)
+  local key = '{DELIVERIES}' .. id
+  local deliveries = redis.pcall('INCR', key)
+  if type(deliveries) == 'number' and deliveries >= 1 then return deliveries, problem end
+  if problem == '' then problem = 'its delivery counter holds ' .. tostring(get(key)) .. ', not a count' end
+  redis.call('DEL', key)
+  return redis.call('INCR', key), problem
+end
+-- A running job is off its queue, in the queue's running set scored by its lease deadline. One whose
+-- lease lapsed (its worker died or lost Redis) goes back to its queue, due since its deadline; one whose
+-- lease was renewed meanwhile is scored again.
+local function sweep(qkey, running)
+  local lapsed = redis.pcall('ZRANGEBYSCORE', running, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 100)
+  if lapsed.err then return end
+  for i = 1, #lapsed, 2 do
+    local id = lapsed[i]
+    local left = redis.pcall('PTTL', '{LEASE}' .. id)
+    if type(left) == 'number' and left > 0 then
+      redis.call('ZADD', running, string.format('%d', now + left), id)
+    else
+      redis.call('ZREM', running, id)
+      if redis.call('EXISTS', '{JOB}' .. id) == 1 then redis.pcall('ZADD', qkey, 'NX', lapsed[i + 1], id) end
+    end
+  end
+end
+for qi = 7, last_queue do
+  local queue = ARGV[qi]
+  local qkey = '{QUEUE}' .. queue
+  local running = '{RUNNING}' .. queue
+  sweep(qkey, running)
+  local offset = 0
+  while want > 0 do
+    local ids = redis.pcall('ZRANGEBYSCORE', qkey, '-inf', now, 'WITHSCORES', 'LIMIT', offset, want + 32)
+    if ids.err then
+      bad_queues[#bad_queues + 1] = queue .. ': ' .. ids.err
+      break
+    end
+    if #ids == 0 then break end
+    local removed = 0  -- entries this pass took off the queue: the next pass starts that much earlier
+    for i = 1, #ids, 2 do
+      local id, score = ids[i], ids[i + 1]
+      if want > 0 and not mine[id] and take(id) then
+        local body, problem = read(id)
+        if body then
+          local deliveries
+          deliveries, problem = count_delivery(id, problem)
+          redis.call('ZREM', qkey, id)
+          removed = removed + 1
+          redis.pcall('ZADD', running, leased_until, id)
+          h_started(id, queue, deliveries, worker)
+          for _, value in ipairs({id, queue, deliveries, score, body, problem}) do out[#out + 1] = value end
+          want = want - 1
+        else  -- a queue entry whose job is gone: stale, dropped
+          redis.call('ZREM', qkey, id)
+          removed = removed + 1
+          redis.call('DEL', '{LEASE}' .. id)
+        end
+      end
+    end
+    offset = offset + math.floor(#ids / 2) - removed
+  end
+  local first = redis.pcall('ZRANGEBYSCORE', qkey, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if not first.err and #first > 0 then
+    local due = tonumber(first[2])
+    if next_due < 0 or due < next_due then next_due = due end
+  end
+end
+out[2] = next_due
+out[3] = table.concat(bad_queues, '\\n')
+h_publish_pending()
+return out
+"""
+)
+
+# How many arguments one job's outcome takes in COMPLETE.
+COMPLETE_ARGS = 14
+
+# ARGV: per job, in groups of COMPLETE_ARGS: id, token, deliveries, queue, result record, keep_ms, failed
+# (1/0), record id (the id the record is kept under; differs from the id only for an id that is not
+# text), then for the history: the final state (succeeded, failed, aborted), the request type, the
+# worker, a detail (the error type), the envelope to keep ("" for none) and when (ms, server time) the
+# try was claimed. Per job: stores the result,
+# forgets the job, lists it as failed (scored by when its record expires) when it failed, and publishes
+# the record to whoever awaits it. Returns per job 1, or 0 when the caller no longer holds the job: a late
+# outcome, dropped. A worker's outcomes of one event-loop turn go in one call: the history's indexes and
+# counters then take one write per key for them all.
+COMPLETE = (
+    NOW
+    + FENCE
+    + RECORD
+    + """
+local out = {}
+for i = 1, #ARGV, {COMPLETE_ARGS} do
+  local id, queue, record = ARGV[i], ARGV[i + 3], ARGV[i + 4]
+  if holds(id, ARGV[i + 1], ARGV[i + 2]) then
+    local keep = ARGV[i + 5]  -- text: redis.call would format a number with a slow printf
+    local record_id = ARGV[i + 7]
+    h_finish_one(record_id, queue, ARGV[i + 8], ARGV[i + 9], ARGV[i + 2], ARGV[i + 10], ARGV[i + 11],
+      ARGV[i + 12], ARGV[i + 13])
+    redis.call('SET', '{RESULT}' .. record_id, record, 'PX', keep)
+    redis.call('DEL', '{JOB}' .. id, '{LEASE}' .. id, '{DELIVERIES}' .. id, '{ABORT_FLAG}' .. id)
+    redis.call('ZREM', '{QUEUE}' .. queue, id)
+    redis.call('ZREM', '{RUNNING}' .. queue, id)
+    if ARGV[i + 6] == '1' then
+      local failed = '{FAILED}' .. queue
+      redis.call('ZADD', failed, now + tonumber(keep), record_id)
+      local expired = redis.call('ZRANGEBYSCORE', failed, '-inf', now, 'LIMIT', 0, 100)
+      if #expired > 0 then redis.call('ZREM', failed, unpack(expired)) end
+    end
+    redis.call('PUBLISH', '{DONE}' .. record_id, record)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+h_finish_flush()
+h_publish_pending()
+return out
+""".replace("{COMPLETE_ARGS}", str(COMPLETE_ARGS))
+)
+
+# ARGV: id, token, deliveries, queue, new body, delay_ms, lease_ms, then for the history what failed, when
+# (ms, server time) the try was claimed and by which worker. Puts
+# a failed try back for a later try. The lease becomes the retry mark: no worker holds the job, a claim
+# may take it once it is due, and a heartbeat already on its way cannot take it back. Returns 1, 0 when
+# the caller no longer holds the job, 2 when the job was asked to abort (the caller then records it
+# aborted instead).
+RETRY = (
+    NOW
+    + FENCE
+    + RECORD
+    + """
+local id, queue = ARGV[1], ARGV[4]
+if not holds(id, ARGV[2], ARGV[3]) then return 0 end
+if redis.call('EXISTS', '{ABORT_FLAG}' .. id) == 1 then return 2 end
+local due = now + tonumber(ARGV[6])
+redis.call('SET', '{JOB}' .. id, ARGV[5])
+redis.call('ZADD', '{QUEUE}' .. queue, due, id)
+redis.call('ZREM', '{RUNNING}' .. queue, id)
+redis.call('SET', '{LEASE}' .. id, '{RETRY_MARK}', 'PX', tonumber(ARGV[6]) + tonumber(ARGV[7]))
+h_retrying(id, queue, ARGV[3], due, ARGV[8], ARGV[9], ARGV[10])
+h_publish_pending()
+redis.call('PUBLISH', '{WAKE}' .. queue, due)
+return 1
+"""
+)
+
+# ARGV: id, token, deliveries, queue, delay_ms, lease_ms, the score it was claimed at. Gives a job back
+# untried (shutdown, or a type this worker cannot run) to its queue: its delivery does not count. With a
+# delay it becomes due again only then, without one it keeps its place. Returns as RETRY.
+RELEASE = (
+    NOW
+    + FENCE
+    + RECORD
+    + """
+local id, queue, delay = ARGV[1], ARGV[4], tonumber(ARGV[5])
+if not holds(id, ARGV[2], ARGV[3]) then return 0 end
+if redis.call('EXISTS', '{ABORT_FLAG}' .. id) == 1 then return 2 end
+local deliveries = tonumber(get('{DELIVERIES}' .. id) or '0') or 0
+if deliveries > 0 then redis.call('DECR', '{DELIVERIES}' .. id) end
+redis.call('ZREM', '{RUNNING}' .. queue, id)
+if delay > 0 then
+  redis.call('ZADD', '{QUEUE}' .. queue, now + delay, id)
+  redis.call('SET', '{LEASE}' .. id, '{RETRY_MARK}', 'PX', delay + tonumber(ARGV[6]))
+else
+  redis.call('ZADD', '{QUEUE}' .. queue, tonumber(ARGV[7]) or now, id)
+  redis.call('DEL', '{LEASE}' .. id)
+end
+h_released(id, queue)
+h_publish_pending()
+redis.call('PUBLISH', '{WAKE}' .. queue, now + delay)
+return 1
+"""
+)
+
+# ARGV: worker key, worker record, ttl_ms, lease_ms, number of queues, the worker's queues, then (id, queue,
+# token, deliveries) of each running job. Renews the heartbeat and every lease the worker still holds
+# (taking back one that lapsed in an outage if nobody claimed the job since). Returns the depth (ready
+# or running) of each queue, the number of jobs it no longer holds and their ids, then the ids asked to
+# abort. A job taken back after its lease lapsed may have been swept back to its queue: it leaves it again.
+HEARTBEAT = (
+    NOW
+    + FENCE
+    + """
+local lease = tonumber(ARGV[4])
+redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', '{WORKERS}', now + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', '{WORKERS}', '-inf', now)
+local out = {}
+local last_queue = 5 + tonumber(ARGV[5])
+for i = 6, last_queue do
+  local depth = redis.pcall('ZCOUNT', '{QUEUE}' .. ARGV[i], '-inf', now)
+  local running = redis.pcall('ZCARD', '{RUNNING}' .. ARGV[i])
+  out[#out + 1] = (type(depth) == 'number' and depth or 0) + (type(running) == 'number' and running or 0)
+end
+local lost, aborts = {}, {}
+for i = last_queue + 1, #ARGV, 4 do
+  local id, queue, token = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if holds(id, token, ARGV[i + 3]) then
+    redis.call('SET', '{LEASE}' .. id, token, 'PX', lease)
+    redis.call('ZADD', '{RUNNING}' .. queue, now + lease, id)
+    redis.pcall('ZREM', '{QUEUE}' .. queue, id)
+    if redis.call('EXISTS', '{ABORT_FLAG}' .. id) == 1 then aborts[#aborts + 1] = id end
+  else
+    lost[#lost + 1] = id
+  end
+end
+out[#out + 1] = #lost
+for _, id in ipairs(lost) do out[#out + 1] = id end
+for _, id in ipairs(aborts) do out[#out + 1] = id end
+return out
+"""
+)
