@@ -22,10 +22,6 @@ from ._keys import JOB_PREFIX, RECURRING_PREFIX, RESULT_PREFIX, Channels
 from ._layout import SINGLE, Layout, layout_of, run_script, tag_of
 from ._policy import KEEP_FAILED, Durability
 from ._queue_introspection import QueueIntrospection
-
-# Re-exported for `_worker`, which another change is editing at the same time; new code imports it from
-# `_queue_introspection`.
-from ._queue_introspection import WorkerState as WorkerState
 from ._results import ResultWaiter
 from ._scripts import Scripts
 

@@ -27,11 +27,12 @@ from ._claims import Claim, ClaimReply, claim_per_queue, read_claim_reply
 from ._execution import Counters, JobRunner
 from ._heartbeat import Heartbeat
 from ._history import step_field
-from ._jobs import WorkerState, now_ms
+from ._jobs import now_ms
 from ._keys import WORKERS_KEY
 from ._layout import run_script
 from ._live import ReportWriter
 from ._outcomes import Outcomes, stopped_for
+from ._queue_introspection import WorkerState
 from ._recurring import run_schedules
 from ._resilience import LoopHealth
 from ._results import open_pubsub
