@@ -2,44 +2,27 @@
 
 Every list is a range on a sorted set (a history index, a queue, a running set), paged, never a scan of
 keys; each call is one or two round trips whatever the number of jobs retained. It imports no web framework.
+Here are the counts, the queue overview and the actions; reads of single jobs and finished pages are in
+`_job_reads`, lists of unfinished jobs in `_active`, the recurring jobs' list in `_recurring`.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._envelope import ResultRecord
 from .._errors import JobNotFoundError
-from .._history import (
-    FINISHED_STATES,
-    RETRYING_KEY,
-    TYPES_KEY,
-    history_key,
-    index_key,
-    logs_key,
-    shared_keys,
-    steps_key,
-)
-from .._jobs import envelope_of, now_ms, status_of
-from .._keys import (
-    JOB_PREFIX,
-    LEASE_PREFIX,
-    QUEUE_PREFIX,
-    QUEUES_KEY,
-    RECURRING_PREFIX,
-    RESULT_PREFIX,
-    RETRY_MARK,
-)
+from .._history import FINISHED_STATES, RETRYING_KEY, TYPES_KEY, index_key, shared_keys
+from .._jobs import now_ms
+from .._keys import QUEUE_PREFIX, QUEUES_KEY
 from .._layout import run_script
 from .._scripts import render, with_history
 from ._active import ActiveLists
 from ._bulk import apply_to_all
 from ._events import job_events
+from ._job_reads import JobReads
 from ._lua import DELETE, TRIM
 from ._model import (
     DashboardEvent,
@@ -54,24 +37,13 @@ from ._model import (
     ThroughputPoint,
     WorkerSummary,
 )
-from ._records import (
-    SUMMARY_FIELDS,
-    detail_of,
-    kept_envelope_of,
-    moment,
-    record_of,
-    state_of,
-    summary_of,
-    text,
-    tick_job_id,
-    worker_summary_of,
-)
+from ._records import text, worker_summary_of
+from ._recurring import recurring_summaries
 from ._throughput import throughput_points
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from .._envelope import JobEnvelope
     from .._jobs import JobClient
     from .._mediator import Mediator
 
@@ -113,6 +85,9 @@ class RedisDashboardSource:
     @property
     def _redis(self) -> Redis:
         return self._jobs.redis
+
+    def _reads(self) -> JobReads:
+        return JobReads(self._redis, self._jobs.layout)
 
     def _own_scripts(self) -> tuple[Any, Any]:
         """Return the store's TRIM and DELETE scripts for the current client (registered on first use)."""
@@ -225,65 +200,17 @@ class RedisDashboardSource:
                 f"offset must be 0 or more and limit from 1 to {MAX_PAGE}; got {offset}, {limit}"
             )
         if state.value in FINISHED_STATES:
-            return await self._finished(state, queue, request_type, offset, limit)
+            cluster = self._jobs.layout.cluster
+            indexes = [queue] if queue else sorted(await self._all_queues()) if cluster else []
+            return await self._reads().finished(state, queue, request_type, indexes, offset, limit)
         queues = [queue] if queue else sorted(await self._all_queues())
         lists = ActiveLists(self._redis, self._scan_limit, self._jobs.layout)
         ids, total = await lists.page(state, queues, request_type, offset, limit)
         return Page(await self.summaries(ids, state), total, offset, limit)
 
-    async def _finished(
-        self, state: JobState, queue: str | None, request_type: str | None, offset: int, limit: int
-    ) -> Page[JobSummary]:
-        key = index_key(state.value, queue or None, request_type or None)
-        layout = self._jobs.layout
-        if layout.cluster:
-            keys = shared_keys(key, layout, [queue] if queue else sorted(await self._all_queues()))
-            return await self._finished_merged(keys, state, offset, limit)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(key)
-            pipe.zrevrange(key, offset, offset + limit - 1)
-            total, raw_ids = await pipe.execute()
-        rows = await self.summaries([text(job_id) for job_id in raw_ids], state)
-        gone = set(map(text, raw_ids)) - {row.id for row in rows}
-        if gone:  # their history expired before a trim reached them: unlist them now
-            await self._redis.zrem(key, *gone)
-        return Page(rows, max(total - len(gone), 0), offset, limit)
-
-    async def _finished_merged(
-        self, keys: list[str], state: JobState, offset: int, limit: int
-    ) -> Page[JobSummary]:
-        """Return one page of the finished jobs several indexes (each queue's, on a cluster) list.
-
-        Each index gives its newest entries up to the page's end; merged by finish time, the page is cut
-        from them. The cost grows with the page's end and the number of queues, not the retained jobs.
-        """
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.zcard(key)
-                pipe.zrevrange(key, 0, offset + limit - 1, withscores=True)
-            replies = await pipe.execute()
-        total = sum(replies[0::2])
-        lists = [[(float(score), text(job_id)) for job_id, score in entries] for entries in replies[1::2]]
-        chosen = list(heapq.merge(*lists, reverse=True))[offset : offset + limit]
-        rows = await self.summaries([job_id for _, job_id in chosen], state)
-        return Page(rows, max(total - (len(chosen) - len(rows)), 0), offset, limit)
-
     async def summaries(self, job_ids: list[str], state: JobState) -> list[JobSummary]:
         """Return the list rows of *job_ids* in *state*, leaving out jobs nothing is kept of."""
-        if not job_ids:
-            return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hmget(history_key(job_id, self._jobs.layout), list(SUMMARY_FIELDS))
-                pipe.get(self._jobs.layout.job_key(JOB_PREFIX, job_id))
-            replies = await pipe.execute()
-        rows = []
-        for index, job_id in enumerate(job_ids):
-            facts, body = replies[2 * index], replies[2 * index + 1]
-            if all(value is None for value in facts) and body is None:
-                continue
-            rows.append(summary_of(job_id, facts, state, envelope_of(body) if body else None))
-        return rows
+        return await self._reads().summaries(job_ids, state)
 
     async def request_types(self) -> list[str]:
         """Return every request type the history has seen or the mediator has a handler for, sorted."""
@@ -297,46 +224,7 @@ class RedisDashboardSource:
         located = await self._jobs.locate(job_id)
         if located is None:
             return None
-        job_id, layout = located, self._jobs.layout
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(history_key(job_id, layout))
-            pipe.get(layout.job_key(JOB_PREFIX, job_id))
-            pipe.get(layout.job_key(RESULT_PREFIX, job_id))
-            pipe.get(layout.job_key(LEASE_PREFIX, job_id))
-            pipe.lrange(logs_key(job_id, layout), 0, -1)
-            pipe.lrange(steps_key(job_id, layout), 0, -1)
-            raw_facts, body, raw_record, lease, log_lines, raw_steps = await pipe.execute()
-        facts = {text(name): value for name, value in raw_facts.items()}
-        record = record_of(raw_record)
-        if not facts and body is None and record is None:
-            return None
-        envelope = envelope_of(body) or (record.job if record else None) or kept_envelope_of(raw_steps)
-        state = await self._state_of(job_id, facts, body, envelope, record, lease)
-        return detail_of(job_id, state, facts, body, envelope, record, raw_steps, log_lines)
-
-    async def _state_of(
-        self,
-        job_id: str,
-        facts: dict[str, Any],
-        body: bytes | None,
-        envelope: JobEnvelope | None,
-        record: ResultRecord | None,
-        lease: bytes | None,
-    ) -> JobState:
-        """Return where a job stands: its result says how it ended, its lease whether it runs."""
-        if record is not None:
-            return JobState(status_of(record).value)
-        if body is None:  # its result expired: the history says how it ended
-            return state_of(facts.get("state"), JobState.SUCCEEDED)
-        holder = text(lease)
-        if holder == RETRY_MARK:
-            return JobState.RETRYING
-        if holder:
-            return JobState.RUNNING
-        queue = envelope.queue if envelope is not None else text(facts.get("queue"))
-        queue_key = self._jobs.layout.key(QUEUE_PREFIX, queue, queue)
-        score = await self._redis.zscore(queue_key, job_id) if queue else None
-        return JobState.SCHEDULED if score is not None and score > now_ms() else JobState.ENQUEUED
+        return await self._reads().detail(located)
 
     # Workers and recurring jobs -----------------------------------------------------------------------
 
@@ -347,46 +235,7 @@ class RedisDashboardSource:
 
     async def recurring(self) -> list[RecurringSummary]:
         """Return the mediator's recurring jobs: schedule, next and last run, and how the last one ended."""
-        entries = sorted(self._mediator.recurring_jobs.values(), key=lambda entry: entry.name)
-        if not entries:
-            return []
-        layout = self._jobs.layout
-        queues = [self._mediator._registry.handler_for(type(entry.request)).policy.queue for entry in entries]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for entry, queue in zip(entries, queues, strict=True):
-                pipe.get(layout.key(RECURRING_PREFIX, queue, entry.name))
-            ticks = await pipe.execute()
-        last_ids = [
-            None if (job_id := tick_job_id(entry.name, tick)) is None else layout.job_id(queue, job_id)
-            for entry, tick, queue in zip(entries, ticks, queues, strict=True)
-        ]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id, queue in zip(last_ids, queues, strict=True):
-                pipe.hget(history_key(job_id or layout.job_id(queue, "-"), layout), "state")
-                pipe.get(layout.job_key(RESULT_PREFIX, job_id or layout.job_id(queue, "-")))
-            replies = await pipe.execute()
-        now = datetime.now(UTC)
-        summaries = []
-        for index, (entry, tick, job_id) in enumerate(zip(entries, ticks, last_ids, strict=True)):
-            history_state, raw_record = replies[2 * index], replies[2 * index + 1]
-            record = record_of(raw_record)
-            outcome = JobState(status_of(record).value) if record is not None else None
-            if outcome is None and history_state is not None:
-                outcome = state_of(history_state, JobState.ENQUEUED)
-            spec = self._mediator._registry.handler_for(type(entry.request))
-            summaries.append(
-                RecurringSummary(
-                    name=entry.name,
-                    cron=entry.schedule.expression,
-                    request_type=type(entry.request).message_name,
-                    queue=spec.policy.queue,
-                    next_run=entry.schedule.next_after(now),
-                    last_run=moment(tick),
-                    last_outcome=outcome if job_id else None,
-                    last_job_id=job_id,
-                )
-            )
-        return summaries
+        return await recurring_summaries(self._mediator, self._redis, self._jobs.layout)
 
     # Actions ------------------------------------------------------------------------------------------
 
@@ -411,24 +260,13 @@ class RedisDashboardSource:
                 pipe.publish(wake, now_ms())
                 moved, _ = await pipe.execute()
             return bool(moved)
-        envelope = await self._kept_envelope(job_id)
+        envelope = await self._reads().kept_envelope(job_id)
         if envelope is None:
             return False
         fresh = envelope.model_copy(update={"failures": 0, "due_at": now_ms()})
         arguments = [job_id, fresh.queue, fresh.model_dump_json()]
         route = layout.route(fresh.queue) if layout.cluster else []
         return bool(await run_script(self._jobs.scripts.requeue, route, arguments))
-
-    async def _kept_envelope(self, job_id: str) -> JobEnvelope | None:
-        """Return the envelope a finished job's result record or history kept."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(self._jobs.layout.job_key(RESULT_PREFIX, job_id))
-            pipe.lrange(steps_key(job_id, self._jobs.layout), 0, -1)
-            raw_record, raw_steps = await pipe.execute()
-        record = record_of(raw_record)
-        if record is not None and record.job is not None:
-            return record.job
-        return kept_envelope_of(raw_steps)
 
     async def delete(self, job_id: str) -> bool:
         """Delete a job that is not running, and everything kept of it; ``False`` when none was deleted."""
