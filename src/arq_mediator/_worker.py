@@ -87,9 +87,12 @@ class Worker:
 
     def _free_slots(self) -> int:
         # A job whose outcome is on its way to Redis keeps its lease (the heartbeat renews it) but not its
-        # slot: its handler is done, and the next claim need not wait for the write.
-        busy = sum(1 for claim, _ in self._running.values() if not claim.settling)
-        return self.settings.max_jobs - busy
+        # slot: its handler is done, and the next claim need not wait for the write. At most max_jobs of
+        # them count as free, so while the writes keep failing the worker stalls at 2 x max_jobs claims
+        # instead of claiming (and renewing leases) without end.
+        settling = sum(1 for claim, _ in self._running.values() if claim.settling)
+        limit = self.settings.max_jobs
+        return limit - (len(self._running) - min(settling, limit))
 
     def stop(self) -> None:
         """Stop taking jobs; `run` then lets running jobs finish within the grace period and returns."""

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 from redis.asyncio import Redis
 
 import arq_mediator
-from arq_mediator import JobAbortedError, JobFailedError, NoHandlerError, ResultRecord, WorkerLostError
+from arq_mediator import (
+    JobAbortedError,
+    JobFailedError,
+    Mediator,
+    NoHandlerError,
+    ResultRecord,
+    WorkerLostError,
+    WorkerSettings,
+)
 from arq_mediator._claims import Claim
 from arq_mediator._jobs import JobClient
 from arq_mediator._outcomes import NOT_HELD, Outcomes
+from arq_mediator._worker import Worker
 
 
 def a_claim() -> Claim:
@@ -86,3 +96,24 @@ def test_an_unknown_name_is_still_an_attribute_error() -> None:
     """Only the renamed names resolve; anything else is an AttributeError as usual."""
     with pytest.raises(AttributeError, match="has no attribute 'NoSuchThing'"):
         arq_mediator.NoSuchThing  # noqa: B018
+
+
+async def test_settling_jobs_free_at_most_max_jobs_slots() -> None:
+    """While outcome writes keep failing, settling jobs pile up: the worker holds at most 2 x max_jobs."""
+    worker = Worker(Mediator(redis="redis://127.0.0.1:1/0"), WorkerSettings(queues=["default"], max_jobs=3))
+
+    async def never_done() -> None:
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(never_done())
+    held = 0
+    while worker._free_slots() > 0:  # claim whenever a slot is free; no job's outcome ever lands
+        claim = a_claim()
+        claim.settling = True
+        worker._running[f"job-{held}"] = (claim, task)
+        held += 1
+        assert held <= 6
+    assert worker.running == 6
+    worker._running["job-0"] = (a_claim(), task)  # one of them still running its handler: still no room
+    assert worker._free_slots() == 0
+    task.cancel()
