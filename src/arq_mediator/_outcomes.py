@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ._handle import ABORTED_TYPES
 from ._history import step_field
@@ -189,7 +189,8 @@ class Outcomes:
         while True:
             try:
                 result = await call()
-            except (RedisError, OSError) as error:
+            # RedisClusterException (no node for the slot, say) is neither of the others: unavailable too.
+            except (RedisError, OSError, RedisClusterException) as error:
                 if self._give_up():
                     logger.error(
                         "worker %s could not record job outcomes before stopping: %r", self._worker, error

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import SlotNotCoveredError
 
 import arq_mediator
 from arq_mediator import (
@@ -117,3 +119,24 @@ async def test_settling_jobs_free_at_most_max_jobs_slots() -> None:
     worker._running["job-0"] = (a_claim(), task)  # one of them still running its handler: still no room
     assert worker._free_slots() == 0
     task.cancel()
+
+
+async def test_a_cluster_without_the_slot_is_retried_like_any_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SlotNotCoveredError is no RedisError: the write is still tried again, and lands once it can."""
+    client = JobClient(Redis.from_url("redis://127.0.0.1:1/0"))
+    failures = [SlotNotCoveredError("no node serves the slot")]
+
+    async def complete_many(batch: list[list[Any]]) -> list[bool]:
+        if failures:
+            raise failures.pop()
+        return [True] * len(batch)
+
+    monkeypatch.setattr(client, "complete_many", complete_many)
+    outcomes = Outcomes(client, "w1", lease=2.0, give_up_after=lambda: False)
+    claim = a_claim()
+    record = ResultRecord(id=claim.id, queue=claim.queue, ok=True)
+    assert await outcomes.complete(claim, record, 60.0, failed=False) is True
+    assert failures == []
+    await client.redis.aclose()
