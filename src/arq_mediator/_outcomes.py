@@ -18,6 +18,7 @@ from ._handle import ABORTED_TYPES
 from ._history import step_field
 from ._jobs import now_ms
 from ._layout import run_script
+from ._per_queue import PartlyRecorded
 from ._resilience import LoopHealth
 from ._telemetry import outcomes_dropped
 
@@ -61,7 +62,9 @@ class Outcomes:
         self._on_settling = on_settling
         self._health = LoopHealth(logger, f"worker {worker} recording job outcomes")
         self._pending: list[tuple[list[Any], asyncio.Future[bool]]] = []
-        self._writing: list[list[Any]] = []
+        # The batch being written (by index), and what became of the parts already written.
+        self._writing: dict[int, list[Any]] = {}
+        self._landed: dict[int, bool] = {}
         self._writer: asyncio.Task[None] | None = None
         self.dropped = 0
 
@@ -161,25 +164,42 @@ class Outcomes:
         await asyncio.sleep(0)  # the other jobs finishing in this same turn join the batch
         while self._pending:
             batch, self._pending = self._pending, []
+            self._writing = {n: arguments for n, (arguments, _) in enumerate(batch)}
+            self._landed = {}
             try:
-                self._writing = [arguments for arguments, _ in batch]
-                recorded = await self._persist(self._write_current)
+                written = await self._persist(self._write_current)
             except Exception as error:  # each waiting job hears of it; the writer goes on with the next
-                for _, done in batch:
+                for n, (_, done) in enumerate(batch):
                     if not done.done():
-                        done.set_exception(error)
+                        if n in self._landed:
+                            done.set_result(self._landed[n])
+                        else:
+                            done.set_exception(error)
                 continue
-            if recorded is None:
-                recorded = [False] * len(batch)
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(TimeoutError("Redis did not take it within the grace period"))
-            for (_, done), outcome in zip(batch, recorded, strict=True):
-                if not done.done():
-                    done.set_result(outcome)
+            for n, (_, done) in enumerate(batch):
+                if done.done():
+                    continue
+                if written is None and n not in self._landed:
+                    done.set_exception(TimeoutError("Redis did not take it within the grace period"))
+                else:
+                    done.set_result(self._landed[n])
 
-    async def _write_current(self) -> list[bool]:
-        return await self._client.complete_many(self._writing)
+    async def _write_current(self) -> bool:
+        """Write the outcomes not yet written; on a cluster, those of queues whose call failed last time.
+
+        The parts that went through are kept (in ``_landed``): sent again, the fence would refuse them.
+        """
+        indexes = list(self._writing)
+        try:
+            recorded = await self._client.complete_many([self._writing[n] for n in indexes])
+        except PartlyRecorded as partly:
+            for position, done in partly.recorded.items():
+                self._landed[indexes[position]] = done
+                del self._writing[indexes[position]]
+            raise partly.error from None
+        self._landed.update(zip(indexes, recorded, strict=True))
+        self._writing = {}
+        return True
 
     async def _persist(self, call: Callable[[], Awaitable[T]]) -> T | None:
         """Make a state-changing call, trying again through Redis outages and error replies.

@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from ._scripts import Scripts
 
 
+class PartlyRecorded(Exception):
+    """Some queues' outcomes of a batch were recorded (*recorded*, by index in the batch), others failed."""
+
+    def __init__(self, recorded: dict[int, bool], error: BaseException) -> None:
+        super().__init__(f"{len(recorded)} outcome(s) recorded, the rest failed: {error!r}")
+        self.recorded = recorded
+        self.error = error
+
+
 class PerQueueCalls:
     """The cluster side of `JobClient`; the client provides its attributes and `queue_names`."""
 
@@ -76,18 +85,27 @@ class PerQueueCalls:
             self._queues_registered |= new
 
     async def _complete_per_queue(self, batch: list[list[Any]]) -> list[bool]:
-        """Record outcomes of several queues on a cluster: one call per queue, all at once."""
+        """Record outcomes of several queues on a cluster: one call per queue, all at once.
+
+        Raises:
+            PartlyRecorded: Some queues' calls failed (their node is down, say) and others went through.
+        """
         by_queue: dict[str, list[int]] = {}
         for index, job in enumerate(batch):
             by_queue.setdefault(str(job[3]), []).append(index)
         parts = await asyncio.gather(
-            *(self.complete_many([batch[i] for i in indexes]) for indexes in by_queue.values())
+            *(self.complete_many([batch[i] for i in indexes]) for indexes in by_queue.values()),
+            return_exceptions=True,
         )
-        recorded = {
-            index: done
-            for indexes, part in zip(by_queue.values(), parts, strict=True)
-            for index, done in zip(indexes, part, strict=True)
-        }
+        recorded: dict[int, bool] = {}
+        failed: BaseException | None = None
+        for indexes, part in zip(by_queue.values(), parts, strict=True):
+            if isinstance(part, BaseException):
+                failed = failed or part
+            else:
+                recorded.update(zip(indexes, part, strict=True))
+        if failed is not None:
+            raise PartlyRecorded(recorded, failed) if recorded else failed
         return [recorded[index] for index in range(len(batch))]
 
     async def locate(self, job_id: str) -> str | None:

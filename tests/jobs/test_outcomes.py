@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import SlotNotCoveredError
 
 import arq_mediator
@@ -139,4 +141,37 @@ async def test_a_cluster_without_the_slot_is_retried_like_any_outage(
     record = ResultRecord(id=claim.id, queue=claim.queue, ok=True)
     assert await outcomes.complete(claim, record, 60.0, failed=False) is True
     assert failures == []
+    await client.redis.aclose()
+
+
+async def test_a_batch_retries_only_the_queues_whose_write_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a cluster one queue's node down fails its part only: the healthy part is kept, not sent again."""
+    client = JobClient(Redis.from_url("redis://127.0.0.1:1/0"))
+    per_queue = client._complete_per_queue
+    written: list[str] = []
+    failures = [RedisConnectionError("the node of queue down is gone")]
+
+    async def complete_many(batch: list[list[Any]]) -> list[bool]:
+        queues = {str(job[3]) for job in batch}
+        if len(queues) > 1:  # as on a cluster: one call per queue
+            return await per_queue(batch)
+        if queues == {"down"} and failures:
+            raise failures.pop()
+        written.extend(queues)
+        return [True] * len(batch)
+
+    monkeypatch.setattr(client, "complete_many", complete_many)
+    outcomes = Outcomes(client, "w1", lease=2.0, give_up_after=lambda: False)
+    claims = [replace(a_claim(), id=queue, queue=queue) for queue in ("up", "down")]
+    recorded = await asyncio.gather(
+        *(
+            outcomes.complete(
+                claim, ResultRecord(id=claim.id, queue=claim.queue, ok=True), 60.0, failed=False
+            )
+            for claim in claims
+        )
+    )
+    assert recorded == [True, True]
+    assert sorted(written) == ["down", "up"]  # "up" written once, not re-sent with the retry
+    assert outcomes.dropped == 0
     await client.redis.aclose()
