@@ -95,6 +95,7 @@ class JobClient(QueueIntrospection):
         self.results = ResultWaiter(redis, self.channels)
         # On a cluster, the queues this process added to the registry of queues (`QUEUES_KEY`).
         self._queues_registered: set[str] = set()
+        self._unavailable_for: set[str] = set()
 
     async def push(
         self, jobs: list[PendingJob], durability: Durability | None = None
@@ -164,8 +165,8 @@ class JobClient(QueueIntrospection):
         if self.history is None:
             return
         new = {job.type for job in jobs if job.type} - self._types_recorded
-        if new:
-            await self.redis.sadd(TYPES_KEY, *new)  # type: ignore[misc]
+        recorded = new and await self._best_effort("record job types", self.redis.sadd(TYPES_KEY, *new))  # type: ignore[arg-type]
+        if recorded:
             self._types_recorded |= new
 
     async def enqueue_tick(self, schedule: str, tick_ms: int, job: PendingJob) -> bool:

@@ -10,8 +10,11 @@ known queue. `JobClient` mixes this in; on one server none of it runs but `locat
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from ._errors import REDIS_UNAVAILABLE
 from ._keys import JOB_PREFIX, QUEUES_KEY, RESULT_PREFIX, WORKER_PREFIX
 from ._layout import Layout, run_script, tag_of
 
@@ -20,6 +23,9 @@ if TYPE_CHECKING:
 
     from ._jobs import PendingJob
     from ._scripts import Scripts
+
+
+logger = logging.getLogger("arq_mediator.jobs")
 
 
 class PartlyRecorded(Exception):
@@ -38,6 +44,8 @@ class PerQueueCalls:
     layout: Layout
     scripts: Scripts
     _queues_registered: set[str]
+    # What `_best_effort` could not do lately (logged as a warning once, until it goes through).
+    _unavailable_for: set[str]
 
     async def queue_names(self) -> set[str]:
         """Return every queue a job was enqueued on (the client's own)."""
@@ -81,8 +89,25 @@ class PerQueueCalls:
         if self.layout.cluster and new:
             for queue in new:
                 self.layout.check_queue(queue)
-            await self.redis.sadd(QUEUES_KEY, *new)  # type: ignore[misc]
-            self._queues_registered |= new
+            if await self._best_effort("register queues", self.redis.sadd(QUEUES_KEY, *new)):  # type: ignore[arg-type]
+                self._queues_registered |= new
+
+    async def _best_effort(self, what: str, call: Awaitable[object]) -> bool:
+        """Make *call*; return whether it went through, logging (once per outage) when Redis was unavailable.
+
+        For the writes of one shared key (in one slot on a cluster) done before an enqueue or a beat: with
+        the node serving that key down, enqueues to healthy queues and heartbeats must still go on; the
+        write is tried again at the next call.
+        """
+        try:
+            await call
+        except REDIS_UNAVAILABLE as error:
+            level = logging.DEBUG if what in self._unavailable_for else logging.WARNING
+            logger.log(level, "could not %s (tried again later): %r", what, error)
+            self._unavailable_for.add(what)
+            return False
+        self._unavailable_for.discard(what)
+        return True
 
     async def _complete_per_queue(self, batch: list[list[Any]]) -> list[bool]:
         """Record outcomes of several queues on a cluster: one call per queue, all at once.

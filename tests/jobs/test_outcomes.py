@@ -175,3 +175,19 @@ async def test_a_batch_retries_only_the_queues_whose_write_failed(monkeypatch: p
     assert sorted(written) == ["down", "up"]  # "up" written once, not re-sent with the retry
     assert outcomes.dropped == 0
     await client.redis.aclose()
+
+
+async def test_writes_to_one_shared_key_before_an_enqueue_or_a_beat_are_best_effort(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The node of the queue registry (or the types list) down: warned once, False (tried next time)."""
+    unreachable: Redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    client = JobClient(unreachable)
+    with caplog.at_level(logging.DEBUG, logger="arq_mediator.jobs"):
+        for _ in range(2):
+            registering: Any = unreachable.sadd("arqm:queues", "q")
+            assert await client._best_effort("register queues", registering) is False
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "could not register queues" in warnings[0]
+    await unreachable.aclose()
