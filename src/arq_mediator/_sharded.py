@@ -111,16 +111,17 @@ class ShardedPubSub:
         async with self._sending:  # one connection per node, even for subscribers racing to open it
             if not channels:
                 return
-            if not self._slots:
-                self._slots = await self._read_slots()
-            by_node: dict[tuple[str, int], list[str]] = {}
-            for channel in channels:
-                by_node.setdefault(self._node_of(channel), []).append(channel)
-            # Reads wait for as long as no message comes; a write waits no longer than the client's
-            # commands do, so a node that hangs fails the call instead of holding every subscriber.
+            # Reads wait for as long as no message comes; a write (and reading the slot map, whose
+            # connections have no socket timeout either) waits no longer than the client's commands do,
+            # so a node that hangs fails the call instead of holding every subscriber behind this lock.
             limit = self._cluster.get_connection_kwargs().get("socket_timeout")
             try:
                 async with asyncio.timeout(limit):
+                    if not self._slots:
+                        self._slots = await self._read_slots()
+                    by_node: dict[tuple[str, int], list[str]] = {}
+                    for channel in channels:
+                        by_node.setdefault(self._node_of(channel), []).append(channel)
                     for address, names in by_node.items():
                         connection = await self._link(address)
                         await connection.send_command(command, *names)

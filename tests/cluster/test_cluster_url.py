@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, cast
+
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from arq_mediator import Mediator
 from arq_mediator._cluster import parse_cluster_url
@@ -10,6 +15,10 @@ from arq_mediator._keys import Channels
 from arq_mediator._layout import CLUSTER, SINGLE, tag_of
 from arq_mediator._lease_scripts import CLAIM
 from arq_mediator._scripts import render
+from arq_mediator._sharded import ShardedPubSub
+
+if TYPE_CHECKING:
+    from redis.asyncio.cluster import RedisCluster
 
 
 def test_a_cluster_url_lists_seed_nodes_and_credentials() -> None:
@@ -68,3 +77,38 @@ def test_cluster_scripts_take_the_tag_as_their_key_and_publish_sharded() -> None
     assert cluster.startswith("local T = KEYS[1]\n")
     assert "'arq:queue:' .. T .. ':' .. queue" in cluster
     assert "'PUBLISH'" not in cluster
+
+
+class FrozenCluster:
+    """What a subscriber reads of its cluster client: one seed node, which accepts but never answers."""
+
+    def __init__(self, port: int) -> None:
+        self.nodes_manager = SimpleNamespace(startup_nodes={})
+        self._port = port
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        return {"socket_timeout": 0.2}
+
+    async def initialize(self) -> None:
+        return None
+
+    def get_nodes(self) -> list[SimpleNamespace]:
+        return [SimpleNamespace(host="127.0.0.1", port=self._port)]
+
+
+async def test_a_frozen_node_fails_a_subscribe_within_the_client_timeout() -> None:
+    """Reading the slot map from a node that hangs fails the subscribe after socket_timeout, not never."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    pubsub = ShardedPubSub(cast("RedisCluster", FrozenCluster(server.sockets[0].getsockname()[1])))
+    async with asyncio.timeout(10):
+        with pytest.raises(RedisConnectionError, match=r"did not take SSUBSCRIBE within 0.2s"):
+            await pubsub.subscribe("{emails}wake")
+    for writer in accepted:
+        writer.close()
+    server.close()
+    await pubsub.aclose()
