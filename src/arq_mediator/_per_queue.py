@@ -97,11 +97,14 @@ class PerQueueCalls:
 
         For the writes of one shared key (in one slot on a cluster) done before an enqueue or a beat: with
         the node serving that key down, enqueues to healthy queues and heartbeats must still go on; the
-        write is tried again at the next call.
+        write is tried again at the next call. On one server that key's server is the queues' server: the
+        error is raised at once, rather than the enqueue or beat waiting out a second timeout after it.
         """
         try:
             await call
         except REDIS_UNAVAILABLE as error:
+            if not self.layout.cluster:
+                raise
             level = logging.DEBUG if what in self._unavailable_for else logging.WARNING
             logger.log(level, "could not %s (tried again later): %r", what, error)
             self._unavailable_for.add(what)

@@ -23,7 +23,9 @@ from arq_mediator import (
     WorkerSettings,
 )
 from arq_mediator._claims import Claim
+from arq_mediator._errors import REDIS_UNAVAILABLE
 from arq_mediator._jobs import JobClient
+from arq_mediator._layout import Layout
 from arq_mediator._outcomes import NOT_HELD, Outcomes
 from arq_mediator._worker import Worker
 
@@ -180,9 +182,15 @@ async def test_a_batch_retries_only_the_queues_whose_write_failed(monkeypatch: p
 async def test_writes_to_one_shared_key_before_an_enqueue_or_a_beat_are_best_effort(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The node of the queue registry (or the types list) down: warned once, False (tried next time)."""
+    """On a cluster, the node of the queue registry (or the types list) down: warned once, False (tried
+    next time). On one server the same error is raised: the enqueue or beat would fail on it anyway.
+    """
     unreachable: Redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
     client = JobClient(unreachable)
+    one_server: Any = unreachable.sadd("arqm:queues", "q")
+    with pytest.raises(REDIS_UNAVAILABLE):
+        await client._best_effort("register queues", one_server)
+    client.layout = Layout(cluster=True)
     with caplog.at_level(logging.DEBUG, logger="arq_mediator.jobs"):
         for _ in range(2):
             registering: Any = unreachable.sadd("arqm:queues", "q")
