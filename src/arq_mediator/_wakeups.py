@@ -37,21 +37,27 @@ async def listen(
     queues: Sequence[str],
     wake: Callable[[], None],
     abort: Callable[[str], None],
+    pushes: tuple[str | None, Callable[[bytes], None]] = (None, lambda data: None),
 ) -> None:
     """Hear wake-ups and abort requests; nothing on these server-wide channels can stop the listener.
 
     Listens on *channels* through *pubsub* (*redis*: the client it came from). Calls *wake* for a
     wake-up of one of *queues* (and after each (re)subscription, as wake-ups may have
-    been missed meanwhile), *abort* with the id of a job asked to abort. Through Sentinel it subscribes
+    been missed meanwhile), *abort* with the id of a job asked to abort, and *pushes*' callback with
+each message on its channel (claims pushed to this worker, `_pushes`; none when the channel is ``None``). Through Sentinel it subscribes
     again on the new master once another loop has found it.
     """
     health = LoopHealth(logger, f"worker {name} listening for wake-ups")
     aborts = {channels.abort_of(q) for q in queues} if channels.layout.cluster else {channels.abort}
+    push_channel, pushed = pushes
+    channels_heard = [channels.wake(q) for q in queues] + sorted(aborts)
+    if push_channel is not None:
+        channels_heard.append(push_channel)
     subscribed = False
     while True:
         try:
             if not subscribed:
-                await pubsub.subscribe(*(channels.wake(q) for q in queues), *aborts)
+                await pubsub.subscribe(*channels_heard)
                 subscribed = True
                 wake()  # wake-ups may have been missed meanwhile
             elif not follows_master(pubsub.connection, redis):
@@ -65,6 +71,11 @@ async def listen(
                 await pubsub.reset()
             continue
         if message is not None and message.get("type") == "message":
+            if push_channel is not None and message.get("channel") == push_channel.encode():
+                data = message.get("data")
+                if isinstance(data, bytes):
+                    pushed(data)
+                continue
             _heard(message, aborts, channels.wake_prefix, name, wake, abort)
 
 

@@ -32,6 +32,7 @@ from ._keys import WORKERS_KEY
 from ._layout import run_script
 from ._live import ReportWriter
 from ._outcomes import Outcomes, stopped_for
+from ._pushes import Pushes
 from ._queue_introspection import WorkerState
 from ._recurring import run_schedules
 from ._resilience import LoopHealth
@@ -72,6 +73,7 @@ class Worker:
         self._unreachable: set[str] = set()
         self._outcomes: Outcomes | None = None
         self._runner: JobRunner | None = None
+        self._pushes: Pushes | None = None
         self.counters = Counters()
 
     @property
@@ -128,6 +130,9 @@ class Worker:
             self.mediator, settings, self.name, self._outcomes, self._peers_can_run, self._settled, reports
         )
         self.counters = self._runner.counters
+        self._pushes = Pushes(
+            jobs, self.instance, settings.queues, settings.idle_check, enabled=settings.push_when_idle
+        )
         pubsub = open_pubsub(jobs.redis, jobs.channels, ignore_subscribe_messages=True)
         heartbeat = asyncio.create_task(Heartbeat(self).run(), name=f"{self.name} heartbeat")
         helpers: list[asyncio.Task[None]] = [
@@ -141,6 +146,7 @@ class Worker:
                     settings.queues,
                     self._attention.set,
                     self._abort_requested,
+                    (self._pushes.channel, self._pushed),
                 ),
                 name=f"{self.name} listener",
             ),
@@ -158,6 +164,7 @@ class Worker:
         try:
             await self._claim_loop()
         finally:
+            await self._give_back_pushes()
             await self._drain(heartbeat)
             if (
                 relay is not None
@@ -223,6 +230,9 @@ class Worker:
             reply = await claim_per_queue(claim_one, self.settings.queues, free, self._unreachable, self.name)
         else:
             reply = await self._claim_from(self.settings.queues, free, token=token)
+        if self._pushes is not None and self._pushes.enabled:  # a pushed claim heard already starts once
+            first_seen = [c for c in reply.claims if c.token == token or self._pushes.first_sight(c.token)]
+            reply = ClaimReply(reply.now, reply.next_due, reply.bad_queues, first_seen)
         for problem in reply.bad_queues:
             logger.error("worker %s cannot read queue %s; skipping it", self.name, problem)
         return reply
@@ -236,6 +246,7 @@ class Worker:
             token,
             self.mediator.max_job_bytes,
             self._history_name,
+            *(self._pushes.claim_arguments(stopping=self._stopping.is_set()) if self._pushes else ["", 0]),
             len(queues),
             *queues,
             *(
@@ -254,6 +265,24 @@ class Worker:
         task = asyncio.create_task(self._runner.run(claim), name=f"job {claim.id}")
         self._running[claim.id] = (claim, task)
         task.add_done_callback(partial(self._finished, claim))
+
+    def _pushed(self, data: bytes) -> None:
+        # Started at once: the enqueue script claimed it for this worker within its free slots. A
+        # stopping worker leaves it to `_give_back_pushes`.
+        claim = self._pushes.read(data) if self._pushes is not None else None
+        if claim is not None and not self._stopping.is_set():
+            self._start(claim)
+
+    async def _give_back_pushes(self) -> None:
+        if self._pushes is None:
+            return
+        try:
+            given = await self._pushes.stop([claim.key_id for claim, _ in self._running.values()])
+        except (RedisError, OSError) as error:  # their leases lapse, and the registration expires
+            logger.warning("worker %s could not take back its registration for pushes: %r", self.name, error)
+            return
+        if given:
+            logger.info("worker %s gave %d pushed job(s) it had not started back", self.name, given)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -312,17 +341,23 @@ class Worker:
 
     async def _peers_can_run(self, message_type: str, queue: str) -> bool:
         """Return whether another live worker serving *queue* has a handler for *message_type*."""
+
+        def can_run() -> bool:
+            return any(
+                peer.instance != self.instance and queue in peer.queues and message_type in peer.types
+                for peer in self._peers
+            )
+
         clock = asyncio.get_running_loop().time()
-        if clock - self._peers_read_at > self.settings.heartbeat:
+        # A "no" fails the job for good: it is read afresh, as a worker started since the last read
+        # (a rolling deploy) may be idle and pushed nothing, while this one was pushed the job.
+        if clock - self._peers_read_at > self.settings.heartbeat or not can_run():
             try:
                 self._peers = await self.mediator._jobs.workers()
             except (RedisError, OSError):
                 return True  # cannot tell now: give the job back rather than fail it on a guess
             self._peers_read_at = clock
-        return any(
-            peer.instance != self.instance and queue in peer.queues and message_type in peer.types
-            for peer in self._peers
-        )
+        return can_run()
 
 
 async def run_worker(mediator: Mediator, settings: WorkerSettings, *, handle_signals: bool = True) -> Worker:

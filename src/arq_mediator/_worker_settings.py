@@ -40,6 +40,9 @@ class WorkerSettings:
         unknown_type_timeout: Seconds after which such a job fails anyway with `NoHandlerError`.
         relay: An outbox relay the worker runs while it runs, so committed outbox rows reach Redis with
             no process of their own; several workers may each run one.
+        push_when_idle: Whether an idle worker registers for pushes: an enqueue then claims a new job for
+            it and hands it over in one message, instead of waking it to claim (one server or Sentinel;
+            on Redis Cluster workers are always woken).
     """
 
     queues: Sequence[str]
@@ -53,6 +56,7 @@ class WorkerSettings:
     unknown_type_delay: float = 5.0
     unknown_type_timeout: float = 300.0
     relay: Relay | None = None
+    push_when_idle: bool = True
 
     def __post_init__(self) -> None:
         if not self.queues or any(not queue for queue in self.queues):
