@@ -77,7 +77,10 @@ def _number(value: Any) -> int:
 
 
 def read_claim(fields: Sequence[Any], token: str, now: int) -> Claim:
-    """Read one claim's *fields* (id, queue, deliveries, score, body, problem), taken under *token* at *now*."""
+    """Read one claim's *fields* (id, queue, deliveries, score, body, problem), taken with *token* at *now*.
+
+    Never raises: what cannot be read becomes the claim's problem.
+    """
     key_id, queue, deliveries, due_at, body, problem = fields
     key_id = key_id if isinstance(key_id, bytes) else str(key_id).encode()
     try:

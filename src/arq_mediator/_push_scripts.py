@@ -70,7 +70,8 @@ local function push_job(id, queue, score, body)
     if type(first) ~= 'table' or first.err or #first == 0 then return false end
     local instance = first[1]
     local registration = '{PUSH_WORKER}' .. instance
-    local found = redis.pcall('HMGET', registration, 'budget', 'expires', 'lease', 'name', 'max_bytes', 'prefix')
+    local found = redis.pcall('HMGET', registration, 'budget', 'expires', 'lease', 'name', 'max_bytes',
+      'prefix')
     local budget, expires = tonumber(found[1]), tonumber(found[2])
     local lease, max_bytes, prefix = found[3], tonumber(found[5]), found[6]
     if not (budget and expires and budget > 0 and expires > now and lease and max_bytes and prefix) then
@@ -116,7 +117,9 @@ local function pushed_back(instance, mine, lease, max_bytes, out)
       redis.pcall('ZREM', '{QUEUE}' .. queue, id)  -- its lease lapsed and a sweep put it back meanwhile
       local body, problem = read(id, max_bytes)
       if body then
-        for _, value in ipairs({id, queue, deliveries, score, body, problem, token}) do out[#out + 1] = value end
+        for _, value in ipairs({id, queue, deliveries, score, body, problem, token}) do
+          out[#out + 1] = value
+        end
         count = count + 1
       end
     end
@@ -131,14 +134,15 @@ REGISTER = """
 local function register_push(instance, first, last, budget, expires, lease, name, max_bytes, prefix)
   local registration = '{PUSH_WORKER}' .. instance
   if budget <= 0 then
-    if redis.call('DEL', registration) == 1 then
-      for qi = first, last do redis.call('ZREM', '{PUSH_READY}' .. ARGV[qi], instance) end
+    if redis.pcall('DEL', registration) == 1 then
+      for qi = first, last do redis.pcall('ZREM', '{PUSH_READY}' .. ARGV[qi], instance) end
     end
     return
   end
   local at = string.format('%d', expires)
-  redis.call('HSET', registration, 'budget', budget, 'expires', at, 'lease', lease, 'name', name,
-    'max_bytes', max_bytes, 'prefix', prefix)
+  local written = redis.pcall('HSET', registration, 'budget', budget, 'expires', at, 'lease', lease, 'name',
+    name, 'max_bytes', max_bytes, 'prefix', prefix)
+  if type(written) == 'table' and written.err then return end  -- a key of another type: no pushes
   redis.call('PEXPIRE', registration, expires - now + 1000)
   for qi = first, last do
     local ready = '{PUSH_READY}' .. ARGV[qi]
@@ -160,12 +164,13 @@ STOP = (
 local instance = ARGV[1]
 local last_queue = 2 + tonumber(ARGV[2])
 redis.call('DEL', '{PUSH_WORKER}' .. instance)
-for qi = 3, last_queue do redis.call('ZREM', '{PUSH_READY}' .. ARGV[qi], instance) end
+for qi = 3, last_queue do redis.pcall('ZREM', '{PUSH_READY}' .. ARGV[qi], instance) end
 local mine = {}
 for i = last_queue + 1, #ARGV do mine[ARGV[i]] = true end
 local inbox = '{PUSH_INBOX}' .. instance
-local entries = redis.call('HGETALL', inbox)
+local entries = redis.pcall('HGETALL', inbox)
 redis.call('DEL', inbox)
+if entries.err then entries = {} end
 local given = 0
 for i = 1, #entries, 2 do
   local id = entries[i]

@@ -44,8 +44,8 @@ async def listen(
     Listens on *channels* through *pubsub* (*redis*: the client it came from). Calls *wake* for a
     wake-up of one of *queues* (and after each (re)subscription, as wake-ups may have
     been missed meanwhile), *abort* with the id of a job asked to abort, and *pushes*' callback with
-each message on its channel (claims pushed to this worker, `_pushes`; none when the channel is ``None``). Through Sentinel it subscribes
-    again on the new master once another loop has found it.
+    each message on its channel (the claims pushed to this worker, `_pushes`; no channel: none). Through
+    Sentinel it subscribes again on the new master once another loop has found it.
     """
     health = LoopHealth(logger, f"worker {name} listening for wake-ups")
     aborts = {channels.abort_of(q) for q in queues} if channels.layout.cluster else {channels.abort}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Awaitable
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -44,7 +46,7 @@ async def test_a_push_lost_with_the_pubsub_connection_runs_through_the_next_clai
     listeners = await redis.pubsub_numsub(channel)
     handle = await app.enqueue(Chore(tag="lost"))
     assert [listeners, await redis.pubsub_numsub(channel)] == [[(channel.encode(), 0)]] * 2  # nobody heard it
-    assert await redis.hexists(push_inbox_key(instance), handle.id)
+    assert await cast("Awaitable[bool]", redis.hexists(push_inbox_key(instance), handle.id))
     # Its lease is 30 s: what runs it now is the claim after the listener subscribes again.
     assert await handle.result(timeout=10) == "lost@deaf"
 

@@ -9,10 +9,10 @@ queues has a due job; and workers that do not register keep working.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -123,7 +123,8 @@ async def test_an_idle_worker_starts_a_pushed_job_without_claiming(mediator: Med
         async with asyncio.timeout(5):
             await probe.started.wait()
         assert worker.claims == claims  # it came in the push, not through a claim
-        assert worker._pushes is not None and worker._pushes.heard == 1
+        assert worker._pushes is not None
+        assert worker._pushes.heard == 1
         probe.release.set()
         assert await handle.result(timeout=5) == "pushed"
 
@@ -137,7 +138,8 @@ async def test_an_idle_worker_is_pushed_no_more_than_its_free_slots(mediator: Me
         handles = [await mediator.enqueue(Held(tag=str(n))) for n in range(3 * slots)]
         await eventually(lambda: probe.live == slots, what=f"{slots} jobs running")
         assert await redis.zcard(queue_key("default")) == 2 * slots  # the rest queued, not pushed
-        assert worker._pushes is not None and worker._pushes.heard == slots
+        assert worker._pushes is not None
+        assert worker._pushes.heard == slots
         probe.release.set()
         assert [await handle.result(timeout=10) for handle in handles] == [str(n) for n in range(3 * slots)]
     assert probe.peak == slots
@@ -163,7 +165,7 @@ async def test_a_stopping_worker_gives_back_the_pushed_jobs_it_has_not_started(m
         await registered(redis, "default")
         handle = await mediator.enqueue(Quick(tag="given back"))
         await eventually(lambda: deaf.lost == 1, what="the push to reach the worker and be lost")
-        assert await redis.hlen(push_inbox_key(deaf.instance)) == 1
+        assert await cast("Awaitable[int]", redis.hlen(push_inbox_key(deaf.instance))) == 1
     assert await redis.zcard(push_ready_key("default")) == 0
     assert await redis.exists(lease_key(handle.id), push_inbox_key(deaf.instance)) == 0
     assert await redis.zscore(queue_key("default"), handle.id) is not None
@@ -183,7 +185,7 @@ async def test_a_worker_is_pushed_nothing_while_one_of_its_queues_has_a_due_job(
         await run_script(jobs.scripts.claim, [], [*arguments, "high", "low"])
 
     async def pushed_to(instance: str, job_id: str) -> bool:
-        return bool(await redis.hexists(push_inbox_key(instance), job_id))
+        return bool(await cast("Awaitable[bool]", redis.hexists(push_inbox_key(instance), job_id)))
 
     async def server_ms() -> int:
         seconds, micros = await redis.time()
@@ -207,7 +209,8 @@ async def test_a_worker_is_pushed_nothing_while_one_of_its_queues_has_a_due_job(
     later_due = int(await redis.zscore(queue_key("high"), later.id) or 0)
     await redis.delete(queue_key("low"))
     await claim_as("second", 4)
-    assert int(await redis.hget("arqm:push:second", "expires") or 0) <= later_due
+    expires = await cast("Awaitable[bytes | None]", redis.hget("arqm:push:second", "expires"))
+    assert int(expires or 0) <= later_due
     await eventually(lambda: _after(server_ms, later_due), what="the second deferred job to come due")
     last = await mediator.enqueue(Quick(tag="last"), queue="low")
     assert not await pushed_to("second", last.id)
@@ -226,4 +229,5 @@ async def test_workers_that_take_no_pushes_are_woken_as_before(mediator: Mediato
         assert await redis.zcard(push_ready_key("default")) == 0
         handle = await mediator.enqueue(Quick(tag="woken"))
         assert await handle.result(timeout=5) == "woken@old"
-        assert old._pushes is not None and old._pushes.heard == 0
+        assert old._pushes is not None
+        assert old._pushes.heard == 0
