@@ -20,6 +20,7 @@ from arq_mediator import Backoff, Context, Mediator, Request
 from arq_mediator.dashboard import JobState, RedisDashboardSource, dashboard_app
 from tests.dashboard.browser import Browser, chromium
 from tests.dashboard.serving import serving
+from tests.dashboard.states import in_state
 from tests.jobs.conftest import running_worker
 from tests.jobs.worker_processes import wait_until
 
@@ -104,11 +105,6 @@ class Scene:
     pages: dict[str, str]
 
 
-async def _in_state(source: RedisDashboardSource, job_id: str, state: JobState) -> bool:
-    detail = await source.job(job_id)
-    return detail is not None and detail.summary.state is state
-
-
 @pytest.fixture
 async def scene(redis_url: str) -> AsyncIterator[Scene]:
     """Leave a job with long values in every state, and serve the dashboard on loopback."""
@@ -128,8 +124,8 @@ async def scene(redis_url: str) -> AsyncIterator[Scene]:
         async with asyncio.timeout(30):
             await succeeded.result()
             await probe.held.wait()
-        await wait_until(lambda: _in_state(source, failed.id, JobState.FAILED), "the failed job")
-        await wait_until(lambda: _in_state(source, retrying.id, JobState.RETRYING), "the retrying job")
+        await wait_until(lambda: in_state(source, failed.id, JobState.FAILED), "the failed job")
+        await wait_until(lambda: in_state(source, retrying.id, JobState.RETRYING), "the retrying job")
         pages = {f"jobs-{state.value}": f"/jobs/{state.value}" for state in JobState}
         pages |= {
             "overview": "/",
