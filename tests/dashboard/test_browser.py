@@ -20,6 +20,7 @@ from arq_mediator import Context, JobHandle, Mediator, Request, Worker
 from arq_mediator.dashboard import JobState, RedisDashboardSource, dashboard_app
 from tests.dashboard.browser import Browser, chromium
 from tests.dashboard.serving import serving
+from tests.dashboard.states import in_state
 from tests.jobs.conftest import running_worker
 from tests.jobs.worker_processes import wait_until
 from tests.processes import free_port
@@ -120,11 +121,6 @@ class Scene:
         return None if detail is None else detail.summary.state
 
 
-async def _settled(source: RedisDashboardSource, job_id: str, state: JobState) -> bool:
-    detail = await source.job(job_id)
-    return detail is not None and detail.summary.state is state
-
-
 @pytest.fixture
 async def scene(redis_url: str) -> AsyncIterator[Scene]:
     """Run a worker on the test's Redis database, fill it with jobs, and serve the dashboard on loopback."""
@@ -149,7 +145,7 @@ async def scene(redis_url: str) -> AsyncIterator[Scene]:
             await succeeded.result()
             await fan.result()
             await probe.held.wait()
-        await wait_until(lambda: _settled(source, failed.id, JobState.FAILED), "the failed job's history")
+        await wait_until(lambda: in_state(source, failed.id, JobState.FAILED), "the failed job's history")
         async with serving(dashboard_app(source)) as port:
             yield Scene(mediator, source, probe, worker, port, failed, succeeded, held, fan)
             probe.release.set()
@@ -268,7 +264,7 @@ async def test_trigger_now_runs_a_recurring_job(scene: Scene) -> None:
         await browser.until(lambda _: "Enqueued as job" in browser.text("main"))
         job_id = browser.text(".notice code")
         assert job_id
-        await wait_until(lambda: _settled(scene.source, job_id, JobState.SUCCEEDED), "the triggered job")
+        await wait_until(lambda: in_state(scene.source, job_id, JobState.SUCCEEDED), "the triggered job")
         await browser.screenshot("recurring-triggered")
         _assert_clean(browser)
 
