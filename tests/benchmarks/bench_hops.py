@@ -160,8 +160,8 @@ def _attribute(samples: list[Sample], lines: list[str], names: dict[str, str]) -
         label = names.get(words[1], "EVALSHA ?") if verb == "EVALSHA" and len(words) > 1 else verb
         if verb == "RPUSH" and words[1:2] != ["peers:starts"]:
             continue
-        if label == "CLAIM" and "RPUSH" in sample.seen:  # the claim after the job: not its pickup
-            continue
+        if label == "CLAIM" and ("RPUSH" in sample.seen or "ENQUEUE" not in sample.seen):
+            continue  # a claim after the job (or the previous job's, late): not its pickup
         sample.seen.setdefault(label, stamp)
 
 
