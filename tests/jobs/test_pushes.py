@@ -9,8 +9,7 @@ queues has a due job; and workers that do not register keep working.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,7 +26,7 @@ from tests.keys import (
     queue_key,
 )
 
-from .conftest import BaseProbe
+from .conftest import BaseProbe, working
 from .waiting import FAST, eventually
 
 # No idle claims during a test unless it asks for them: what starts a job is then the push alone.
@@ -90,18 +89,6 @@ class DeafWorker(CountingWorker):
 
     def _pushed(self, data: bytes) -> None:
         self.lost += 1
-
-
-@asynccontextmanager
-async def working(worker: Worker) -> AsyncIterator[Worker]:
-    """Run *worker* for the block; stop and drain it after."""
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        async with asyncio.timeout(30):
-            await task
 
 
 async def registered(redis: Redis, queue: str, count: int = 1) -> None:
