@@ -41,7 +41,9 @@ local mine = {}
 for i = last_queue + 1, #ARGV do mine[ARGV[i]] = true end
 local pushed = {}
 local out = {now, -1, '', pushed}
-if instance ~= '' then want = want - pushed_back(instance, mine, lease, max_bytes, pushed) end
+local handed_back = 0
+if instance ~= '' then handed_back = pushed_back(instance, mine, lease, max_bytes, pushed) end
+want = want - handed_back
 local bad_queues = {}
 local next_due = -1
 -- A running job is off its queue, in the queue's running set scored by its lease deadline. One whose
@@ -111,7 +113,9 @@ out[3] = table.concat(bad_queues, '\\n')
 if instance ~= '' and register_ms > 0 then
   local expires = now + register_ms
   if next_due >= 0 and next_due < expires then expires = next_due end
-  register_push(instance, 9, last_queue, want, expires, lease, worker, ARGV[4], prefix)
+  -- Its free slots left: what it asked for less what it got (pushes are started, never held back).
+  local budget = tonumber(ARGV[1]) - handed_back - (#out - 4) / 6
+  register_push(instance, 9, last_queue, budget, expires, lease, worker, ARGV[4], prefix)
 end
 h_publish_pending()
 return out
