@@ -23,11 +23,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from arq_mediator import Context, JobHandle, Mediator, Request
+from arq_mediator import Context, JobHandle, Mediator
 from arq_mediator._keys import QUEUES_KEY, WORKER_PREFIX
 from tests.jobs.conftest import running_worker
 from tests.jobs.worker_processes import wait_until
 
+from .app import High, Low, Mid, Step
 from .deployment import ClusterDeployment, ClusterNode, command
 
 # Seconds the job client waits on a node before calling it unavailable: short, so a frozen node costs
@@ -35,34 +36,12 @@ from .deployment import ClusterDeployment, ClusterNode, command
 COMMAND_TIMEOUT = 1.0
 
 
-class Held(Request[str]):
-    """Wait until the test opens the gate (unless not *held*), then answer ``<tag>@<worker>``."""
-
-    message_name: ClassVar[str] = "cluster_outage.Held"
-    tag: str = ""
-    held: bool = True
+# "Warm" jobs run at once; the others wait until the test opens the gate.
+WARM = "warm"
 
 
-class HeldHigh(Held):
-    """A held step on ``high`` (slot 9976: the second master)."""
-
-    message_name: ClassVar[str] = "cluster_outage.HeldHigh"
-
-
-class HeldMid(Held):
-    """A held step on ``mid`` (slot 1194: the first master, the queue registry's, slot 0's)."""
-
-    message_name: ClassVar[str] = "cluster_outage.HeldMid"
-
-
-class HeldLow(Held):
-    """A held step on ``low`` (slot 15214: the third master)."""
-
-    message_name: ClassVar[str] = "cluster_outage.HeldLow"
-
-
-class Fresh(Held):
-    """A held step on ``fresh`` (slot 15227: the third master), a queue no one enqueued to before."""
+class Fresh(Step):
+    """A step on ``fresh`` (slot 15227: the third master, low's), a queue no one enqueued to before."""
 
     message_name: ClassVar[str] = "cluster_outage.Fresh"
 
@@ -79,20 +58,20 @@ class Gated:
         self.mediator.handler(queue="low")(self._low)
         self.mediator.handler(queue="fresh")(self._fresh)
 
-    async def _held(self, request: Held, ctx: Context) -> str:
+    async def _held(self, request: Step, ctx: Context) -> str:
         assert ctx.job is not None
         self.started.append(f"{ctx.job.queue}:{request.tag}")
-        if request.held:
+        if request.tag != WARM:
             await self.gate.wait()
         return f"{request.tag}@{ctx.job.worker}"
 
-    async def _high(self, request: HeldHigh, ctx: Context) -> str:
+    async def _high(self, request: High, ctx: Context) -> str:
         return await self._held(request, ctx)
 
-    async def _mid(self, request: HeldMid, ctx: Context) -> str:
+    async def _mid(self, request: Mid, ctx: Context) -> str:
         return await self._held(request, ctx)
 
-    async def _low(self, request: HeldLow, ctx: Context) -> str:
+    async def _low(self, request: Low, ctx: Context) -> str:
         return await self._held(request, ctx)
 
     async def _fresh(self, request: Fresh, ctx: Context) -> str:
@@ -153,13 +132,11 @@ async def test_a_batch_spanning_two_masters_keeps_the_part_that_landed_while_the
         running_worker(app.mediator, queues=["high", "low"], name="split", heartbeat=0.2, lease=10.0),
     ):
         # Jobs of both queues ran before: each master has the scripts (loading one goes to every master).
-        warm = await app.mediator.enqueue_many(
-            [HeldHigh(tag="warm", held=False), HeldLow(tag="warm", held=False)]
-        )
+        warm = await app.mediator.enqueue_many([High(tag=WARM), Low(tag=WARM)])
         assert [await handle.result(timeout=10) for handle in warm] == ["warm@split", "warm@split"]
         batches = batches_of(app.mediator)
-        high = await app.mediator.enqueue(HeldHigh(tag="h"))
-        low = await app.mediator.enqueue(HeldLow(tag="l"))
+        high = await app.mediator.enqueue(High(tag="h"))
+        low = await app.mediator.enqueue(Low(tag="l"))
         await wait_until(lambda: app.started_all("high:h", "low:l"), "both jobs to start")
         with pytest.raises(TimeoutError):  # the reader has its slot map and its link to high's master
             await reader.job(high.id).result(timeout=0.1)
@@ -221,7 +198,7 @@ async def test_enqueues_and_heartbeats_go_on_while_the_queue_registry_node_is_fr
         jobs = app.mediator._jobs
         # A low job ran: fresh's master (low's too) has the scripts, which loading would send to every master.
         async with running_worker(app.mediator, queues=["low"], name="warming"):
-            warm = await app.mediator.enqueue(HeldLow(tag="warm"))
+            warm = await app.mediator.enqueue(Low(tag=WARM))
             assert await warm.result(timeout=10) == "warm@warming"
         async with frozen(registry):
             took = []
@@ -282,7 +259,7 @@ async def test_an_outcome_whose_slot_has_no_master_is_written_again_until_it_lan
         app.mediator,
         running_worker(app.mediator, queues=["low"], name="uncovered", heartbeat=0.2, lease=3.0),
     ):
-        low = await app.mediator.enqueue(HeldLow(tag="l"))
+        low = await app.mediator.enqueue(Low(tag="l"))
         await wait_until(lambda: app.started_all("low:l"), "the job to start")
         await _on_every_master(partial_cluster, "CLUSTER", "DELSLOTS", slot)
         try:
