@@ -115,7 +115,8 @@ class PerQueueCalls:
             return await self._write_once(what, call)
         retry = self._retrying.get(what)
         if retry is None or retry.done():
-            self._retrying[what] = asyncio.ensure_future(self._write_once(what, call))
+            retry = self._retrying[what] = asyncio.ensure_future(self._write_once(what, call))
+            retry.add_done_callback(_log_error_reply)
         elif inspect.iscoroutine(call):  # a try is on its way already
             call.close()
         return False
@@ -197,3 +198,9 @@ class PerQueueCalls:
             *(run_script(self.scripts.queue_stats, self.layout.route(name), [name]) for name in names)
         )
         return [count for part in parts for count in part]
+
+
+def _log_error_reply(retry: asyncio.Future[bool]) -> None:
+    """Log what a background try raised besides unavailability (an error reply): no caller awaits it."""
+    if not retry.cancelled() and retry.exception() is not None:
+        logger.warning("could not write a shared key in the background: %r", retry.exception())
