@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from redis._parsers import AsyncCommandsParser
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from ._sentinel import TLS_OPTIONS, address_of, credentials_of, read_options, tls_values
@@ -66,6 +67,23 @@ def parse_cluster_url(url: str) -> ClusterUrl:
     )
 
 
+class CommandTable(AsyncCommandsParser):
+    """redis-py's table of where each command's keys are, read from the cluster once.
+
+    redis-py reads it again (``COMMAND``, on the master of slot 0) every time it reads the slot map, which
+    it does after any connection error or timeout: with that one master hung, reading the map failed too
+    and every call to the healthy masters with it, until that master answered again. The table does not
+    change while the client runs.
+    """
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        """Read the table, unless it was read already."""
+        if not self.commands:
+            await super().initialize(node)
+        elif node is not None:
+            self.node = node
+
+
 class SeededCluster(RedisCluster):
     """redis-py's cluster client that never forgets the URL's seed nodes.
 
@@ -108,4 +126,5 @@ def open_cluster(url: str, limits: dict[str, Any]) -> RedisCluster:
         **tls,
     )
     cluster.seeds = parsed.nodes
+    cluster.commands_parser = CommandTable()
     return cluster

@@ -30,6 +30,8 @@ class Heartbeat:
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
+        # On a cluster, each queue's beat on its way (one at a time per queue).
+        self._beats: dict[str, asyncio.Task[None]] = {}
 
     def _record(self) -> str:
         worker = self._worker
@@ -57,13 +59,17 @@ class Heartbeat:
         """Beat every `WorkerSettings.heartbeat` seconds until cancelled; a failed beat is retried then."""
         worker = self._worker
         health = LoopHealth(logger, f"worker {worker.name} heartbeat")
-        while True:
-            try:
-                await self._beat()
-                health.succeeded()
-            except Exception as error:  # any error reply (OOM, READONLY, ...) or unreadable answer
-                health.failed(error)
-            await asyncio.sleep(worker.settings.heartbeat)
+        try:
+            while True:
+                try:
+                    await self._beat()
+                    health.succeeded()
+                except Exception as error:  # any error reply (OOM, READONLY, ...) or unreadable answer
+                    health.failed(error)
+                await asyncio.sleep(worker.settings.heartbeat)
+        finally:
+            for beat in self._beats.values():
+                beat.cancel()
 
     async def _beat(self) -> None:
         worker = self._worker
@@ -72,9 +78,27 @@ class Heartbeat:
         if not jobs.layout.cluster:
             await self._beat_in(queues, worker.settings.queues[0])
             return
-        # On a cluster each queue's slot gets its own beat, with the leases of the jobs of that queue.
+        # On a cluster each queue's slot gets its own beat, with the leases of the jobs of that queue. A
+        # node that hangs holds back its own queue's beat only: the others are not waited for past one
+        # heartbeat period, and go on at their pace while that beat waits out its timeout.
         await jobs.register_queues(set(queues))
-        await asyncio.gather(*(self._beat_in([queue], queue) for queue in queues))
+        failures: list[BaseException] = []
+        beats = []
+        for queue in queues:
+            beat = self._beats.get(queue)
+            if beat is not None and beat.done():
+                if not beat.cancelled() and beat.exception() is not None:  # it ended after the last wait
+                    failures.append(beat.exception())  # type: ignore[arg-type]
+                beat = None
+            if beat is None:
+                beat = self._beats[queue] = asyncio.create_task(self._beat_in([queue], queue))
+            beats.append(beat)
+        done, _ = await asyncio.wait(beats, timeout=self._worker.settings.heartbeat)
+        for beat in done:
+            if not beat.cancelled() and beat.exception() is not None:
+                failures.append(beat.exception())  # type: ignore[arg-type]
+        if failures:
+            raise failures[0]
 
     async def _beat_in(self, queues: Sequence[str], home: str) -> None:
         """Renew the heartbeat (its copy in *home*'s slot) and the leases of the jobs of *queues*."""

@@ -96,6 +96,7 @@ class JobClient(QueueIntrospection):
         # On a cluster, the queues this process added to the registry of queues (`QUEUES_KEY`).
         self._queues_registered: set[str] = set()
         self._unavailable_for: set[str] = set()
+        self._retrying: dict[str, asyncio.Future[bool]] = {}
 
     async def push(
         self, jobs: list[PendingJob], durability: Durability | None = None

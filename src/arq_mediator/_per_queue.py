@@ -10,9 +10,10 @@ known queue. `JobClient` mixes this in; on one server none of it runs but `locat
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._errors import REDIS_UNAVAILABLE
 from ._keys import JOB_PREFIX, QUEUES_KEY, RESULT_PREFIX, WORKER_PREFIX
@@ -20,6 +21,7 @@ from ._layout import Layout, run_script, tag_of
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
     from ._jobs import PendingJob
     from ._scripts import Scripts
@@ -44,8 +46,10 @@ class PerQueueCalls:
     layout: Layout
     scripts: Scripts
     _queues_registered: set[str]
-    # What `_best_effort` could not do lately (logged as a warning once, until it goes through).
+    # What `_best_effort` could not do lately (logged as a warning once, until it goes through), and its
+    # try in the background meanwhile.
     _unavailable_for: set[str]
+    _retrying: dict[str, asyncio.Future[bool]]
 
     async def queue_names(self) -> set[str]:
         """Return every queue a job was enqueued on (the client's own)."""
@@ -99,12 +103,30 @@ class PerQueueCalls:
         the node serving that key down, enqueues to healthy queues and heartbeats must still go on; the
         write is tried again at the next call. On one server that key's server is the queues' server: the
         error is raised at once, rather than the enqueue or beat waiting out a second timeout after it.
+
+        On a cluster a try waits one command timeout at most (redis-py would try a hung node four times),
+        and while the write keeps failing the callers do not wait for it at all: it is tried again in the
+        background, one try at a time. A hung node delays only the first call after it stopped answering.
         """
-        try:
+        if not self.layout.cluster:
             await call
-        except REDIS_UNAVAILABLE as error:
-            if not self.layout.cluster:
-                raise
+            return True
+        if what not in self._unavailable_for:
+            return await self._write_once(what, call)
+        retry = self._retrying.get(what)
+        if retry is None or retry.done():
+            retry = self._retrying[what] = asyncio.ensure_future(self._write_once(what, call))
+            retry.add_done_callback(_log_error_reply)
+        elif inspect.iscoroutine(call):  # a try is on its way already
+            call.close()
+        return False
+
+    async def _write_once(self, what: str, call: Awaitable[object]) -> bool:
+        limit = cast("RedisCluster", self.redis).get_connection_kwargs().get("socket_timeout")
+        try:
+            async with asyncio.timeout(limit):
+                await call
+        except REDIS_UNAVAILABLE as error:  # the timeout's TimeoutError among them
             level = logging.DEBUG if what in self._unavailable_for else logging.WARNING
             logger.log(level, "could not %s (tried again later): %r", what, error)
             self._unavailable_for.add(what)
@@ -176,3 +198,9 @@ class PerQueueCalls:
             *(run_script(self.scripts.queue_stats, self.layout.route(name), [name]) for name in names)
         )
         return [count for part in parts for count in part]
+
+
+def _log_error_reply(retry: asyncio.Future[bool]) -> None:
+    """Log what a background try raised besides unavailability (an error reply): no caller awaits it."""
+    if not retry.cancelled() and retry.exception() is not None:
+        logger.warning("could not write a shared key in the background: %r", retry.exception())

@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return
     skip = pytest.mark.skip(reason=_REASON)
     for item in items:
-        needs = {"cluster", "fresh_cluster"} & set(getattr(item, "fixturenames", ()))
+        needs = {"cluster", "fresh_cluster", "partial_cluster"} & set(getattr(item, "fixturenames", ()))
         if needs and "tests/cluster/" in str(item.path).replace("\\", "/"):
             item.add_marker(skip)
 
@@ -46,6 +46,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDeploym
 async def fresh_cluster(tmp_path: Path) -> AsyncIterator[ClusterDeployment]:
     """Return a running cluster of the test's own, free to lose a node."""
     deployment = ClusterDeployment(tmp_path / "cluster")
+    try:
+        await deployment.start()
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+@pytest.fixture
+async def partial_cluster(tmp_path: Path) -> AsyncIterator[ClusterDeployment]:
+    """Return a cluster of the test's own, three masters without replicas, where a master that is down
+    takes only its own slots out of service (the others go on serving theirs)."""
+    deployment = ClusterDeployment(tmp_path / "cluster", replicas=0, full_coverage=False)
     try:
         await deployment.start()
         yield deployment

@@ -9,8 +9,10 @@ killed master's replica takes over within a few seconds.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -24,8 +26,17 @@ from tests.jobs.worker_processes import wait_until
 from tests.processes import stop_by_pid
 
 NODE_TIMEOUT_MS = 1000
-# Ports the cluster nodes of this project's tests may take (the bus port is each + 10000).
-PORTS = range(7100, 7200)
+# Where the cluster nodes of this project's tests may take ports (the bus port is each + 10000): by default
+# 7100-7199; ``ARQM_TEST_CLUSTER_PORTS=7400-7499`` gives another range, for runs side by side on one host.
+PORTS_ENV = "ARQM_TEST_CLUSTER_PORTS"
+
+
+def _port_range() -> range:
+    first, _, last = os.environ.get(PORTS_ENV, "7100-7199").partition("-")
+    return range(int(first), int(last) + 1)
+
+
+PORTS = _port_range()
 
 
 def unavailable_reason() -> str | None:
@@ -73,6 +84,8 @@ class ClusterNode:
     directory: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    # With ``False``, the other masters keep serving their slots while this one's are not served.
+    full_coverage: bool = True
 
     def start(self) -> None:
         """Start the node."""
@@ -97,6 +110,8 @@ class ClusterNode:
             "",
             "--appendonly",
             "no",
+            "--cluster-require-full-coverage",
+            "yes" if self.full_coverage else "no",
             "--dir",
             str(self.directory),
         ]
@@ -106,6 +121,16 @@ class ClusterNode:
     def client(self) -> Redis:
         """Return a plain client of this node alone."""
         return Redis(host="127.0.0.1", port=self.port, socket_timeout=5.0)
+
+    def freeze(self) -> None:
+        """SIGSTOP the node: it keeps its sockets but answers nothing, as a hung host would."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen node: it reads what waited in its sockets and carries on."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL the node, as a crash would."""
@@ -118,16 +143,23 @@ class ClusterNode:
         """Stop the node by its PID."""
         process, self.process = self.process, None
         if process is not None:
+            if process.poll() is None:  # a frozen node handles SIGTERM only once it runs again
+                process.send_signal(signal.SIGCONT)
             stop_by_pid(process)
 
 
 @dataclass
 class ClusterDeployment:
-    """Three masters and a replica of each; `url` reaches the cluster through any of them."""
+    """Three masters and a replica of each; `url` reaches the cluster through any of them.
+
+    With *full_coverage* ``False`` a master that is down takes only its own slots out of service (Redis
+    stops the whole cluster otherwise), as a deployment without replicas would run.
+    """
 
     directory: Path
     masters: int = 3
     replicas: int = 1
+    full_coverage: bool = True
     nodes: list[ClusterNode] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -136,7 +168,7 @@ class ClusterDeployment:
         for port in ports:
             folder = self.directory / f"node-{port}"
             folder.mkdir(parents=True, exist_ok=True)
-            self.nodes.append(ClusterNode(folder, port))
+            self.nodes.append(ClusterNode(folder, port, full_coverage=self.full_coverage))
 
     def url(self) -> str:
         """Return the ``redis+cluster://`` URL listing every node as a seed."""
