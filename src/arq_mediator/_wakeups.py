@@ -1,4 +1,4 @@
-"""The worker's subscriptions: the wake-ups of its queues and the abort requests of its jobs.
+"""The worker's subscriptions: the wake-ups of its queues, the claims pushed to it, the abort requests.
 
 A wake-up (published by a script that made a job due) only sets the claim loop's attention; the claim
 that follows reads Redis for what is due, so a lost or repeated wake-up costs a little latency, never a job.

@@ -2,7 +2,8 @@
 
 It replaces arq's `Worker` loop (one queue, polling, long in-progress keys) and keeps arq's data layout.
 The loop claims as many jobs as it has free slots in one script call, highest-priority queue first;
-idle, it sleeps until a wake-up message, the next deferred job, or a slow fallback tick. Each running job
+idle, it sleeps until a wake-up message, the next deferred job, or a slow fallback tick, while an enqueue
+may claim a new job for it and push it over (`_pushes`), which it starts at once. Each running job
 holds a short lease that the heartbeat renews, so a dead worker's jobs come back within seconds.
 """
 
