@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from ._envelope import stored_json
 from ._handle import ABORTED_TYPES
 from ._history import step_field
 from ._jobs import now_ms
@@ -80,7 +81,7 @@ class Outcomes:
         arguments = [
             *claim.fence(),
             claim.queue,
-            record.model_dump_json(),
+            stored_json(record),
             int(keep_seconds * 1000),
             int(failed),
             record.id,
