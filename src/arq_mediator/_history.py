@@ -15,10 +15,12 @@ made once a call, as Lua formats each number it passes or concatenates with a sl
 
 Layout (all under ``arqm:history:``)::
 
-    job:<id>                 hash: type, queue, state, enqueued, started, finished, tries, worker,
-                             parent, progress
-    steps:<id>               list: one line a step, then for a finished job its envelope (when
-                             small) on a line that starts with a record separator (``\\x1e``)
+    job:<id>                 hash: type, queue, state, enqueued, due (a deferred job's), started,
+                             finished, tries, worker, parent, progress
+    steps:<id>               list: one line a step from the first claim on (the enqueue's step is
+                             read from the hash), then for a finished job its
+                             envelope (when small) on a line that starts with a record separator
+                             (``\\x1e``)
     logs:<id>                list: the handler's last log lines, JSON each
     index:<state>            sorted set of finished ids (succeeded, failed, aborted) scored by finish ms
     index:<state>:queue:<q>  the same per queue; ``:type:<t>`` per request type; ``:both:<len q>:<q>:<t>``
@@ -238,19 +240,21 @@ local function h_bump(key, field, by, ttl)
   if count == by then w('PEXPIRE', key, ttl) end
   return count
 end
+-- A queued job's history is its hash alone (a steps list cost ~300 B a job): readers take its enqueue step
+-- from the hash's enqueued and due times. Its steps list comes with its first outcome; no tries means 0.
 local function h_enqueued(id, queue, kind, parent, delay)
   local key = H .. 'job:' .. id
   if w('EXISTS', key) == 1 then h_forget(id) end  -- an id used again: a new job's history
-  local state, detail = 'enqueued', ''
-  if tonumber(delay) > 0 then state, detail = 'scheduled', tostring(now + tonumber(delay)) end
-  local fields = {'state', state, 'type', kind, 'queue', queue, 'enqueued', h_now, 'tries', '0'}
+  local fields = {'state', 'enqueued', 'type', kind, 'queue', queue, 'enqueued', h_now}
+  if tonumber(delay) > 0 then
+    fields[2] = 'scheduled'
+    fields[#fields + 1] = 'due'
+    fields[#fields + 1] = tostring(now + tonumber(delay))
+  end
   if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
-  local lifetime = tostring({ORPHAN_MS} + tonumber(delay))
   w('HSET', key, unpack(fields))
-  w('PEXPIRE', key, lifetime)
-  w('RPUSH', H .. 'steps:' .. id, h_line(state, '', '', detail))
-  w('PEXPIRE', H .. 'steps:' .. id, lifetime)
-  h_publish(state, queue, id)
+  w('PEXPIRE', key, tostring({ORPHAN_MS} + tonumber(delay)))
+  h_publish(fields[2], queue, id)
 end
 local function h_started(id, queue, try, worker)
   h_set(id, {'state', 'running', 'started', h_now, 'tries', string.format('%d', try), 'worker', worker})

@@ -411,7 +411,7 @@ async def test_connect_uses_a_caller_owned_client(redis: Redis, probe: Probe) ->
 
 
 async def test_an_envelope_leaves_out_what_is_default(mediator: Mediator, redis: Redis) -> None:
-    """A request's envelope has no version, handler, due time, trace or producer facts unless they say something."""
+    """A request's envelope has no version, handler, due time, trace or producer facts unless needed."""
     plain = await mediator.enqueue(Double(n=1))
     deferred = await mediator.defer(Double(n=2), by=60)
     pinged, _ = await mediator.enqueue_publish(Pinged(x=1))
