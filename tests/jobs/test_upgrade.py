@@ -17,7 +17,7 @@ from arq_mediator.dashboard._model import JobState
 from arq_mediator.dashboard._store import RedisDashboardSource
 
 from .conftest import running_worker
-from .waiting import FAST
+from .waiting import FAST, polled
 
 
 class Triple(Request[int]):
@@ -28,9 +28,18 @@ async def triple(request: Triple) -> int:
     return 3 * request.n
 
 
+class Refuse(Request[None]):
+    n: int
+
+
+async def refuse(request: Refuse) -> None:
+    raise ValueError(f"refused {request.n}")
+
+
 def register(mediator: Mediator) -> None:
     """Register the handlers the `mediator` fixture opens with."""
     mediator.handler(triple)
+    mediator.handler(refuse)
 
 
 def old_envelope(job_id: str, n: int, now: int) -> str:
@@ -166,3 +175,17 @@ async def test_a_job_finished_under_the_release_before_is_found_and_shown(
     assert detail.result == 21
     assert detail.payload == {"n": 7}
     assert detail.summary.worker == "old-worker"
+
+
+async def test_a_failure_keeps_its_envelope_once_in_its_record(mediator: Mediator, redis: Redis) -> None:
+    """Its record (kept a week) carries the envelope, so the history (kept a day) keeps no copy of it."""
+    store = RedisDashboardSource(mediator)
+    async with running_worker(mediator, **FAST):
+        handle = await mediator.enqueue(Refuse(n=4))
+        await polled(lambda: redis.exists(result_key(handle.id)), bool, what="the failure recorded")
+    lines = [line.decode() for line in await redis.lrange(steps_key(handle.id), 0, -1)]
+    assert [line.split("\t")[1] for line in lines] == ["started", "failed"]
+    detail = await store.job(handle.id)
+    assert detail is not None
+    assert detail.payload == {"n": 4}
+    assert detail.error_type == "builtins.ValueError"
