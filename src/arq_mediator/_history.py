@@ -240,12 +240,13 @@ local function h_bump(key, field, by, ttl)
   if count == by then w('PEXPIRE', key, ttl) end
   return count
 end
--- A queued job's history is its hash alone (a steps list cost ~300 B a job): readers take its enqueue step
--- from the hash's enqueued and due times. Its steps list comes with its first outcome; no tries means 0.
+-- A queued job's history is a small hash (a steps list cost ~300 B a job): readers take its enqueue step
+-- from its enqueued and due times, its type and queue from its envelope until its outcome writes them;
+-- no tries means 0. Its steps list comes with its first outcome.
 local function h_enqueued(id, queue, kind, parent, delay)
   local key = H .. 'job:' .. id
   if w('EXISTS', key) == 1 then h_forget(id) end  -- an id used again: a new job's history
-  local fields = {'state', 'enqueued', 'type', kind, 'queue', queue, 'enqueued', h_now}
+  local fields = {'state', 'enqueued', 'enqueued', h_now}
   if tonumber(delay) > 0 then
     fields[2] = 'scheduled'
     fields[#fields + 1] = 'due'
@@ -301,21 +302,16 @@ local function h_finish_one(id, queue, state, kind, try, worker, detail, body, s
     kind = w('HGET', key, 'type')
     if type(kind) ~= 'string' then kind = '' end
   end
-  -- The enqueue wrote the queue and type, the claim this try and worker: a hash that has them takes the
-  -- outcome only. One this call creates (its history was trimmed, deleted or never written) gets them all.
-  if (w('HSET', key, 'state', state, 'finished', h_now) or 0) == 2 then
-    local fields = {'queue', queue}
-    if kind ~= '' then
-      fields[#fields + 1] = 'type'
-      fields[#fields + 1] = kind
-    end
-    if worker ~= '' then
-      fields[#fields + 1] = 'worker'
-      fields[#fields + 1] = worker
-      fields[#fields + 1] = 'tries'
-      fields[#fields + 1] = try
-    end
-    w('HSET', key, unpack(fields))
+  -- The outcome writes the queue and type (the enqueue left them to the envelope), the claim wrote this
+  -- try and worker. A hash this call creates (its history was trimmed, deleted or never written) gets those
+  -- too, and the history's lifetime.
+  local fields = {'state', state, 'finished', h_now, 'queue', queue}
+  if kind ~= '' then
+    fields[7] = 'type'
+    fields[8] = kind
+  end
+  if (w('HSET', key, unpack(fields)) or 0) * 2 == #fields then
+    if worker ~= '' then w('HSET', key, 'worker', worker, 'tries', try) end
     w('PEXPIRE', key, {ORPHAN_MS})
   end
   -- The envelope goes after the last step, on a line of its own marked by a record separator, so it

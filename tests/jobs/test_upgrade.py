@@ -72,6 +72,7 @@ async def test_a_queued_job_keeps_a_short_id_and_no_steps_list(mediator: Mediato
     assert len(now.id) == len(later.id) == 16
     assert not await redis.exists(steps_key(now.id), steps_key(later.id))
     assert await redis.hget(history_key(later.id), "due") is not None
+    assert await redis.hmget(history_key(now.id), ["type", "queue"]) == [None, None]  # in the envelope
     queued, deferred = await store.job(now.id), await store.job(later.id)
     assert queued is not None
     assert deferred is not None
@@ -86,6 +87,9 @@ async def test_a_queued_job_keeps_a_short_id_and_no_steps_list(mediator: Mediato
     finished = await store.job(now.id)
     assert finished is not None
     assert [step.state for step in finished.steps] == ["enqueued", "started", "succeeded"]
+    assert finished.summary.request_type == Triple.message_name
+    facts = await redis.hmget(history_key(now.id), ["type", "queue"])
+    assert facts == [Triple.message_name.encode(), b"default"]
     record = json.loads(await redis.get(result_key(now.id)))
     assert "error" not in record  # defaults are left out of what is kept
     assert "job" not in record
@@ -189,3 +193,14 @@ async def test_a_failure_keeps_its_envelope_once_in_its_record(mediator: Mediato
     assert detail is not None
     assert detail.payload == {"n": 4}
     assert detail.error_type == "builtins.ValueError"
+
+
+async def test_a_job_aborted_before_it_started_is_listed_by_its_type(mediator: Mediator) -> None:
+    """Its hash held no type while queued: the abort reads it from the envelope for the indexes."""
+    store = RedisDashboardSource(mediator)
+    handle = await mediator.enqueue(Triple(n=9))
+    assert await handle.abort()
+    page = await store.jobs(JobState.ABORTED, queue="default", request_type=Triple.message_name)
+    assert [(row.id, row.request_type, row.queue) for row in page.items] == [
+        (handle.id, Triple.message_name, "default")
+    ]
