@@ -71,8 +71,8 @@ async def test_a_queued_job_keeps_a_short_id_and_no_steps_list(mediator: Mediato
 
     assert len(now.id) == len(later.id) == 16
     assert not await redis.exists(steps_key(now.id), steps_key(later.id))
-    assert await redis.hget(history_key(later.id), "due") is not None
-    assert await redis.hmget(history_key(now.id), ["type", "queue"]) == [None, None]  # in the envelope
+    assert await redis.hget(history_key(later.id), "due") is not None  # type: ignore[misc]
+    assert await redis.hmget(history_key(now.id), ["type", "queue"]) == [None, None]  # type: ignore[misc]
     queued, deferred = await store.job(now.id), await store.job(later.id)
     assert queued is not None
     assert deferred is not None
@@ -88,7 +88,7 @@ async def test_a_queued_job_keeps_a_short_id_and_no_steps_list(mediator: Mediato
     assert finished is not None
     assert [step.state for step in finished.steps] == ["enqueued", "started", "succeeded"]
     assert finished.summary.request_type == Triple.message_name
-    facts = await redis.hmget(history_key(now.id), ["type", "queue"])
+    facts = await redis.hmget(history_key(now.id), ["type", "queue"])  # type: ignore[misc]
     assert facts == [Triple.message_name.encode(), b"default"]
     record = json.loads(await redis.get(result_key(now.id)))
     assert "error" not in record  # defaults are left out of what is kept
@@ -104,7 +104,7 @@ async def test_a_job_queued_by_the_release_before_runs_and_shows_its_steps_once(
     now = int(time.time() * 1000)
     await redis.set(job_key(job_id), old_envelope(job_id, 5, now))
     await redis.zadd(QUEUE_PREFIX + "default", {job_id: now})
-    await redis.hset(
+    await redis.hset(  # type: ignore[misc]
         history_key(job_id),
         mapping={
             "state": "enqueued",
@@ -114,7 +114,7 @@ async def test_a_job_queued_by_the_release_before_runs_and_shows_its_steps_once(
             "tries": 0,
         },
     )
-    await redis.rpush(steps_key(job_id), f"{now}\tenqueued\t\t\t")
+    await redis.rpush(steps_key(job_id), f"{now}\tenqueued\t\t\t")  # type: ignore[misc]
 
     queued = await store.job(job_id)
     assert queued is not None
@@ -154,8 +154,8 @@ async def test_a_job_finished_under_the_release_before_is_found_and_shown(
     await redis.set(result_key(job_id), json.dumps(record), px=60_000)
     facts = {"state": "succeeded", "type": Triple.message_name, "queue": "default", "enqueued": now}
     facts |= {"tries": 1, "started": now + 1, "worker": "old-worker", "finished": now + 2}
-    await redis.hset(history_key(job_id), mapping=facts)
-    await redis.rpush(
+    await redis.hset(history_key(job_id), mapping=facts)  # type: ignore[misc]
+    await redis.rpush(  # type: ignore[misc]
         steps_key(job_id),
         f"{now}\tenqueued\t\t\t",
         f"{now + 1}\tstarted\t1\told-worker\t",
@@ -187,7 +187,7 @@ async def test_a_failure_keeps_its_envelope_once_in_its_record(mediator: Mediato
     async with running_worker(mediator, **FAST):
         handle = await mediator.enqueue(Refuse(n=4))
         await polled(lambda: redis.exists(result_key(handle.id)), bool, what="the failure recorded")
-    lines = [line.decode() for line in await redis.lrange(steps_key(handle.id), 0, -1)]
+    lines = [line.decode() for line in await redis.lrange(steps_key(handle.id), 0, -1)]  # type: ignore[misc]
     assert [line.split("\t")[1] for line in lines] == ["started", "failed"]
     detail = await store.job(handle.id)
     assert detail is not None
