@@ -193,7 +193,7 @@ local function h_step(id, state, try, worker, detail, started, started_by, after
     if first then w('LPUSH', key, first) end
   end
 end
--- Sets fields of a job's hash; a hash this creates (all its fields new) gets the history's lifetime.
+-- Sets fields of a job's hash; one this creates (all its fields new) gets the history's lifetime.
 local function h_set(id, fields)
   local key = H .. 'job:' .. id
   if (w('HSET', key, unpack(fields)) or 0) * 2 == #fields then w('PEXPIRE', key, {ORPHAN_MS}) end
@@ -240,25 +240,33 @@ local function h_bump(key, field, by, ttl)
   if count == by then w('PEXPIRE', key, ttl) end
   return count
 end
--- A queued job's history is a small hash (a steps list cost ~300 B a job): readers take its enqueue step
--- from its enqueued and due times, its type and queue from its envelope until its outcome writes them;
--- no tries means 0. Its steps list comes with its first outcome.
+-- A job queued to run now keeps no history until its claim (its envelope says what readers need: ~200 B
+-- a job less); a deferred one, or one with a parent, a small hash of what its envelope cannot date.
+-- Readers take type and queue from the envelope until the outcome writes them; no tries means 0.
 local function h_enqueued(id, queue, kind, parent, delay)
   local key = H .. 'job:' .. id
   if w('EXISTS', key) == 1 then h_forget(id) end  -- an id used again: a new job's history
-  local fields = {'state', 'enqueued', 'enqueued', h_now}
-  if tonumber(delay) > 0 then
-    fields[2] = 'scheduled'
-    fields[#fields + 1] = 'due'
-    fields[#fields + 1] = tostring(now + tonumber(delay))
+  local state = tonumber(delay) > 0 and 'scheduled' or 'enqueued'
+  if state == 'scheduled' or parent ~= '' then
+    local fields = {'state', state, 'enqueued', h_now}
+    if state == 'scheduled' then
+      fields[5] = 'due'
+      fields[6] = tostring(now + tonumber(delay))
+    end
+    if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
+    w('HSET', key, unpack(fields))
+    w('PEXPIRE', key, tostring({ORPHAN_MS} + tonumber(delay)))
   end
-  if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
-  w('HSET', key, unpack(fields))
-  w('PEXPIRE', key, tostring({ORPHAN_MS} + tonumber(delay)))
-  h_publish(fields[2], queue, id)
+  h_publish(state, queue, id)
 end
-local function h_started(id, queue, try, worker)
-  h_set(id, {'state', 'running', 'started', h_now, 'tries', string.format('%d', try), 'worker', worker})
+-- *queued_at* is the job's score on its queue: for a first try with no hash yet, when it was enqueued.
+local function h_started(id, queue, try, worker, queued_at)
+  local key = H .. 'job:' .. id
+  local fields = {'state', 'running', 'started', h_now, 'tries', string.format('%d', try), 'worker', worker}
+  if (w('HSET', key, unpack(fields)) or 0) * 2 == #fields then
+    if try == 1 then w('HSET', key, 'enqueued', queued_at) end
+    w('PEXPIRE', key, {ORPHAN_MS})
+  end
   h_publish('running', queue, id)
 end
 local function h_retrying(id, queue, try, due, detail, started, worker)
@@ -366,7 +374,7 @@ _OFF = """
 local function h_unindex(id) end
 local function h_forget(id) end
 local function h_enqueued(id, queue, kind, parent, delay) end
-local function h_started(id, queue, try, worker) end
+local function h_started(id, queue, try, worker, queued_at) end
 local function h_retrying(id, queue, try, due, detail, started, worker) end
 local function h_released(id, queue) end
 local function h_requeued(id, queue) end

@@ -64,13 +64,13 @@ def old_envelope(job_id: str, n: int, now: int) -> str:
 
 
 async def test_a_queued_job_keeps_a_short_id_and_no_steps_list(mediator: Mediator, redis: Redis) -> None:
-    """A queued job's history is its hash; its page still starts with its enqueue (or schedule) step."""
+    """Queued, a job due now keeps no history, a deferred one a hash; pages start with the enqueue step."""
     store = RedisDashboardSource(mediator)
     now = await mediator.enqueue(Triple(n=1))
     later = await mediator.defer(Triple(n=2), by=60)
 
     assert len(now.id) == len(later.id) == 16
-    assert not await redis.exists(steps_key(now.id), steps_key(later.id))
+    assert not await redis.exists(steps_key(now.id), steps_key(later.id), history_key(now.id))
     assert await redis.hget(history_key(later.id), "due") is not None  # type: ignore[misc]
     assert await redis.hmget(history_key(now.id), ["type", "queue"]) == [None, None]  # type: ignore[misc]
     queued, deferred = await store.job(now.id), await store.job(later.id)
