@@ -15,12 +15,12 @@ made once a call, as Lua formats each number it passes or concatenates with a sl
 
 Layout (all under ``arqm:history:``)::
 
-    job:<id>                 hash: type, queue, state, enqueued, due (a deferred job's), started,
-                             finished, tries, worker, parent, progress
-    steps:<id>               list: one line a step from the first claim on (the enqueue's step is
-                             read from the hash), then for a finished job its
-                             envelope (when small) on a line that starts with a record separator
-                             (``\\x1e``)
+    job:<id>                 hash: state, enqueued, due, parent, started, tries, worker, type,
+                             queue, finished, progress; from the claim on (the enqueue for a
+                             deferred job or a child): a queued job's envelope says the rest
+    steps:<id>               list: a line a step from the claim on (the enqueue's is read from the
+                             hash), then a finished job's envelope (when small and not in its
+                             failure record) on a line that starts with a record separator (``\\x1e``)
     logs:<id>                list: the handler's last log lines, JSON each
     index:<state>            sorted set of finished ids (succeeded, failed, aborted) scored by finish ms
     index:<state>:queue:<q>  the same per queue; ``:type:<t>`` per request type; ``:both:<len q>:<q>:<t>``
@@ -240,19 +240,15 @@ local function h_bump(key, field, by, ttl)
   if count == by then w('PEXPIRE', key, ttl) end
   return count
 end
--- A job queued to run now keeps no history until its claim (its envelope says what readers need: ~200 B
--- a job less); a deferred one, or one with a parent, a small hash of what its envelope cannot date.
--- Readers take type and queue from the envelope until the outcome writes them; no tries means 0.
+-- A job due now keeps no history until its claim (~200 B a queued job less: its envelope says what the
+-- dashboard shows); a deferred one or a child a small hash. Type and queue come with its outcome.
 local function h_enqueued(id, queue, kind, parent, delay)
   local key = H .. 'job:' .. id
   if w('EXISTS', key) == 1 then h_forget(id) end  -- an id used again: a new job's history
   local state = tonumber(delay) > 0 and 'scheduled' or 'enqueued'
   if state == 'scheduled' or parent ~= '' then
     local fields = {'state', state, 'enqueued', h_now}
-    if state == 'scheduled' then
-      fields[5] = 'due'
-      fields[6] = tostring(now + tonumber(delay))
-    end
+    if state == 'scheduled' then fields[5], fields[6] = 'due', tostring(now + tonumber(delay)) end
     if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
     w('HSET', key, unpack(fields))
     w('PEXPIRE', key, tostring({ORPHAN_MS} + tonumber(delay)))
@@ -314,10 +310,7 @@ local function h_finish_one(id, queue, state, kind, try, worker, detail, body, s
   -- try and worker. A hash this call creates (its history was trimmed, deleted or never written) gets those
   -- too, and the history's lifetime.
   local fields = {'state', state, 'finished', h_now, 'queue', queue}
-  if kind ~= '' then
-    fields[7] = 'type'
-    fields[8] = kind
-  end
+  if kind ~= '' then fields[7], fields[8] = 'type', kind end
   if (w('HSET', key, unpack(fields)) or 0) * 2 == #fields then
     if worker ~= '' then w('HSET', key, 'worker', worker, 'tries', try) end
     w('PEXPIRE', key, {ORPHAN_MS})
