@@ -20,7 +20,15 @@ from pydantic_core import PydanticSerializationError
 
 from ._context import Context, JobInfo
 from ._deadlines import Deadlines
-from ._envelope import ErrorRecord, JobEnvelope, ResultRecord, decode_envelope, encode_raw, qualified_name
+from ._envelope import (
+    ErrorRecord,
+    JobEnvelope,
+    ResultRecord,
+    decode_envelope,
+    encode_raw,
+    qualified_name,
+    stored_json,
+)
 from ._errors import EnvelopeError, NoHandlerError, WorkerLostError
 from ._handle import aborted
 from ._jobs import now_ms
@@ -322,7 +330,7 @@ class JobRunner:
         span = trace.get_current_span()
         record_failure(span, error)
         outcome = await self._outcomes.retry(
-            claim, retried.model_dump_json(), delay_ms, reason=qualified_name(type(error))
+            claim, stored_json(retried), delay_ms, reason=qualified_name(type(error))
         )
         if outcome == ABORT_ASKED:
             await self._fail(claim, envelope, aborted("aborted while running"), started)

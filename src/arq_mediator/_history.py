@@ -15,10 +15,12 @@ made once a call, as Lua formats each number it passes or concatenates with a sl
 
 Layout (all under ``arqm:history:``)::
 
-    job:<id>                 hash: type, queue, state, enqueued, started, finished, tries, worker,
-                             parent, progress
-    steps:<id>               list: one line a step, then for a finished job its envelope (when
-                             small) on a line that starts with a record separator (``\\x1e``)
+    job:<id>                 hash: state, enqueued, due, parent, started, tries, worker, type,
+                             queue, finished, progress; from the claim on (the enqueue for a
+                             deferred job or a child): a queued job's envelope says the rest
+    steps:<id>               list: a line a step from the claim on (the enqueue's is read from the
+                             hash), then a finished job's envelope (when small and not in its
+                             failure record) on a line that starts with a record separator (``\\x1e``)
     logs:<id>                list: the handler's last log lines, JSON each
     index:<state>            sorted set of finished ids (succeeded, failed, aborted) scored by finish ms
     index:<state>:queue:<q>  the same per queue; ``:type:<t>`` per request type; ``:both:<len q>:<q>:<t>``
@@ -191,7 +193,7 @@ local function h_step(id, state, try, worker, detail, started, started_by, after
     if first then w('LPUSH', key, first) end
   end
 end
--- Sets fields of a job's hash; a hash this creates (all its fields new) gets the history's lifetime.
+-- Sets fields of a job's hash; one this creates (all its fields new) gets the history's lifetime.
 local function h_set(id, fields)
   local key = H .. 'job:' .. id
   if (w('HSET', key, unpack(fields)) or 0) * 2 == #fields then w('PEXPIRE', key, {ORPHAN_MS}) end
@@ -238,22 +240,29 @@ local function h_bump(key, field, by, ttl)
   if count == by then w('PEXPIRE', key, ttl) end
   return count
 end
+-- A job due now keeps no history until its claim (~200 B a queued job less: its envelope says what the
+-- dashboard shows); a deferred one or a child a small hash. Type and queue come with its outcome.
 local function h_enqueued(id, queue, kind, parent, delay)
   local key = H .. 'job:' .. id
   if w('EXISTS', key) == 1 then h_forget(id) end  -- an id used again: a new job's history
-  local state, detail = 'enqueued', ''
-  if tonumber(delay) > 0 then state, detail = 'scheduled', tostring(now + tonumber(delay)) end
-  local fields = {'state', state, 'type', kind, 'queue', queue, 'enqueued', h_now, 'tries', '0'}
-  if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
-  local lifetime = tostring({ORPHAN_MS} + tonumber(delay))
-  w('HSET', key, unpack(fields))
-  w('PEXPIRE', key, lifetime)
-  w('RPUSH', H .. 'steps:' .. id, h_line(state, '', '', detail))
-  w('PEXPIRE', H .. 'steps:' .. id, lifetime)
+  local state = tonumber(delay) > 0 and 'scheduled' or 'enqueued'
+  if state == 'scheduled' or parent ~= '' then
+    local fields = {'state', state, 'enqueued', h_now}
+    if state == 'scheduled' then fields[5], fields[6] = 'due', tostring(now + tonumber(delay)) end
+    if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
+    w('HSET', key, unpack(fields))
+    w('PEXPIRE', key, tostring({ORPHAN_MS} + tonumber(delay)))
+  end
   h_publish(state, queue, id)
 end
-local function h_started(id, queue, try, worker)
-  h_set(id, {'state', 'running', 'started', h_now, 'tries', string.format('%d', try), 'worker', worker})
+-- *queued_at* is the job's score on its queue: for a first try with no hash yet, when it was enqueued.
+local function h_started(id, queue, try, worker, queued_at)
+  local key = H .. 'job:' .. id
+  local fields = {'state', 'running', 'started', h_now, 'tries', string.format('%d', try), 'worker', worker}
+  if (w('HSET', key, unpack(fields)) or 0) * 2 == #fields then
+    if try == 1 then w('HSET', key, 'enqueued', queued_at) end
+    w('PEXPIRE', key, {ORPHAN_MS})
+  end
   h_publish('running', queue, id)
 end
 local function h_retrying(id, queue, try, due, detail, started, worker)
@@ -297,21 +306,13 @@ local function h_finish_one(id, queue, state, kind, try, worker, detail, body, s
     kind = w('HGET', key, 'type')
     if type(kind) ~= 'string' then kind = '' end
   end
-  -- The enqueue wrote the queue and type, the claim this try and worker: a hash that has them takes the
-  -- outcome only. One this call creates (its history was trimmed, deleted or never written) gets them all.
-  if (w('HSET', key, 'state', state, 'finished', h_now) or 0) == 2 then
-    local fields = {'queue', queue}
-    if kind ~= '' then
-      fields[#fields + 1] = 'type'
-      fields[#fields + 1] = kind
-    end
-    if worker ~= '' then
-      fields[#fields + 1] = 'worker'
-      fields[#fields + 1] = worker
-      fields[#fields + 1] = 'tries'
-      fields[#fields + 1] = try
-    end
-    w('HSET', key, unpack(fields))
+  -- The outcome writes the queue and type (the enqueue left them to the envelope), the claim wrote this
+  -- try and worker. A hash this call creates (its history was trimmed, deleted or never written) gets those
+  -- too, and the history's lifetime.
+  local fields = {'state', state, 'finished', h_now, 'queue', queue}
+  if kind ~= '' then fields[7], fields[8] = 'type', kind end
+  if (w('HSET', key, unpack(fields)) or 0) * 2 == #fields then
+    if worker ~= '' then w('HSET', key, 'worker', worker, 'tries', try) end
     w('PEXPIRE', key, {ORPHAN_MS})
   end
   -- The envelope goes after the last step, on a line of its own marked by a record separator, so it
@@ -366,7 +367,7 @@ _OFF = """
 local function h_unindex(id) end
 local function h_forget(id) end
 local function h_enqueued(id, queue, kind, parent, delay) end
-local function h_started(id, queue, try, worker) end
+local function h_started(id, queue, try, worker, queued_at) end
 local function h_retrying(id, queue, try, due, detail, started, worker) end
 local function h_released(id, queue) end
 local function h_requeued(id, queue) end

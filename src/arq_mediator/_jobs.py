@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from redis.exceptions import NoScriptError, RedisError
 
-from ._envelope import JobEnvelope, ResultRecord
+from ._envelope import JobEnvelope, ResultRecord, stored_json
 from ._errors import JobNotFoundError, NotReplicatedError
 from ._handle import ABORTED_TYPES, JobStatus, aborted
 from ._history import TYPES_KEY
@@ -306,7 +306,7 @@ class JobClient(QueueIntrospection):
             outcome = await run_script(
                 self.scripts.abort,
                 self._route(job_id),
-                [job_id, body or "", record.model_dump_json(), keep_ms, *queues],
+                [job_id, body or "", stored_json(record), keep_ms, *queues],
             )
             if outcome == -1:
                 raise JobNotFoundError(f"no job {job_id} to abort")
@@ -329,7 +329,7 @@ class JobClient(QueueIntrospection):
             raise JobNotFoundError(f"no failed job {job_id} with its envelope is kept; nothing to requeue")
         fresh = record.job.model_copy(update={"failures": 0, "due_at": now_ms()})
         requeued = await run_script(
-            self.scripts.requeue, self._route(located), [located, fresh.queue, fresh.model_dump_json()]
+            self.scripts.requeue, self._route(located), [located, fresh.queue, stored_json(fresh)]
         )
         return fresh.queue, bool(requeued)
 

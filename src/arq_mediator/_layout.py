@@ -4,7 +4,7 @@ On one server (or a sentinel-managed one) keys are arq's (`_keys`), unchanged. O
 and channel one script touches must live in one hash slot, so each gets the hash tag of the queue the
 call is about, right after its prefix: ``arq:queue:{q}:q``, ``arq:job:{q}:<id>``, ``arqm:workers:{q}``,
 ``arqm:history:{q}:index:failed``. Scripts receive that tag (``{q}``) as their one key, which also routes the
-call to the node serving the slot. Job ids carry their queue's tag too (``{q}<hex>``, or ``{q}<the
+call to the node serving the slot. Job ids carry their queue's tag too (``{q}<16 chars>``, or ``{q}<the
 caller's id>``), so a handle, a result wait or an abort finds a job's slot from its id alone.
 """
 

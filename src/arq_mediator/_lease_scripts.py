@@ -90,7 +90,7 @@ for qi = 9, last_queue do
           redis.call('ZREM', qkey, id)
           removed = removed + 1
           redis.pcall('ZADD', running, leased_until, id)
-          h_started(id, queue, deliveries, worker)
+          h_started(id, queue, deliveries, worker, score)
           for _, value in ipairs({id, queue, deliveries, score, body, problem}) do out[#out + 1] = value end
           want = want - 1
         else  -- a queue entry whose job is gone: stale, dropped

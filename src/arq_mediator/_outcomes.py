@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from ._envelope import stored_json
 from ._handle import ABORTED_TYPES
 from ._history import step_field
 from ._jobs import now_ms
@@ -58,6 +59,7 @@ class Outcomes:
         self._worker_field = step_field(worker)
         self._lease_ms = int(lease * 1000)
         self._history_bytes = client.history.max_payload_bytes if client.history is not None else -1
+        self._history_keep_ms = client.history.keep_jobs_ms if client.history is not None else 0
         self._give_up = give_up_after
         self._on_settling = on_settling
         self._health = LoopHealth(logger, f"worker {worker} recording job outcomes")
@@ -75,13 +77,16 @@ class Outcomes:
         self._settling(claim)
         error_type = record.error.type if record.error is not None else ""
         state = "succeeded" if not failed else "aborted" if error_type in ABORTED_TYPES else "failed"
-        # The envelope the history keeps, sent along (the script need not read it back) when small.
-        keep_body = len(claim.body) <= self._history_bytes and not claim.problem
+        # The envelope the history keeps, sent along (the script need not read it back) when small; not
+        # for a failure whose record carries it and outlives the history (a week to a day by default).
+        keep_ms = int(keep_seconds * 1000)
+        in_record = failed and record.job is not None and keep_ms >= self._history_keep_ms
+        keep_body = len(claim.body) <= self._history_bytes and not claim.problem and not in_record
         arguments = [
             *claim.fence(),
             claim.queue,
-            record.model_dump_json(),
-            int(keep_seconds * 1000),
+            stored_json(record),
+            keep_ms,
             int(failed),
             record.id,
             state,

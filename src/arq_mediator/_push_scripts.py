@@ -85,7 +85,7 @@ local function push_job(id, queue, score, body)
       redis.call('HINCRBY', registration, 'budget', -1)
       local deliveries, problem = count_delivery(id, '')
       redis.call('ZADD', '{RUNNING}' .. queue, string.format('%d', now + tonumber(lease)), id)
-      h_started(id, queue, deliveries, found[4])
+      h_started(id, queue, deliveries, found[4], score)
       local inbox = '{PUSH_INBOX}' .. instance
       redis.call('HSET', inbox, id, token .. ' ' .. deliveries .. ' ' .. score .. ' ' .. queue)
       redis.call('PEXPIRE', inbox, lease)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ._cron import CronSchedule
-from ._job_builder import build_job
+from ._job_builder import build_job, new_job_id
 from ._jobs import now_ms
 from ._policy import to_seconds
 from ._producer import Producer
@@ -97,7 +96,7 @@ class RecurringJobs(Producer):
             raise KeyError(
                 f"no recurring job named {name!r}; there are: {', '.join(sorted(self._recurring)) or 'none'}"
             )
-        return await self.enqueue(entry.request, job_id=f"recurring:{name}:manual:{uuid.uuid4().hex}")
+        return await self.enqueue(entry.request, job_id=f"recurring:{name}:manual:{new_job_id()}")
 
     async def enqueue_tick(self, entry: RecurringJob, tick: datetime) -> bool:
         """Enqueue one tick of *entry* under an id fixed by the tick; return whether this call added it."""

@@ -188,7 +188,9 @@ for i = 5, #ARGV do
     removed_from = ARGV[i]
   end
 end
-h_finished(id, removed_from, 'aborted', '', '', '', 'aborted before it started', body)
+local read, job = pcall(cjson.decode, body)  -- its type, for the history's indexes
+local kind = read and type(job) == 'table' and type(job.type) == 'string' and job.type or ''
+h_finished(id, removed_from, 'aborted', kind, '', '', 'aborted before it started', body)
 redis.call('DEL', '{JOB}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id, '{ABORT_FLAG}' .. id)
 redis.call('SET', '{RESULT}' .. id, ARGV[3], 'PX', keep)
 redis.call('PUBLISH', '{DONE}' .. id, ARGV[3])

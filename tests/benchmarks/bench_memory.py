@@ -9,7 +9,10 @@ Measured as the growth of ``used_memory`` over N jobs, divided by N:
    payload, indexes, counters) costs per job; and what a succeeded job's history alone takes once its
    result expired (the history is kept for ``keep_jobs``, a day by default, results for ``keep_result``).
 
-Run from the repository root: python tests/benchmarks/bench_memory.py [--jobs 20000]
+With ``--breakdown`` it also prints where a queued job's and a retained result's bytes go, key by key
+(`memory_breakdown`).
+
+Run from the repository root: python tests/benchmarks/bench_memory.py [--jobs 20000] [--breakdown]
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ if str(ROOT) not in sys.path:
 
 from arq_mediator import JobHistory, Mediator, Request, Worker, WorkerSettings  # noqa: E402
 from arq_mediator._keys import RESULT_PREFIX  # noqa: E402
+from tests.benchmarks.memory_breakdown import breakdown, report  # noqa: E402
 from tests.benchmarks.private_redis import private_redis_server  # noqa: E402
+
+# The breakdowns' lines, printed after the figures (filled only with --breakdown).
+BREAKDOWNS: list[str] = []
 
 
 class Noop(Request[None]):
@@ -64,10 +71,10 @@ async def drained(mediator: Mediator, jobs: int) -> None:
     await running
 
 
-async def measure(url: str, jobs: int) -> dict[str, float]:
+async def measure(url: str, jobs: int, *, explain: bool = False) -> dict[str, float]:
     """Return bytes per job for each measure, arq-mediator's (history on and off) and raw arq's."""
-    with_history = await measure_ours(url, jobs, JobHistory(), "arq-mediator")
-    without = await measure_ours(url, jobs, None, "arq-mediator, history off")
+    with_history = await measure_ours(url, jobs, JobHistory(), "arq-mediator", explain=explain)
+    without = await measure_ours(url, jobs, None, "arq-mediator, history off", explain=explain)
     figures = with_history | without
     for what in ("queued job", "retained result", "retained failure"):
         figures[f"history's share of a {what}"] = (
@@ -76,8 +83,10 @@ async def measure(url: str, jobs: int) -> dict[str, float]:
     return figures | await measure_arq(url, jobs)
 
 
-async def measure_ours(url: str, jobs: int, history: JobHistory | None, label: str) -> dict[str, float]:
-    """Return arq-mediator's bytes per job, labelled *label*, with *history*."""
+async def measure_ours(
+    url: str, jobs: int, history: JobHistory | None, label: str, *, explain: bool = False
+) -> dict[str, float]:
+    """Return arq-mediator's bytes per job, labelled *label*, with *history*; *explain*: break them down."""
     client: Redis = Redis.from_url(url)
     mediator = Mediator(redis=url, history=history)
     mediator.handler(noop)
@@ -86,15 +95,21 @@ async def measure_ours(url: str, jobs: int, history: JobHistory | None, label: s
     async with mediator:
         await client.flushall()
         await mediator.enqueue(Noop())  # the queue's own keys exist before the baseline is taken
-        base = await used_memory(client)
+        empty = base = await used_memory(client)
         for start in range(0, jobs, 1000):
             await mediator.enqueue_many([Noop() for _ in range(min(1000, jobs - start))])
         figures[f"{label} queued job"] = queued = (await used_memory(client) - base) / jobs
+        if explain:
+            groups, rest = await breakdown(client, jobs, await used_memory(client) - empty)
+            BREAKDOWNS.extend(report(f"{label}: a queued job", groups, rest, jobs))
         base = await used_memory(client)
         await drained(mediator, jobs + 1)
         # Finished, each job's envelope went and its result came: the growth since is result minus job.
         finished = await used_memory(client)
         figures[f"{label} retained result"] = (finished - base) / jobs + queued
+        if explain:
+            groups, rest = await breakdown(client, jobs, finished - empty)
+            BREAKDOWNS.extend(report(f"{label}: a retained result", groups, rest, jobs))
         if history is not None:  # as if the results expired: what the history alone keeps
             results = [key async for key in client.scan_iter(match=RESULT_PREFIX + "*", count=1000)]
             for start in range(0, len(results), 1000):
@@ -133,12 +148,14 @@ def main() -> None:
     """Start a private redis-server, measure, print, stop it."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--breakdown", action="store_true", help="also show where the bytes go, per key")
     options = parser.parse_args()
     with private_redis_server() as url:
-        figures = asyncio.run(measure(url, options.jobs))
+        figures = asyncio.run(measure(url, options.jobs, explain=options.breakdown))
     print(f"Redis memory per job, {options.jobs:,} jobs (used_memory growth / jobs)")
     for label, value in figures.items():
         print(f"  {label:44} {value:8.0f} B")
+    print("\n".join(BREAKDOWNS))
 
 
 if __name__ == "__main__":

@@ -253,6 +253,8 @@ async def test_recurring_jobs_show_their_last_tick_and_trigger(mediator: Mediato
     assert before.next_run > datetime.now(UTC)
     tick = datetime(2026, 1, 1, tzinfo=UTC)
     assert await mediator.enqueue_tick(mediator.recurring_jobs["yearly"], tick)
+    [queued] = await store.recurring()
+    assert queued.last_outcome is JobState.ENQUEUED  # before its claim writes any history
     async with running_worker(mediator, **FAST):
         [after] = await polled(
             store.recurring, lambda found: found[0].last_outcome is JobState.SUCCEEDED, what="the tick run"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -105,7 +106,8 @@ async def test_enqueue_routes_to_the_handlers_queue(mediator: Mediator, redis: R
     assert_type(doubled, JobHandle[Out])
 
     assert isinstance(counted, JobHandle)
-    assert len(counted.id) == 32
+    assert len(counted.id) == 16  # 96 random bits, url-safe: short, as it is repeated in every key
+    assert re.fullmatch(r"[A-Za-z0-9_-]{16}", counted.id)
     assert counted.id != doubled.id
     assert (counted.queue, doubled.queue) == ("counting", "default")
     assert await redis.zscore(queue_key("counting"), counted.id) is not None
@@ -409,13 +411,13 @@ async def test_connect_uses_a_caller_owned_client(redis: Redis, probe: Probe) ->
 
 
 async def test_an_envelope_leaves_out_what_is_default(mediator: Mediator, redis: Redis) -> None:
-    """A request's envelope has no handler, due time, trace or producer facts unless they say something."""
+    """A request's envelope has no version, handler, due time, trace or producer facts unless needed."""
     plain = await mediator.enqueue(Double(n=1))
     deferred = await mediator.defer(Double(n=2), by=60)
     pinged, _ = await mediator.enqueue_publish(Pinged(x=1))
     bodies = [json.loads(await redis.get(job_key(handle.id))) for handle in (plain, deferred, pinged)]
 
-    assert set(bodies[0]) == {"v", "id", "type", "queue", "max_tries", "enqueued_at", "payload"}
+    assert set(bodies[0]) == {"id", "type", "queue", "max_tries", "enqueued_at", "payload"}  # v: 1 by default
     assert set(bodies[1]) - set(bodies[0]) == {"due_at"}
     assert bodies[1]["due_at"] >= bodies[1]["enqueued_at"] + 60_000
     assert set(bodies[2]) - set(bodies[0]) == {"handler"}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .._history import history_key
 from .._jobs import status_of
-from .._keys import RECURRING_PREFIX, RESULT_PREFIX
+from .._keys import JOB_PREFIX, RECURRING_PREFIX, RESULT_PREFIX
 from ._model import JobState, RecurringSummary
 from ._records import moment, record_of, state_of, tick_job_id
 
@@ -40,15 +40,18 @@ async def recurring_summaries(mediator: Mediator, redis: Redis, layout: Layout) 
         for job_id, queue in zip(last_ids, queues, strict=True):
             pipe.hget(history_key(job_id or layout.job_id(queue, "-"), layout), "state")
             pipe.get(layout.job_key(RESULT_PREFIX, job_id or layout.job_id(queue, "-")))
+            pipe.exists(layout.job_key(JOB_PREFIX, job_id or layout.job_id(queue, "-")))
         replies = await pipe.execute()
     now = datetime.now(UTC)
     summaries = []
     for index, (entry, tick, job_id) in enumerate(zip(entries, ticks, last_ids, strict=True)):
-        history_state, raw_record = replies[2 * index], replies[2 * index + 1]
+        history_state, raw_record, queued = replies[3 * index : 3 * index + 3]
         record = record_of(raw_record)
         outcome = JobState(status_of(record).value) if record is not None else None
         if outcome is None and history_state is not None:
             outcome = state_of(history_state, JobState.ENQUEUED)
+        elif outcome is None and queued:  # a job due now has no history until it is claimed
+            outcome = JobState.ENQUEUED
         spec = mediator._registry.handler_for(type(entry.request))
         summaries.append(
             RecurringSummary(

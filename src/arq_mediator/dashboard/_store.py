@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._envelope import stored_json
 from .._errors import JobNotFoundError
 from .._history import FINISHED_STATES, RETRYING_KEY, TYPES_KEY, index_key, shared_keys
 from .._jobs import now_ms
@@ -264,7 +265,7 @@ class RedisDashboardSource:
         if envelope is None:
             return False
         fresh = envelope.model_copy(update={"failures": 0, "due_at": now_ms()})
-        arguments = [job_id, fresh.queue, fresh.model_dump_json()]
+        arguments = [job_id, fresh.queue, stored_json(fresh)]
         route = layout.route(fresh.queue) if layout.cluster else []
         return bool(await run_script(self._jobs.scripts.requeue, route, arguments))
 

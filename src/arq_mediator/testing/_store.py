@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._claims import Claim
-from .._envelope import ErrorRecord, JobEnvelope, ResultRecord, qualified_name
+from .._envelope import ErrorRecord, JobEnvelope, ResultRecord, qualified_name, stored_json
 from .._errors import JobAbortedError, JobNotFoundError, QueueNotConnectedError
 from .._handle import JobStatus
 from .._jobs import ADDED, ALREADY_FINISHED, ALREADY_QUEUED, JobClient, now_ms, status_of
@@ -186,7 +186,7 @@ class LocalJobClient(JobClient):
             finished_at=now_ms(),
         )
         del self.jobs[job_id]
-        self._finish(job_id, job.queue, record.model_dump_json(), keep_ms, failed=True)
+        self._finish(job_id, job.queue, stored_json(record), keep_ms, failed=True)
         return True
 
     async def requeue(self, job_id: str) -> tuple[str, bool]:
@@ -201,7 +201,7 @@ class LocalJobClient(JobClient):
         fresh = record.job.model_copy(update={"failures": 0, "due_at": now_ms()})
         if job_id in self.jobs:
             return fresh.queue, False
-        self._add(job_id, fresh.queue, fresh.model_dump_json(), self.now())
+        self._add(job_id, fresh.queue, stored_json(fresh), self.now())
         self._results.pop(job_id, None)
         self._failed.get(fresh.queue, {}).pop(job_id, None)
         return fresh.queue, True
@@ -307,7 +307,7 @@ class LocalJobClient(JobClient):
         if self._held(claim) is None:
             return False
         del self.jobs[claim.id]
-        self._finish(record.id, claim.queue, record.model_dump_json(), keep_ms, failed=failed)
+        self._finish(record.id, claim.queue, stored_json(record), keep_ms, failed=failed)
         return True
 
     def put_back(self, claim: Claim, body: str | None, delay_ms: int) -> int:
