@@ -81,7 +81,7 @@ class Heartbeat:
         worker = self._worker
         jobs = worker.mediator._jobs
         held: list[str | int | bytes] = []
-        for claim, _ in worker._running.values():
+        for claim in worker.held():  # prefetched jobs hold leases too
             if claim.queue in queues:
                 held += (claim.key_id, claim.queue, claim.token, claim.deliveries)
         reply = await run_script(
@@ -102,7 +102,7 @@ class Heartbeat:
         lost_count = int(reply[len(queues)])
         lost = reply[len(queues) + 1 : len(queues) + 1 + lost_count]
         aborts = reply[len(queues) + 1 + lost_count :]
-        by_key = {claim.key_id: claim.id for claim, _ in worker._running.values()}
+        by_key = {claim.key_id: claim.id for claim in worker.held()}
         for key_id in lost:
             if key_id in by_key:
                 worker._cancel(by_key[key_id], lost=True)
