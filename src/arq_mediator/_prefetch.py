@@ -13,8 +13,10 @@ of a higher-priority queue that arrived meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 from ._claims import Claim
 
@@ -40,12 +42,27 @@ class Prefetch:
         self._ready: deque[Claim] = deque()
         self._completions: deque[float] = deque(maxlen=RATE_WINDOW)
         self._round_trip = 0.0
+        # Jobs taken out of the buffer unstarted, while they are given back or recorded aborted.
+        self._settling: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
 
     def __len__(self) -> int:
         return len(self._ready)
 
-    def __iter__(self) -> Iterator[Claim]:
-        return iter(self._ready)
+    def held(self) -> Iterator[Claim]:
+        """Yield the claims whose leases the buffer holds: those waiting, and those being settled."""
+        yield from self._ready
+        for claim, _ in self._settling.values():
+            yield claim
+
+    def settle(self, claim: Claim, settle: Callable[[Claim], Coroutine[Any, Any, None]]) -> None:
+        """Settle *claim*, taken out of the buffer unstarted, with *settle* (a give-back or an abort)."""
+        task = asyncio.create_task(settle(claim), name=f"unstarted job {claim.id}")
+        self._settling[claim.id] = (claim, task)
+        task.add_done_callback(lambda _: self._settling.pop(claim.id, None))
+
+    def settling(self) -> list[asyncio.Task[None]]:
+        """Return the tasks settling jobs that left the buffer unstarted."""
+        return [task for _, task in self._settling.values()]
 
     def finished(self, now: float) -> None:
         """Count a job that freed its slot at *now* (loop clock, seconds)."""

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from ._claims import Claim, ClaimReply, claim_per_queue, read_claim_reply
 from ._execution import Counters, JobRunner
-from ._heartbeat import Heartbeat
+from ._heartbeat import Heartbeat, PeerTypes
 from ._history import step_field
 from ._jobs import now_ms
 from ._keys import WORKERS_KEY
@@ -34,7 +34,6 @@ from ._layout import run_script
 from ._live import ReportWriter
 from ._outcomes import Outcomes, stopped_for
 from ._prefetch import RECHECK, Prefetch
-from ._queue_introspection import WorkerState
 from ._recurring import run_schedules
 from ._resilience import LoopHealth
 from ._results import open_pubsub
@@ -66,15 +65,11 @@ class Worker:
         # How many of the running jobs are settling (their handler is done, their outcome on its way).
         self._settling = 0
         self._prefetch = Prefetch(settings.prefetch)
-        # Prefetched jobs that never started, being given back or recorded aborted.
-        self._unstarted: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
         self._attention = asyncio.Event()
         # Whether the last claim took all it asked for: the queues may hold more, worth claiming early for.
         self._backlog = False
         self._stopping = asyncio.Event()
         self._stopped_at: int | None = None
-        self._peers: list[WorkerState] = []
-        self._peers_read_at = 0.0
         # On a cluster, the queues whose node did not answer the last claim (logged once until it does).
         self._unreachable: set[str] = set()
         self._outcomes: Outcomes | None = None
@@ -95,9 +90,7 @@ class Worker:
         """Yield every claim whose lease the worker holds: running, prefetched, or being given back."""
         for claim, _ in self._running.values():
             yield claim
-        yield from self._prefetch
-        for claim, _ in self._unstarted.values():
-            yield claim
+        yield from self._prefetch.held()
 
     def _slot_freed(self, claim: Claim) -> None:
         running = self._running.get(claim.id)
@@ -161,8 +154,9 @@ class Worker:
             on_settling=self._slot_freed,
         )
         reports = ReportWriter(jobs.redis, jobs.history, jobs.layout) if jobs.history is not None else None
+        peers = PeerTypes(self)
         self._runner = JobRunner(
-            self.mediator, settings, self.name, self._outcomes, self._peers_can_run, self._settled, reports
+            self.mediator, settings, self.name, self._outcomes, peers.can_run, self._settled, reports
         )
         self.counters = self._runner.counters
         pubsub = open_pubsub(jobs.redis, jobs.channels, ignore_subscribe_messages=True)
@@ -330,11 +324,8 @@ class Worker:
         self._attention.set()
 
     def _settle_unstarted(self, claim: Claim) -> None:
-        """Give a prefetched job back to its queue untried, or record it aborted when that was asked."""
         assert self._runner is not None
-        task = asyncio.create_task(self._runner.settle_unstarted(claim), name=f"unstarted job {claim.id}")
-        self._unstarted[claim.id] = (claim, task)
-        task.add_done_callback(lambda _: self._unstarted.pop(claim.id, None))
+        self._prefetch.settle(claim, self._runner.settle_unstarted)
 
     async def _drain(self, heartbeat: asyncio.Task[None]) -> None:
         prefetched = self._prefetch.drain()
@@ -348,7 +339,7 @@ class Worker:
                 self.settings.grace,
                 len(prefetched),
             )
-            pending = [task for _, task in (*self._running.values(), *self._unstarted.values())]
+            pending = [task for _, task in self._running.values()] + self._prefetch.settling()
             await asyncio.wait(pending, timeout=self.settings.grace)
         # No renewal may be in flight while jobs are given back, or it could re-take a returned job's lease.
         heartbeat.cancel()
@@ -362,7 +353,7 @@ class Worker:
             )
             await asyncio.gather(*remaining, return_exceptions=True)
         # Past the grace period their writes give up; the leases then lapse and the jobs come back.
-        await asyncio.gather(*(task for _, task in self._unstarted.values()), return_exceptions=True)
+        await asyncio.gather(*self._prefetch.settling(), return_exceptions=True)
         if self._outcomes is not None:  # outcomes still on their way must arrive before the pool closes
             await self._outcomes.flush()
 
@@ -390,20 +381,6 @@ class Worker:
         else:
             claim.aborting = True
         task.cancel()
-
-    async def _peers_can_run(self, message_type: str, queue: str) -> bool:
-        """Return whether another live worker serving *queue* has a handler for *message_type*."""
-        clock = asyncio.get_running_loop().time()
-        if clock - self._peers_read_at > self.settings.heartbeat:
-            try:
-                self._peers = await self.mediator._jobs.workers()
-            except (RedisError, OSError):
-                return True  # cannot tell now: give the job back rather than fail it on a guess
-            self._peers_read_at = clock
-        return any(
-            peer.instance != self.instance and queue in peer.queues and message_type in peer.types
-            for peer in self._peers
-        )
 
 
 async def run_worker(mediator: Mediator, settings: WorkerSettings, *, handle_signals: bool = True) -> Worker:
