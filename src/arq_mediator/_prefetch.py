@@ -26,7 +26,8 @@ RATE_WINDOW = 64
 HEADROOM = 2.0
 # Weight of the newest round trip in the claim latency's moving average.
 ROUND_TRIP_WEIGHT = 0.2
-# Seconds a worker with buffered jobs and nothing else to do waits before checking the buffer's size.
+# Seconds a job may wait in the buffer before the buffer is cut to its size: a job waits about one claim
+# round trip while jobs keep finishing, so one that waited this long was claimed for a pace now gone.
 RECHECK = 0.1
 
 
@@ -39,7 +40,8 @@ class Prefetch:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._ready: deque[Claim] = deque()
+        # Each buffered claim, with when (loop clock) it was buffered.
+        self._ready: deque[tuple[float, Claim]] = deque()
         self._completions: deque[float] = deque(maxlen=RATE_WINDOW)
         self._round_trip = 0.0
         # Jobs taken out of the buffer unstarted, while they are given back or recorded aborted.
@@ -50,7 +52,8 @@ class Prefetch:
 
     def held(self) -> Iterator[Claim]:
         """Yield the claims whose leases the buffer holds: those waiting, and those being settled."""
-        yield from self._ready
+        for _, claim in self._ready:
+            yield claim
         for claim, _ in self._settling.values():
             yield claim
 
@@ -91,29 +94,32 @@ class Prefetch:
         """Return how many more jobs to claim for the buffer."""
         return max(self.target(now) - len(self._ready), 0)
 
-    def add(self, claim: Claim) -> None:
-        """Buffer *claim*, after those claimed before it (a claim's jobs come in priority order)."""
-        self._ready.append(claim)
+    def add(self, claim: Claim, now: float) -> None:
+        """Buffer *claim* at *now*, after those claimed before it (a claim's jobs come in priority order)."""
+        self._ready.append((now, claim))
 
     def next(self) -> Claim:
         """Take the buffered job claimed first."""
-        return self._ready.popleft()
+        return self._ready.popleft()[1]
 
     def remove(self, job_id: str) -> Claim | None:
         """Take the buffered job *job_id* out, if it is here."""
-        for claim in self._ready:
-            if claim.id == job_id:
-                self._ready.remove(claim)
-                return claim
+        for entry in self._ready:
+            if entry[1].id == job_id:
+                self._ready.remove(entry)
+                return entry[1]
         return None
 
     def surplus(self, now: float) -> list[Claim]:
-        """Take out the jobs beyond the buffer's size now, those claimed last first."""
+        """Once the first buffered job has waited `RECHECK`, take out the jobs beyond the buffer's size now,
+        those claimed last first."""
+        if not self._ready or now - self._ready[0][0] < RECHECK:
+            return []
         extra = len(self._ready) - self.target(now)
-        return [self._ready.pop() for _ in range(max(extra, 0))]
+        return [self._ready.pop()[1] for _ in range(max(extra, 0))]
 
     def drain(self) -> list[Claim]:
         """Take out every buffered job."""
-        claims = list(self._ready)
+        claims = [claim for _, claim in self._ready]
         self._ready.clear()
         return claims

@@ -245,7 +245,7 @@ class Worker:
             # Only the first queue's jobs wait in the buffer; the others were claimed for free slots only.
             for claim in reply.claims:
                 if claim.queue == first:
-                    self._prefetch.add(claim)
+                    self._prefetch.add(claim, clock())
             self._start_prefetched()
             for claim in reply.claims:
                 if claim.queue != first:
@@ -258,7 +258,7 @@ class Worker:
                 await self._pause(wait)
 
     async def _wait_for_room(self) -> None:
-        """Wait for a free slot; with jobs in the buffer, give back those it holds beyond its size now."""
+        """Wait for a free slot; with jobs in the buffer, give back those it no longer needs."""
         if not len(self._prefetch):
             await self._attention.wait()
             return

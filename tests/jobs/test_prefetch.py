@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, JobStatus, Mediator, Request, Worker, WorkerSettings
 from arq_mediator._claims import Claim, ClaimReply
-from arq_mediator._prefetch import HEADROOM, Prefetch
+from arq_mediator._prefetch import HEADROOM, RECHECK, Prefetch
 from tests.keys import deliveries_key, lease_key, running_key
 
 from .conftest import BaseProbe, running_worker
@@ -111,11 +111,13 @@ def test_slow_jobs_and_a_pause_bring_the_buffer_to_nothing() -> None:
     assert stalled.target(1.0) == 0  # no job finished for a second: the rate read then is 64/s
 
 
-def test_the_surplus_is_the_jobs_claimed_last() -> None:
+def test_the_surplus_is_the_jobs_claimed_last_once_the_first_waited() -> None:
+    """While jobs keep leaving the buffer it is not cut, whatever its size reads between two finishes."""
     prefetch = Prefetch(limit=8)
     for job_id in "abcd":
-        prefetch.add(a_claim(job_id))
-    assert [claim.id for claim in prefetch.surplus(0.0)] == ["d", "c", "b", "a"]  # target 0: all go
+        prefetch.add(a_claim(job_id), 1.0)
+    assert prefetch.surplus(1.0 + RECHECK / 2) == []
+    assert [claim.id for claim in prefetch.surplus(1.0 + RECHECK)] == ["d", "c", "b", "a"]  # target 0
     assert len(prefetch) == 0
 
 
