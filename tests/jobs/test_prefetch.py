@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -15,7 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from arq_mediator import Context, JobFailedError, JobStatus, Mediator, Request, Worker, WorkerSettings
-from arq_mediator._claims import Claim, ClaimReply
+from arq_mediator._claims import Claim, ClaimReply, claim_per_queue
 from arq_mediator._prefetch import HEADROOM, RECHECK, Prefetch
 from tests.keys import deliveries_key, lease_key, running_key
 
@@ -192,6 +193,24 @@ async def test_only_the_first_queue_is_claimed_ahead(mediator: Mediator, redis: 
     reply = await worker._claim_from(["high", "default"], 2, 3, token="t.2")
     assert [claim.queue for claim in reply.claims] == ["high"] * 5
     assert await redis.zcard(running_key("default")) == 1
+
+
+@pytest.mark.parametrize(("high_has", "asked"), [(1, [("high", 2, 3), ("low", 1, 0)]), (4, [("high", 2, 3)])])
+async def test_on_a_cluster_only_the_first_queues_call_claims_ahead(
+    high_has: int, asked: list[tuple[str, int, int]]
+) -> None:
+    """A cluster claims per queue (each its own slot): the prefetch goes with the first queue's call only."""
+    calls: list[tuple[str, int, int]] = []
+
+    async def claim_from(queues: Sequence[str], free: int, ahead: int) -> ClaimReply:
+        calls.append((queues[0], free, ahead))
+        has = high_has if queues[0] == "high" else 9
+        claims = [a_claim(f"{queues[0]}-{n}") for n in range(min(has, free + ahead))]
+        return ClaimReply(now=1, next_due=-1, bad_queues=[], claims=claims)
+
+    reply = await claim_per_queue(claim_from, ["high", "low"], 2, 3, set(), "w")
+    assert calls == asked
+    assert len(reply.claims) == max(high_has, 2)
 
 
 async def test_a_higher_queue_job_runs_before_lower_queue_jobs_waiting_for_a_slot(
