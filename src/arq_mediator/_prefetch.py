@@ -90,9 +90,17 @@ class Prefetch:
             return 0
         return min(self.limit, int(self.rate(now) * self._round_trip * HEADROOM))
 
-    def wanted(self, now: float) -> int:
-        """Return how many more jobs to claim for the buffer."""
-        return max(self.target(now) - len(self._ready), 0)
+    def wanted(self, now: float, *, claiming: bool) -> int:
+        """Return how many more jobs to claim for the buffer, with a claim for free slots (*claiming*) or
+        in a claim of its own.
+
+        A claim of its own waits until the buffer is half empty: refilled job by job, it would send a claim
+        per finished job; half the buffer still covers the refill's round trip (see `HEADROOM`).
+        """
+        target = self.target(now)
+        if not claiming and 2 * len(self._ready) > target:
+            return 0
+        return max(target - len(self._ready), 0)
 
     def add(self, claim: Claim, now: float) -> None:
         """Buffer *claim* at *now*, after those claimed before it (a claim's jobs come in priority order)."""

@@ -226,10 +226,11 @@ class Worker:
         clock = asyncio.get_running_loop().time
         first = self.settings.queues[0]
         while not self._stopping.is_set():
-            free, ahead = self._free_slots(), self._prefetch.wanted(clock())
+            free = self._free_slots()
+            ahead = self._prefetch.wanted(clock(), claiming=free > 0)
             if free + ahead <= 0:
                 self._attention.clear()
-                if self._free_slots() + self._prefetch.wanted(clock()) <= 0:
+                if self._free_slots() + self._prefetch.wanted(clock(), claiming=False) <= 0:
                     await self._wait_for_room()
                 continue
             # Cleared before the claim, so a wake-up arriving during the round trip is not lost.

@@ -37,7 +37,7 @@ async def test_a_killed_workers_buffered_jobs_run_once_on_another_worker(
     blocked = await app.enqueue(Block(gate="kill"))
     started = started_key(blocked.id)
     await wait_until(lambda: redis.exists(started), "the block to start", diagnose=workers.logs)
-    chores = [await app.enqueue(Chore(tag=f"chore-{n}")) for n in range(3)]
+    chores = await app.enqueue_many([Chore(tag=f"chore-{n}") for n in range(3)])
 
     async def all_four_leased() -> bool:
         held: int = await redis.zcard(running_key("default"))

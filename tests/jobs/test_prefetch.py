@@ -112,6 +112,20 @@ def test_slow_jobs_and_a_pause_bring_the_buffer_to_nothing() -> None:
     assert stalled.target(1.0) == 0  # no job finished for a second: the rate read then is 64/s
 
 
+def test_a_refill_of_its_own_waits_until_the_buffer_is_half_empty() -> None:
+    """A claim for free slots tops the buffer up; a claim for the buffer alone goes out for half of it."""
+    prefetch = Prefetch(limit=8)
+    for n in range(64):
+        prefetch.finished(n / 10_000)
+    prefetch.claimed(0.01)
+    for job_id in "abcde":
+        prefetch.add(a_claim(job_id), 0.0)
+    now = 0.0064
+    assert (prefetch.wanted(now, claiming=False), prefetch.wanted(now, claiming=True)) == (0, 3)
+    prefetch.next()
+    assert prefetch.wanted(now, claiming=False) == 4
+
+
 def test_the_surplus_is_the_jobs_claimed_last_once_the_first_waited() -> None:
     """While jobs keep leaving the buffer it is not cut, whatever its size reads between two finishes."""
     prefetch = Prefetch(limit=8)
