@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from ._script_parts import FENCE, NOW, RECORD
 
-# ARGV: how many, lease_ms, token prefix, max envelope bytes, worker name (for the history), number of
-# queues, queue names by priority,
-# then ids the caller runs already (their lease may have lapsed in an outage; they must not start twice).
-# Takes ready jobs whose lease is free (or holds the retry mark: a retry due now), highest-priority queue
-# first, leasing each under the token prefix (this claim's token) and moving it from its queue to the
-# queue's running set, so later claims do not read it again. Returns {server now, next due or -1,
-# bad queues joined by newlines, then per job: id, queue, deliveries, score, body, problem}. A job that
-# cannot run as it stands (a key of the wrong type, an oversized body, a delivery counter that is no
-# count) comes back with its problem and as much of its body as is safe, for the caller to fail it.
+# ARGV: how many, lease_ms, token prefix, max envelope bytes, worker name (for the history), how many more
+# the first queue alone may give (the worker's prefetch), number of queues, queue names by priority,
+# then ids the caller holds already (their lease may have lapsed in an outage and the sweep put them back
+# on their queue; they must not start twice). Takes ready jobs whose lease is free (or holds the retry
+# mark: a retry due now), highest-priority queue first (the later queues only fill what the first left of
+# "how many", never the prefetch), leasing each under the token prefix (this claim's token) and moving it
+# from its queue to the queue's running set, so later claims do not read it again. Returns {server now,
+# next due or -1, bad queues joined by newlines, then per job: id, queue, deliveries, score, body,
+# problem}. A job that cannot run as it stands (a key of the wrong type, an oversized body, a delivery
+# counter that is no count) comes back with its problem and as much of its body as is safe, for the
+# caller to fail it.
 CLAIM = (
     NOW
     + FENCE
@@ -27,7 +29,8 @@ local want, lease, prefix, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonu
 -- every call, a cost paid per job.
 local leased_until = string.format('%d', now + tonumber(lease))
 local worker = ARGV[5]
-local last_queue = 6 + tonumber(ARGV[6])
+local ahead = tonumber(ARGV[6])
+local last_queue = 7 + tonumber(ARGV[7])
 local mine = {}
 for i = last_queue + 1, #ARGV do mine[ARGV[i]] = true end
 local out = {now, -1, ''}
@@ -79,8 +82,9 @@ local function sweep(qkey, running)
     end
   end
 end
-for qi = 7, last_queue do
+for qi = 8, last_queue do
   local queue = ARGV[qi]
+  if qi == 8 then want = want + ahead end
   local qkey = '{QUEUE}' .. queue
   local running = '{RUNNING}' .. queue
   sweep(qkey, running)
@@ -115,6 +119,7 @@ for qi = 7, last_queue do
     end
     offset = offset + math.floor(#ids / 2) - removed
   end
+  if qi == 8 then want = math.max(want - ahead, 0) end
   local first = redis.pcall('ZRANGEBYSCORE', qkey, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if not first.err and #first > 0 then
     local due = tonumber(first[2])
