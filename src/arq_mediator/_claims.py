@@ -118,14 +118,16 @@ def read_claim_reply(reply: list[Any], token: str) -> ClaimReply:
 
 
 async def claim_per_queue(
-    claim_from: Callable[[Sequence[str], int], Awaitable[ClaimReply]],
+    claim_from: Callable[[Sequence[str], int, int], Awaitable[ClaimReply]],
     queues: Sequence[str],
     free: int,
+    ahead: int,
     unreachable: set[str],
     worker: str,
 ) -> ClaimReply:
     """Claim up to *free* jobs on a cluster: one call per queue (each its own slot), in priority order.
 
+    The first queue may give *ahead* jobs more (the worker's prefetch); the others only fill free slots.
     A queue is asked only after every queue before it gave all the due jobs it had, so no job of a
     lower-priority queue is taken while a higher one had a due job this claim could take. A queue whose
     node does not answer (it failed, its replica is not promoted yet) is passed over: this claim cannot
@@ -139,7 +141,7 @@ async def claim_per_queue(
     failures: list[Exception] = []
     for queue in queues:
         try:
-            reply = await claim_from([queue], free - len(claims))
+            reply = await claim_from([queue], free - len(claims), ahead if queue == queues[0] else 0)
         except Exception as error:  # its node is down or moving: the other queues' nodes may answer
             failures.append(error)
             if queue not in unreachable:

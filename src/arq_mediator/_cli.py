@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._connection import check_target
 from ._mediator import Mediator
 from ._worker import run_worker
-from ._worker_settings import WorkerSettings
+from ._worker_settings import PREFETCH, WorkerSettings
 
 if TYPE_CHECKING:
     from .outbox import OutboxRelay
@@ -119,6 +119,12 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
         help="never take jobs pushed by the enqueue while idle: be woken and claim them instead",
     )
     worker.add_argument(
+        "--prefetch",
+        type=int,
+        default=PREFETCH,
+        help=f"jobs of the first queue claimed ahead of free slots, at most (default {PREFETCH}; 0: off)",
+    )
+    worker.add_argument(
         "--max-lost", type=int, default=5, help="times a job may lose its worker before it fails as poison"
     )
     worker.add_argument(
@@ -217,6 +223,7 @@ def main(arguments: Sequence[str] | None = None) -> None:
             max_lost=options.max_lost,
             unknown_type_delay=options.unknown_type_delay,
             unknown_type_timeout=options.unknown_type_timeout,
+            prefetch=options.prefetch,
             relay=relay,
             push_when_idle=not options.no_push,
         )

@@ -317,6 +317,12 @@ class JobRunner:
         if await self._outcomes.release(claim) == ABORT_ASKED:
             await self._fail(claim, envelope, aborted("aborted while running"), started)
 
+    async def settle_unstarted(self, claim: Claim) -> None:
+        """End a prefetched job that never started: recorded aborted if that was asked, else given back."""
+        started = now_ms()
+        if claim.aborting or await self._outcomes.release(claim) == ABORT_ASKED:
+            await self._fail(claim, self._readable(claim), aborted("aborted before it started"), started)
+
     async def _after_failure(
         self, claim: Claim, envelope: JobEnvelope, spec: HandlerSpec, error: BaseException, started: int
     ) -> None:

@@ -14,12 +14,15 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from redis.exceptions import RedisError
+
 from ._jobs import now_ms
 from ._layout import run_script
 from ._resilience import LoopHealth
 from ._telemetry import queue_depths
 
 if TYPE_CHECKING:
+    from ._queue_introspection import WorkerState
     from ._worker import Worker
 
 logger = logging.getLogger("arq_mediator.worker")
@@ -105,7 +108,7 @@ class Heartbeat:
         worker = self._worker
         jobs = worker.mediator._jobs
         held: list[str | int | bytes] = []
-        for claim, _ in worker._running.values():
+        for claim in worker.held():  # prefetched jobs hold leases too
             if claim.queue in queues:
                 held += (claim.key_id, claim.queue, claim.token, claim.deliveries)
         reply = await run_script(
@@ -126,10 +129,40 @@ class Heartbeat:
         lost_count = int(reply[len(queues)])
         lost = reply[len(queues) + 1 : len(queues) + 1 + lost_count]
         aborts = reply[len(queues) + 1 + lost_count :]
-        by_key = {claim.key_id: claim.id for claim, _ in worker._running.values()}
+        by_key = {claim.key_id: claim.id for claim in worker.held()}
         for key_id in lost:
             if key_id in by_key:
                 worker._cancel(by_key[key_id], lost=True)
         for key_id in aborts:
             if key_id in by_key:
                 worker._cancel(by_key[key_id], lost=False)
+
+
+class PeerTypes:
+    """What the other live workers can run, read from their heartbeats at most once per heartbeat."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._peers: list[WorkerState] = []
+        self._read_at = 0.0
+
+    async def can_run(self, message_type: str, queue: str) -> bool:
+        """Return whether another live worker serving *queue* has a handler for *message_type*."""
+        worker = self._worker
+
+        def can_run() -> bool:
+            return any(
+                peer.instance != worker.instance and queue in peer.queues and message_type in peer.types
+                for peer in self._peers
+            )
+
+        clock = asyncio.get_running_loop().time()
+        # A "no" fails the job for good: it is read afresh, as a worker started since the last read
+        # (a rolling deploy) may be idle and pushed nothing, while this one was pushed the job.
+        if clock - self._read_at > worker.settings.heartbeat or not can_run():
+            try:
+                self._peers = await worker.mediator._jobs.workers()
+            except (RedisError, OSError):
+                return True  # cannot tell now: give the job back rather than fail it on a guess
+            self._read_at = clock
+        return can_run()

@@ -9,19 +9,21 @@ from __future__ import annotations
 from ._push_scripts import HOLD, INBOX, REGISTER
 from ._script_parts import FENCE, NOW, RECORD, TAKE
 
-# ARGV: how many, lease_ms, token prefix, max envelope bytes, worker name (for the history), worker
-# instance ('' when it takes no pushes), how long (ms) a registration for pushes lasts, number of queues,
-# queue names by priority,
-# then ids the caller runs already (their lease may have lapsed in an outage; they must not start twice).
-# Takes ready jobs whose lease is free (or holds the retry mark: a retry due now), highest-priority queue
-# first, leasing each under the token prefix (this claim's token) and moving it from its queue to the
-# queue's running set, so later claims do not read it again. Returns {server now, next due or -1,
-# bad queues joined by newlines, the pushed claims handed back (`_push_scripts.INBOX`: per claim the six
-# fields below and its token), then per job: id, queue, deliveries, score, body, problem}. The pushed
-# claims count against how many; with fewer taken than asked (nothing due that it could take), the worker
-# is registered for pushes of its queues' new jobs, its budget what it asked for and did not get. A job that
-# cannot run as it stands (a key of the wrong type, an oversized body, a delivery counter that is no
-# count) comes back with its problem and as much of its body as is safe, for the caller to fail it.
+# ARGV: how many, lease_ms, token prefix, max envelope bytes, worker name (for the history), how many more
+# the first queue alone may give (the worker's prefetch), worker instance ('' when it takes no pushes), how
+# long (ms) a registration for pushes lasts, number of queues, queue names by priority,
+# then ids the caller holds already (their lease may have lapsed in an outage and the sweep put them back
+# on their queue; they must not start twice). Takes ready jobs whose lease is free (or holds the retry
+# mark: a retry due now), highest-priority queue first (the later queues only fill what the first left of
+# "how many", never the prefetch), leasing each under the token prefix (this claim's token) and moving it
+# from its queue to the queue's running set, so later claims do not read it again. Returns {server now,
+# next due or -1, bad queues joined by newlines, the pushed claims handed back (`_push_scripts.INBOX`: per
+# claim the six fields below and its token), then per job: id, queue, deliveries, score, body, problem}.
+# The pushed claims count against how many; with fewer taken than how many (nothing due that it could
+# take), the worker is registered for pushes of its queues' new jobs, its budget the free slots it asked
+# for and did not fill. A job that cannot run as it stands (a key of the wrong type, an oversized body, a
+# delivery counter that is no count) comes back with its problem and as much of its body as is safe, for
+# the caller to fail it.
 CLAIM = (
     NOW
     + FENCE
@@ -35,8 +37,10 @@ local want, lease, prefix, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonu
 -- Numbers go to redis.call as text made once here: Lua formats a number argument with a slow printf at
 -- every call, a cost paid per job.
 local leased_until = string.format('%d', now + tonumber(lease))
-local worker, instance, register_ms = ARGV[5], ARGV[6], tonumber(ARGV[7])
-local last_queue = 8 + tonumber(ARGV[8])
+local worker = ARGV[5]
+local ahead = tonumber(ARGV[6])
+local instance, register_ms = ARGV[7], tonumber(ARGV[8])
+local last_queue = 9 + tonumber(ARGV[9])
 local mine = {}
 for i = last_queue + 1, #ARGV do mine[ARGV[i]] = true end
 local pushed = {}
@@ -66,8 +70,9 @@ local function sweep(queue, qkey, running)
     end
   end
 end
-for qi = 9, last_queue do
+for qi = 10, last_queue do
   local queue = ARGV[qi]
+  if qi == 10 then want = want + ahead end
   local qkey = '{QUEUE}' .. queue
   local running = '{RUNNING}' .. queue
   sweep(queue, qkey, running)
@@ -102,6 +107,7 @@ for qi = 9, last_queue do
     end
     offset = offset + math.floor(#ids / 2) - removed
   end
+  if qi == 8 then want = math.max(want - ahead, 0) end
   local first = redis.pcall('ZRANGEBYSCORE', qkey, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if not first.err and #first > 0 then
     local due = tonumber(first[2])
@@ -115,7 +121,7 @@ if instance ~= '' and register_ms > 0 then
   if next_due >= 0 and next_due < expires then expires = next_due end
   -- Its free slots left: what it asked for less what it got (pushes are started, never held back).
   local budget = tonumber(ARGV[1]) - handed_back - (#out - 4) / 6
-  register_push(instance, 9, last_queue, budget, expires, lease, worker, ARGV[4], prefix)
+  register_push(instance, 10, last_queue, budget, expires, lease, worker, ARGV[4], prefix)
 end
 h_publish_pending()
 return out

@@ -42,8 +42,8 @@ class Outcomes:
         worker: The worker's name, for the log.
         lease: The lease, in seconds (a retry's mark outlives its delay by one lease).
         give_up_after: Returns ``True`` once the worker stopped and its grace period passed.
-        on_settling: Called when a try's outcome is handed in, before it is written: its handler is done,
-            so its slot is free for the next claim, which can then reach Redis ahead of the write.
+        on_settling: Called with a claim when its try's outcome is first handed in, before it is written:
+            its handler is done, so its slot is free for the next job, which can start ahead of the write.
     """
 
     def __init__(
@@ -52,7 +52,7 @@ class Outcomes:
         worker: str,
         lease: float,
         give_up_after: Callable[[], bool],
-        on_settling: Callable[[], None] = lambda: None,
+        on_settling: Callable[[Claim], None] = lambda _: None,
     ) -> None:
         self._client = client
         self._worker = worker
@@ -142,8 +142,9 @@ class Outcomes:
         return NOT_HELD if outcome is None else int(outcome)
 
     def _settling(self, claim: Claim) -> None:
-        claim.settling = True
-        self._on_settling()
+        if not claim.settling:  # once: a retry refused for an abort is then recorded as aborted
+            claim.settling = True
+            self._on_settling(claim)
 
     async def flush(self) -> None:
         """Wait until every outcome handed in so far was written (or given up on)."""

@@ -1,10 +1,11 @@
 """The worker: takes jobs from an ordered set of queues under one concurrency cap and runs their handlers.
 
 It replaces arq's `Worker` loop (one queue, polling, long in-progress keys) and keeps arq's data layout.
-The loop claims as many jobs as it has free slots in one script call, highest-priority queue first;
-idle, it sleeps until a wake-up message, the next deferred job, or a slow fallback tick, while an enqueue
-may claim a new job for it and push it over (`_pushes`), which it starts at once. Each running job
-holds a short lease that the heartbeat renews, so a dead worker's jobs come back within seconds.
+The loop claims as many jobs as it has free slots in one script call, highest-priority queue first, and
+a few more of its first queue to start the moment a slot frees (`_prefetch`); idle, it sleeps until a
+wake-up message, the next deferred job, or a slow fallback tick, while an enqueue may claim a new job for
+it and push it over (`_pushes`), which it starts at once. Each running job holds a short lease that the
+heartbeat renews, so a dead worker's jobs come back within seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -26,15 +27,15 @@ from redis.exceptions import RedisError
 
 from ._claims import Claim, ClaimReply, claim_per_queue, read_claim_reply
 from ._execution import Counters, JobRunner
-from ._heartbeat import Heartbeat
+from ._heartbeat import Heartbeat, PeerTypes
 from ._history import step_field
 from ._jobs import now_ms
 from ._keys import WORKERS_KEY
 from ._layout import run_script
 from ._live import ReportWriter
 from ._outcomes import Outcomes, stopped_for
+from ._prefetch import RECHECK, Prefetch
 from ._pushes import Pushes
-from ._queue_introspection import WorkerState
 from ._recurring import run_schedules
 from ._resilience import LoopHealth
 from ._results import open_pubsub
@@ -63,13 +64,14 @@ class Worker:
         self._history_name = step_field(self.name)
         self._claims = itertools.count(1)
         self._running: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
+        # How many of the running jobs are settling (their handler is done, their outcome on its way).
+        self._settling = 0
+        self._prefetch = Prefetch(settings.prefetch)
         self._attention = asyncio.Event()
         # Whether the last claim took all it asked for: the queues may hold more, worth claiming early for.
         self._backlog = False
         self._stopping = asyncio.Event()
         self._stopped_at: int | None = None
-        self._peers: list[WorkerState] = []
-        self._peers_read_at = 0.0
         # On a cluster, the queues whose node did not answer the last claim (logged once until it does).
         self._unreachable: set[str] = set()
         self._outcomes: Outcomes | None = None
@@ -79,10 +81,26 @@ class Worker:
 
     @property
     def running(self) -> int:
-        """Return how many jobs run now."""
+        """Return how many jobs run now (prefetched jobs waiting for a slot are not counted)."""
         return len(self._running)
 
-    def _slot_freed(self) -> None:
+    @property
+    def prefetched(self) -> int:
+        """Return how many claimed jobs wait in the prefetch buffer for a free slot."""
+        return len(self._prefetch)
+
+    def held(self) -> Iterator[Claim]:
+        """Yield every claim whose lease the worker holds: running, prefetched, or being given back."""
+        for claim, _ in self._running.values():
+            yield claim
+        yield from self._prefetch.held()
+
+    def _slot_freed(self, claim: Claim) -> None:
+        running = self._running.get(claim.id)
+        if running is not None and running[0] is claim:
+            self._settling += 1
+            self._prefetch.finished(asyncio.get_running_loop().time())
+            self._start_prefetched()
         # With a backlog the next claim goes out at once, ahead of the outcome's write, so Redis runs the
         # completions while the worker runs the next jobs. Without one it would only delay that write.
         if self._backlog:
@@ -90,12 +108,24 @@ class Worker:
 
     def _free_slots(self) -> int:
         # A job whose outcome is on its way to Redis keeps its lease (the heartbeat renews it) but not its
-        # slot: its handler is done, and the next claim need not wait for the write. At most max_jobs of
+        # slot: its handler is done, and the next job need not wait for the write. At most max_jobs of
         # them count as free, so while the writes keep failing the worker stalls at 2 x max_jobs claims
         # instead of claiming (and renewing leases) without end.
-        settling = sum(1 for claim, _ in self._running.values() if claim.settling)
         limit = self.settings.max_jobs
-        return limit - (len(self._running) - min(settling, limit))
+        return limit - (len(self._running) - min(self._settling, limit))
+
+    def _start_prefetched(self) -> None:
+        # Synchronously, in the callback that freed the slot: no claim round trip between two jobs.
+        while len(self._prefetch) and self._free_slots() > 0 and not self._stopping.is_set():
+            self._start(self._prefetch.next())
+
+    def _forget(self, job_id: str, task: asyncio.Task[None] | None = None) -> None:
+        running = self._running.get(job_id)
+        if running is None or (task is not None and running[1] is not task):
+            return
+        del self._running[job_id]
+        if running[0].settling:
+            self._settling -= 1
 
     def stop(self) -> None:
         """Stop taking jobs; `run` then lets running jobs finish within the grace period and returns."""
@@ -127,8 +157,9 @@ class Worker:
             on_settling=self._slot_freed,
         )
         reports = ReportWriter(jobs.redis, jobs.history, jobs.layout) if jobs.history is not None else None
+        peers = PeerTypes(self)
         self._runner = JobRunner(
-            self.mediator, settings, self.name, self._outcomes, self._peers_can_run, self._settled, reports
+            self.mediator, settings, self.name, self._outcomes, peers.can_run, self._settled, reports
         )
         self.counters = self._runner.counters
         self._pushes = Pushes(
@@ -200,37 +231,58 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         health = LoopHealth(logger, f"worker {self.name} claiming jobs")
+        clock = asyncio.get_running_loop().time
+        first = self.settings.queues[0]
         while not self._stopping.is_set():
             free = self._free_slots()
-            if free <= 0:
+            ahead = self._prefetch.wanted(clock(), claiming=free > 0)
+            if free + ahead <= 0:
                 self._attention.clear()
-                if self._free_slots() <= 0:
-                    await self._attention.wait()
+                if self._free_slots() + self._prefetch.wanted(clock(), claiming=False) <= 0:
+                    await self._wait_for_room()
                 continue
             # Cleared before the claim, so a wake-up arriving during the round trip is not lost.
             self._attention.clear()
+            began = clock()
             try:
-                reply = await self._claim(free)
+                reply = await self._claim(free, ahead)
             except Exception as error:  # any error reply or unreadable answer: back off and go on
                 await self._pause(health.failed(error))
                 continue
+            self._prefetch.claimed(clock() - began)
             health.succeeded()
+            # Only the first queue's jobs wait in the buffer; the others were claimed for free slots only.
             for claim in reply.claims:
-                self._start(claim)
-            self._backlog = len(reply.claims) == free
-            if len(reply.claims) < free:
+                if claim.queue == first:
+                    self._prefetch.add(claim, clock())
+            self._start_prefetched()
+            for claim in reply.claims:
+                if claim.queue != first:
+                    self._start(claim)
+            self._backlog = len(reply.claims) == free + ahead
+            if len(reply.claims) < free + ahead:
                 wait = self.settings.idle_check
                 if reply.next_due >= 0:
                     wait = min(wait, max(reply.next_due - reply.now, 0) / 1000)
                 await self._pause(wait)
 
-    async def _claim(self, free: int) -> ClaimReply:
+    async def _wait_for_room(self) -> None:
+        """Wait for a free slot; with jobs in the buffer, give back those it no longer needs."""
+        if not len(self._prefetch):
+            await self._attention.wait()
+            return
+        await self._pause(RECHECK)
+        for claim in self._prefetch.surplus(asyncio.get_running_loop().time()):
+            self._settle_unstarted(claim)
+
+    async def _claim(self, free: int, ahead: int) -> ClaimReply:
         token = f"{self.instance}.{next(self._claims)}"
+        queues = self.settings.queues
         if self.mediator._jobs.layout.cluster:
             claim_one = partial(self._claim_from, token=token)
-            reply = await claim_per_queue(claim_one, self.settings.queues, free, self._unreachable, self.name)
+            reply = await claim_per_queue(claim_one, queues, free, ahead, self._unreachable, self.name)
         else:
-            reply = await self._claim_from(self.settings.queues, free, token=token)
+            reply = await self._claim_from(queues, free, ahead, token=token)
         if self._pushes is not None and self._pushes.enabled:  # a pushed claim heard already starts once
             first_seen = [c for c in reply.claims if c.token == token or self._pushes.first_sight(c.token)]
             reply = ClaimReply(reply.now, reply.next_due, reply.bad_queues, first_seen)
@@ -238,8 +290,9 @@ class Worker:
             logger.error("worker %s cannot read queue %s; skipping it", self.name, problem)
         return reply
 
-    async def _claim_from(self, queues: Sequence[str], free: int, *, token: str) -> ClaimReply:
-        """Claim up to *free* jobs from *queues* (all in one slot on a cluster) in one script call."""
+    async def _claim_from(self, queues: Sequence[str], free: int, ahead: int, *, token: str) -> ClaimReply:
+        """Claim up to *free* jobs from *queues* (all in one slot on a cluster), and *ahead* more of the
+        first queue, in one script call."""
         jobs = self.mediator._jobs
         arguments: list[str | int | bytes] = [
             free,
@@ -247,14 +300,11 @@ class Worker:
             token,
             self.mediator.max_job_bytes,
             self._history_name,
+            ahead,
             *(self._pushes.claim_arguments(stopping=self._stopping.is_set()) if self._pushes else ["", 0]),
             len(queues),
             *queues,
-            *(
-                claim.key_id
-                for claim, _ in self._running.values()
-                if not jobs.layout.cluster or claim.queue in queues
-            ),
+            *(claim.key_id for claim in self.held() if not jobs.layout.cluster or claim.queue in queues),
         ]
         keys = jobs.layout.route(queues[0]) if jobs.layout.cluster else []
         return read_claim_reply(await run_script(jobs.scripts.claim, keys, arguments), token)
@@ -291,25 +341,37 @@ class Worker:
                 await self._attention.wait()
 
     def _settled(self, job_id: str) -> None:
-        self._running.pop(job_id, None)
+        self._forget(job_id)
 
     def _finished(self, claim: Claim, task: asyncio.Task[None]) -> None:
         running = self._running.get(claim.id)
         if running is not None and running[1] is task:
-            del self._running[claim.id]
+            if not claim.settling:  # lost or given back: its slot frees only now
+                self._prefetch.finished(asyncio.get_running_loop().time())
+            self._forget(claim.id, task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("worker %s: job %s ended with %r", self.name, claim.id, task.exception())
+        self._start_prefetched()
         self._attention.set()
 
+    def _settle_unstarted(self, claim: Claim) -> None:
+        assert self._runner is not None
+        self._prefetch.settle(claim, self._runner.settle_unstarted)
+
     async def _drain(self, heartbeat: asyncio.Task[None]) -> None:
-        if self._running:
+        prefetched = self._prefetch.drain()
+        for claim in prefetched:  # at once, untried: another worker may run them while these jobs finish
+            self._settle_unstarted(claim)
+        if self._running or prefetched:
             logger.info(
-                "worker %s draining %d running job(s), up to %.1fs",
+                "worker %s draining %d running job(s), up to %.1fs; %d prefetched given back",
                 self.name,
                 len(self._running),
                 self.settings.grace,
+                len(prefetched),
             )
-            await asyncio.wait([task for _, task in self._running.values()], timeout=self.settings.grace)
+            pending = [task for _, task in self._running.values()] + self._prefetch.settling()
+            await asyncio.wait(pending, timeout=self.settings.grace)
         # No renewal may be in flight while jobs are given back, or it could re-take a returned job's lease.
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
@@ -321,6 +383,8 @@ class Worker:
                 "worker %s gave %d unfinished job(s) back to their queues", self.name, len(remaining)
             )
             await asyncio.gather(*remaining, return_exceptions=True)
+        # Past the grace period their writes give up; the leases then lapse and the jobs come back.
+        await asyncio.gather(*self._prefetch.settling(), return_exceptions=True)
         if self._outcomes is not None:  # outcomes still on their way must arrive before the pool closes
             await self._outcomes.flush()
 
@@ -328,6 +392,15 @@ class Worker:
         self._cancel(job_id, lost=False)
 
     def _cancel(self, job_id: str, *, lost: bool) -> None:
+        waiting = self._prefetch.remove(job_id)
+        if waiting is not None:
+            if lost:  # another claim holds it: it must not start here
+                self.counters.lost += 1
+                logger.warning("worker %s dropped prefetched job %s: its lease passed on", self.name, job_id)
+            else:
+                waiting.aborting = True
+                self._settle_unstarted(waiting)
+            return
         running = self._running.get(job_id)
         if running is None:
             return
@@ -339,26 +412,6 @@ class Worker:
         else:
             claim.aborting = True
         task.cancel()
-
-    async def _peers_can_run(self, message_type: str, queue: str) -> bool:
-        """Return whether another live worker serving *queue* has a handler for *message_type*."""
-
-        def can_run() -> bool:
-            return any(
-                peer.instance != self.instance and queue in peer.queues and message_type in peer.types
-                for peer in self._peers
-            )
-
-        clock = asyncio.get_running_loop().time()
-        # A "no" fails the job for good: it is read afresh, as a worker started since the last read
-        # (a rolling deploy) may be idle and pushed nothing, while this one was pushed the job.
-        if clock - self._peers_read_at > self.settings.heartbeat or not can_run():
-            try:
-                self._peers = await self.mediator._jobs.workers()
-            except (RedisError, OSError):
-                return True  # cannot tell now: give the job back rather than fail it on a guess
-            self._peers_read_at = clock
-        return can_run()
 
 
 async def run_worker(mediator: Mediator, settings: WorkerSettings, *, handle_signals: bool = True) -> Worker:

@@ -31,8 +31,11 @@ from redis.exceptions import RedisError
 
 from arq_mediator import Backoff, Context, JobInfo, Mediator, Request
 from arq_mediator._connection import Timeouts, open_client
+from arq_mediator._prefetch import Prefetch
 
 URL_ENV = "ARQM_TEST_REDIS_URL"
+# When set, the worker's prefetch buffer holds this many jobs (at most its limit) whatever its pace.
+FIXED_PREFETCH_ENV = "ARQM_TEST_FIXED_PREFETCH"
 RAN_BY = "test:ran_by"
 STARTED_AT = "test:started_at"
 TRIES = "test:try"
@@ -250,5 +253,16 @@ def build(url: str | None) -> Mediator:
     return mediator
 
 
+def fix_prefetch(size: int) -> None:
+    """Make every worker of this process keep *size* jobs in its prefetch buffer (at most its limit)."""
+
+    def target(self: Prefetch, now: float) -> int:
+        return min(size, self.limit)
+
+    Prefetch.target = target  # type: ignore[method-assign]
+
+
 # What the worker processes load. Importing this module elsewhere (the test process) needs no Redis.
 mediator = build(os.environ.get(URL_ENV))
+if os.environ.get(FIXED_PREFETCH_ENV):
+    fix_prefetch(int(os.environ[FIXED_PREFETCH_ENV]))

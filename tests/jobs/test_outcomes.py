@@ -72,7 +72,7 @@ async def test_a_handed_in_outcome_frees_its_slot_before_it_is_written() -> None
         "w1",
         lease=2.0,
         give_up_after=lambda: True,
-        on_settling=lambda: settling.append(claim.settling or retried.settling),
+        on_settling=lambda settled: settling.append(settled.settling),
     )
     record = ResultRecord(id=claim.id, queue=claim.queue, ok=True)
     assert await outcomes.complete(claim, record, 60.0, failed=False) is False
@@ -115,11 +115,14 @@ async def test_settling_jobs_free_at_most_max_jobs_slots() -> None:
     held = 0
     while worker._free_slots() > 0:  # claim whenever a slot is free; no job's outcome ever lands
         claim = a_claim()
-        claim.settling = True
-        worker._running[f"job-{held}"] = (claim, task)
+        claim.id = f"job-{held}"
+        worker._running[claim.id] = (claim, task)
+        claim.settling = True  # as Outcomes does when the handler hands its outcome in
+        worker._slot_freed(claim)
         held += 1
         assert held <= 6
     assert worker.running == 6
+    worker._forget("job-0")
     worker._running["job-0"] = (a_claim(), task)  # one of them still running its handler: still no room
     assert worker._free_slots() == 0
     task.cancel()

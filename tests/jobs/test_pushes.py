@@ -77,9 +77,9 @@ class CountingWorker(Worker):
 
     claims = 0
 
-    async def _claim(self, free: int) -> ClaimReply:
+    async def _claim(self, free: int, ahead: int) -> ClaimReply:
         self.claims += 1
-        return await super()._claim(free)
+        return await super()._claim(free, ahead)
 
 
 class DeafWorker(CountingWorker):
@@ -168,7 +168,7 @@ async def test_a_worker_is_pushed_nothing_while_one_of_its_queues_has_a_due_job(
     redis = jobs.redis
 
     async def claim_as(instance: str, want: int) -> None:
-        arguments = [want, 30000, f"{instance}.1", mediator.max_job_bytes, "probe", instance, 30000, 2]
+        arguments = [want, 30000, f"{instance}.1", mediator.max_job_bytes, "probe", 0, instance, 30000, 2]
         await run_script(jobs.scripts.claim, [], [*arguments, "high", "low"])
 
     async def pushed_to(instance: str, job_id: str) -> bool:
