@@ -107,7 +107,7 @@ for qi = 10, last_queue do
     end
     offset = offset + math.floor(#ids / 2) - removed
   end
-  if qi == 8 then want = math.max(want - ahead, 0) end
+  if qi == 10 then want = math.max(want - ahead, 0) end
   local first = redis.pcall('ZRANGEBYSCORE', qkey, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if not first.err and #first > 0 then
     local due = tonumber(first[2])
