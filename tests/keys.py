@@ -7,6 +7,8 @@ from arq_mediator._keys import (
     DELIVERIES_PREFIX,
     JOB_PREFIX,
     LEASE_PREFIX,
+    PUSH_INBOX_PREFIX,
+    PUSH_READY_PREFIX,
     QUEUE_PREFIX,
     RUNNING_PREFIX,
     Channels,
@@ -25,6 +27,8 @@ __all__ = [
     "failed_key",
     "job_key",
     "lease_key",
+    "push_inbox_key",
+    "push_ready_key",
     "queue_key",
     "recurring_key",
     "result_key",
@@ -55,3 +59,13 @@ def deliveries_key(job_id: str) -> str:
 def abort_key(job_id: str) -> str:
     """Return the flag asking the worker running *job_id* to cancel it."""
     return ABORT_PREFIX + job_id
+
+
+def push_ready_key(queue: str) -> str:
+    """Return the sorted set of the worker instances ready for a push of *queue*'s jobs."""
+    return PUSH_READY_PREFIX + queue
+
+
+def push_inbox_key(instance: str) -> str:
+    """Return the hash of the claims pushed to worker *instance* that it may not have started."""
+    return PUSH_INBOX_PREFIX + instance

@@ -76,32 +76,44 @@ def _number(value: Any) -> int:
         return 0
 
 
+def read_claim(fields: Sequence[Any], token: str, now: int) -> Claim:
+    """Read one claim's *fields* (id, queue, deliveries, score, body, problem), taken with *token* at *now*.
+
+    Never raises: what cannot be read becomes the claim's problem.
+    """
+    key_id, queue, deliveries, due_at, body, problem = fields
+    key_id = key_id if isinstance(key_id, bytes) else str(key_id).encode()
+    try:
+        job_id = key_id.decode()
+    except UnicodeDecodeError:
+        job_id = INVALID_ID_PREFIX + key_id.hex()
+        problem = problem or f"its id {key_id!r} is not UTF-8 text"
+    return Claim(
+        id=job_id,
+        key_id=key_id,
+        queue=_text(queue),
+        token=token,
+        deliveries=_number(deliveries),
+        due_at=_number(due_at),
+        claimed_at=now,
+        body=body if isinstance(body, bytes) else _text(body).encode(),
+        problem=_text(problem),
+    )
+
+
 def read_claim_reply(reply: list[Any], token: str) -> ClaimReply:
-    """Read the CLAIM script's *reply* to a claim made with lease *token*."""
+    """Read the CLAIM script's *reply* to a claim made with lease *token*.
+
+    The pushed claims it hands back (each with its own token, see `_push_scripts`) come first.
+    """
     now, next_due = _number(reply[0]), _number(reply[1])
     bad_queues = [line for line in _text(reply[2]).split("\n") if line]
     claims = []
-    for index in range(3, len(reply) - _FIELDS + 1, _FIELDS):
-        key_id, queue, deliveries, due_at, body, problem = reply[index : index + _FIELDS]
-        key_id = key_id if isinstance(key_id, bytes) else str(key_id).encode()
-        try:
-            job_id = key_id.decode()
-        except UnicodeDecodeError:
-            job_id = INVALID_ID_PREFIX + key_id.hex()
-            problem = problem or f"its id {key_id!r} is not UTF-8 text"
-        claims.append(
-            Claim(
-                id=job_id,
-                key_id=key_id,
-                queue=_text(queue),
-                token=token,
-                deliveries=_number(deliveries),
-                due_at=_number(due_at),
-                claimed_at=now,
-                body=body if isinstance(body, bytes) else _text(body).encode(),
-                problem=_text(problem),
-            )
-        )
+    pushed = reply[3] if isinstance(reply[3], list) else []
+    for index in range(0, len(pushed) - _FIELDS, _FIELDS + 1):
+        claims.append(read_claim(pushed[index : index + _FIELDS], _text(pushed[index + _FIELDS]), now))
+    for index in range(4, len(reply) - _FIELDS + 1, _FIELDS):
+        claims.append(read_claim(reply[index : index + _FIELDS], token, now))
     return ClaimReply(now=now, next_due=next_due, bad_queues=bad_queues, claims=claims)
 
 

@@ -114,6 +114,11 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
         "--idle-check", type=float, default=1.0, help="seconds between claims when no wake-up arrives"
     )
     worker.add_argument(
+        "--no-push",
+        action="store_true",
+        help="never take jobs pushed by the enqueue while idle: be woken and claim them instead",
+    )
+    worker.add_argument(
         "--prefetch",
         type=int,
         default=PREFETCH,
@@ -220,6 +225,7 @@ def main(arguments: Sequence[str] | None = None) -> None:
             unknown_type_timeout=options.unknown_type_timeout,
             prefetch=options.prefetch,
             relay=relay,
+            push_when_idle=not options.no_push,
         )
     except ValueError as error:
         raise SystemExit(f"invalid worker settings: {error}") from error

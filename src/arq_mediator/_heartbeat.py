@@ -149,14 +149,20 @@ class PeerTypes:
     async def can_run(self, message_type: str, queue: str) -> bool:
         """Return whether another live worker serving *queue* has a handler for *message_type*."""
         worker = self._worker
+
+        def can_run() -> bool:
+            return any(
+                peer.instance != worker.instance and queue in peer.queues and message_type in peer.types
+                for peer in self._peers
+            )
+
         clock = asyncio.get_running_loop().time()
-        if clock - self._read_at > worker.settings.heartbeat:
+        # A "no" fails the job for good: it is read afresh, as a worker started since the last read
+        # (a rolling deploy) may be idle and pushed nothing, while this one was pushed the job.
+        if clock - self._read_at > worker.settings.heartbeat or not can_run():
             try:
                 self._peers = await worker.mediator._jobs.workers()
             except (RedisError, OSError):
                 return True  # cannot tell now: give the job back rather than fail it on a guess
             self._read_at = clock
-        return any(
-            peer.instance != worker.instance and queue in peer.queues and message_type in peer.types
-            for peer in self._peers
-        )
+        return can_run()

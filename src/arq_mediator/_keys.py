@@ -27,6 +27,11 @@ RECURRING_PREFIX = "arqm:recurring:"
 # scored by when each expires: what introspection reads instead of scanning the keyspace.
 QUEUES_KEY = "arqm:queues"
 WORKERS_KEY = "arqm:workers"
+# Pushes to idle workers (`_push_scripts`): per queue the instances ready for a push, per instance its
+# registration and its inbox of pushed claims.
+PUSH_READY_PREFIX = "arqm:pushready:"
+PUSH_WORKER_PREFIX = "arqm:push:"
+PUSH_INBOX_PREFIX = "arqm:inbox:"
 # The value a lease holds between a failed try and its retry: no worker holds the job then.
 RETRY_MARK = "retry"
 
@@ -72,6 +77,15 @@ class Channels:
     def wake_prefix(self) -> str:
         """Return the prefix of the channels that tell idle workers a queue has a new job."""
         return f"arqm:{self.db}:wake:"
+
+    @property
+    def push_prefix(self) -> str:
+        """Return the prefix of the channels a worker instance hears the claims pushed to it on."""
+        return f"arqm:{self.db}:push:"
+
+    def push(self, instance: str) -> str:
+        """Return the push channel of worker *instance*."""
+        return self.push_prefix + instance
 
     @property
     def done_prefix(self) -> str:

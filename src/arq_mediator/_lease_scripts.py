@@ -6,23 +6,32 @@ with the others.
 
 from __future__ import annotations
 
-from ._script_parts import FENCE, NOW, RECORD
+from ._push_scripts import HOLD, INBOX, REGISTER
+from ._script_parts import FENCE, NOW, RECORD, TAKE
 
 # ARGV: how many, lease_ms, token prefix, max envelope bytes, worker name (for the history), how many more
-# the first queue alone may give (the worker's prefetch), number of queues, queue names by priority,
+# the first queue alone may give (the worker's prefetch), worker instance ('' when it takes no pushes), how
+# long (ms) a registration for pushes lasts, number of queues, queue names by priority,
 # then ids the caller holds already (their lease may have lapsed in an outage and the sweep put them back
 # on their queue; they must not start twice). Takes ready jobs whose lease is free (or holds the retry
 # mark: a retry due now), highest-priority queue first (the later queues only fill what the first left of
 # "how many", never the prefetch), leasing each under the token prefix (this claim's token) and moving it
 # from its queue to the queue's running set, so later claims do not read it again. Returns {server now,
-# next due or -1, bad queues joined by newlines, then per job: id, queue, deliveries, score, body,
-# problem}. A job that cannot run as it stands (a key of the wrong type, an oversized body, a delivery
-# counter that is no count) comes back with its problem and as much of its body as is safe, for the
-# caller to fail it.
+# next due or -1, bad queues joined by newlines, the pushed claims handed back (`_push_scripts.INBOX`: per
+# claim the six fields below and its token), then per job: id, queue, deliveries, score, body, problem}.
+# The pushed claims count against how many; with fewer taken than how many (nothing due that it could
+# take), the worker is registered for pushes of its queues' new jobs, its budget the free slots it asked
+# for and did not fill. A job that cannot run as it stands (a key of the wrong type, an oversized body, a
+# delivery counter that is no count) comes back with its problem and as much of its body as is safe, for
+# the caller to fail it.
 CLAIM = (
     NOW
     + FENCE
     + RECORD
+    + TAKE
+    + HOLD
+    + INBOX
+    + REGISTER
     + """
 local want, lease, prefix, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
 -- Numbers go to redis.call as text made once here: Lua formats a number argument with a slow printf at
@@ -30,45 +39,21 @@ local want, lease, prefix, max_bytes = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonu
 local leased_until = string.format('%d', now + tonumber(lease))
 local worker = ARGV[5]
 local ahead = tonumber(ARGV[6])
-local last_queue = 7 + tonumber(ARGV[7])
+local instance, register_ms = ARGV[7], tonumber(ARGV[8])
+local last_queue = 9 + tonumber(ARGV[9])
 local mine = {}
 for i = last_queue + 1, #ARGV do mine[ARGV[i]] = true end
-local out = {now, -1, ''}
+local pushed = {}
+local out = {now, -1, '', pushed}
+local handed_back = 0
+if instance ~= '' then handed_back = pushed_back(instance, mine, lease, max_bytes, pushed) end
+want = want - handed_back
 local bad_queues = {}
 local next_due = -1
-local function take(id)
-  if redis.call('SET', '{LEASE}' .. id, prefix, 'NX', 'PX', lease) then return true end
-  local holder = redis.pcall('GET', '{LEASE}' .. id)
-  if holder == '{RETRY_MARK}' or type(holder) == 'table' then
-    redis.call('SET', '{LEASE}' .. id, prefix, 'PX', lease)
-    return true
-  end
-  return false
-end
-local function read(id)  -- returns the body (nil: gone) and a problem ('' when none)
-  local key = '{JOB}' .. id
-  local size = redis.pcall('STRLEN', key)
-  if type(size) == 'table' then
-    return '', 'its job key holds a ' .. redis.call('TYPE', key).ok .. ', not a JSON envelope'
-  end
-  if size > max_bytes then
-    local problem = 'its envelope is ' .. size .. ' bytes, over the limit of ' .. max_bytes
-    return redis.call('GETRANGE', key, 0, 4095), problem
-  end
-  return redis.call('GET', key), ''
-end
-local function count_delivery(id, problem)
-  local key = '{DELIVERIES}' .. id
-  local deliveries = redis.pcall('INCR', key)
-  if type(deliveries) == 'number' and deliveries >= 1 then return deliveries, problem end
-  if problem == '' then problem = 'its delivery counter holds ' .. tostring(get(key)) .. ', not a count' end
-  redis.call('DEL', key)
-  return redis.call('INCR', key), problem
-end
 -- A running job is off its queue, in the queue's running set scored by its lease deadline. One whose
 -- lease lapsed (its worker died or lost Redis) goes back to its queue, due since its deadline; one whose
 -- lease was renewed meanwhile is scored again.
-local function sweep(qkey, running)
+local function sweep(queue, qkey, running)
   local lapsed = redis.pcall('ZRANGEBYSCORE', running, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 100)
   if lapsed.err then return end
   for i = 1, #lapsed, 2 do
@@ -78,16 +63,19 @@ local function sweep(qkey, running)
       redis.call('ZADD', running, string.format('%d', now + left), id)
     else
       redis.call('ZREM', running, id)
-      if redis.call('EXISTS', '{JOB}' .. id) == 1 then redis.pcall('ZADD', qkey, 'NX', lapsed[i + 1], id) end
+      if redis.call('EXISTS', '{JOB}' .. id) == 1 then
+        redis.pcall('ZADD', qkey, 'NX', lapsed[i + 1], id)
+        hold_pushes(queue, now)
+      end
     end
   end
 end
-for qi = 8, last_queue do
+for qi = 10, last_queue do
   local queue = ARGV[qi]
-  if qi == 8 then want = want + ahead end
+  if qi == 10 then want = want + ahead end
   local qkey = '{QUEUE}' .. queue
   local running = '{RUNNING}' .. queue
-  sweep(qkey, running)
+  sweep(queue, qkey, running)
   local offset = 0
   while want > 0 do
     local ids = redis.pcall('ZRANGEBYSCORE', qkey, '-inf', now, 'WITHSCORES', 'LIMIT', offset, want + 32)
@@ -99,8 +87,8 @@ for qi = 8, last_queue do
     local removed = 0  -- entries this pass took off the queue: the next pass starts that much earlier
     for i = 1, #ids, 2 do
       local id, score = ids[i], ids[i + 1]
-      if want > 0 and not mine[id] and take(id) then
-        local body, problem = read(id)
+      if want > 0 and not mine[id] and take(id, prefix, lease) then
+        local body, problem = read(id, max_bytes)
         if body then
           local deliveries
           deliveries, problem = count_delivery(id, problem)
@@ -119,7 +107,7 @@ for qi = 8, last_queue do
     end
     offset = offset + math.floor(#ids / 2) - removed
   end
-  if qi == 8 then want = math.max(want - ahead, 0) end
+  if qi == 10 then want = math.max(want - ahead, 0) end
   local first = redis.pcall('ZRANGEBYSCORE', qkey, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   if not first.err and #first > 0 then
     local due = tonumber(first[2])
@@ -128,6 +116,13 @@ for qi = 8, last_queue do
 end
 out[2] = next_due
 out[3] = table.concat(bad_queues, '\\n')
+if instance ~= '' and register_ms > 0 then
+  local expires = now + register_ms
+  if next_due >= 0 and next_due < expires then expires = next_due end
+  -- Its free slots left: what it asked for less what it got (pushes are started, never held back).
+  local budget = tonumber(ARGV[1]) - handed_back - (#out - 4) / 6
+  register_push(instance, 10, last_queue, budget, expires, lease, worker, ARGV[4], prefix)
+end
 h_publish_pending()
 return out
 """
@@ -190,6 +185,7 @@ RETRY = (
     NOW
     + FENCE
     + RECORD
+    + HOLD
     + """
 local id, queue = ARGV[1], ARGV[4]
 if not holds(id, ARGV[2], ARGV[3]) then return 0 end
@@ -199,6 +195,7 @@ redis.call('SET', '{JOB}' .. id, ARGV[5])
 redis.call('ZADD', '{QUEUE}' .. queue, due, id)
 redis.call('ZREM', '{RUNNING}' .. queue, id)
 redis.call('SET', '{LEASE}' .. id, '{RETRY_MARK}', 'PX', tonumber(ARGV[6]) + tonumber(ARGV[7]))
+hold_pushes(queue, due)
 h_retrying(id, queue, ARGV[3], due, ARGV[8], ARGV[9], ARGV[10])
 h_publish_pending()
 redis.call('PUBLISH', '{WAKE}' .. queue, due)
@@ -213,6 +210,7 @@ RELEASE = (
     NOW
     + FENCE
     + RECORD
+    + HOLD
     + """
 local id, queue, delay = ARGV[1], ARGV[4], tonumber(ARGV[5])
 if not holds(id, ARGV[2], ARGV[3]) then return 0 end
@@ -227,6 +225,7 @@ else
   redis.call('ZADD', '{QUEUE}' .. queue, tonumber(ARGV[7]) or now, id)
   redis.call('DEL', '{LEASE}' .. id)
 end
+hold_pushes(queue, now + delay)
 h_released(id, queue)
 h_publish_pending()
 redis.call('PUBLISH', '{WAKE}' .. queue, now + delay)

@@ -34,6 +34,41 @@ local function holds(id, token, deliveries)
 end
 """
 
+# Claiming one job, as CLAIM does per job and ENQUEUE for a job it pushes to an idle worker (`_push_scripts`).
+# `take` leases *id* under *token* unless another claim holds it (the retry mark holds it for nobody);
+# `read` returns its body (nil: gone) and a problem ('' when none); `count_delivery` counts this delivery.
+TAKE = """
+local function take(id, token, lease)
+  if redis.call('SET', '{LEASE}' .. id, token, 'NX', 'PX', lease) then return true end
+  local holder = redis.pcall('GET', '{LEASE}' .. id)
+  if holder == '{RETRY_MARK}' or type(holder) == 'table' then
+    redis.call('SET', '{LEASE}' .. id, token, 'PX', lease)
+    return true
+  end
+  return false
+end
+local function read(id, max_bytes)
+  local key = '{JOB}' .. id
+  local size = redis.pcall('STRLEN', key)
+  if type(size) == 'table' then
+    return '', 'its job key holds a ' .. redis.call('TYPE', key).ok .. ', not a JSON envelope'
+  end
+  if size > max_bytes then
+    local problem = 'its envelope is ' .. size .. ' bytes, over the limit of ' .. max_bytes
+    return redis.call('GETRANGE', key, 0, 4095), problem
+  end
+  return redis.call('GET', key), ''
+end
+local function count_delivery(id, problem)
+  local key = '{DELIVERIES}' .. id
+  local deliveries = redis.pcall('INCR', key)
+  if type(deliveries) == 'number' and deliveries >= 1 then return deliveries, problem end
+  if problem == '' then problem = 'its delivery counter holds ' .. tostring(get(key)) .. ', not a count' end
+  redis.call('DEL', key)
+  return redis.call('INCR', key), problem
+end
+"""
+
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _COMMENT = re.compile(r"--[^\n]*")
 _DEFINED = re.compile(r"^local (?:function ([A-Za-z_]\w*)|([A-Za-z_][\w, ]*?)\s*=)")

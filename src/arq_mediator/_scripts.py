@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from . import _keys
 from ._history import HISTORY_PREFIX, recording_lua
 from ._lease_scripts import CLAIM, COMPLETE, HEARTBEAT, RELEASE, RETRY
-from ._script_parts import FENCE, NOW, RECORD, only_used
+from ._push_scripts import HOLD, PUSH, STOP
+from ._script_parts import FENCE, NOW, RECORD, TAKE, only_used
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -41,6 +42,9 @@ _PREFIXES = {
     "QUEUES": _keys.QUEUES_KEY,
     "WORKERS": _keys.WORKERS_KEY,
     "HISTORY": HISTORY_PREFIX,
+    "PUSH_READY": _keys.PUSH_READY_PREFIX,
+    "PUSH_WORKER": _keys.PUSH_WORKER_PREFIX,
+    "PUSH_INBOX": _keys.PUSH_INBOX_PREFIX,
 }
 
 # Adds one job unless its id is queued, running or still has a result: 1 added, 0 already there, 2
@@ -53,7 +57,7 @@ local function facts_of(body, fallback, out)
   out[#out + 1] = type(record.queue) == 'string' and record.queue or fallback
   out[#out + 1] = type(record.type) == 'string' and record.type or ''
 end
-local touched = {}
+local touched, pushed = {}, {}
 local function enqueue_one(id, queue, delay, body, kind, parent, out)
   local existing = redis.pcall('GET', '{JOB}' .. id)
   if type(existing) == 'table' then existing = '' end
@@ -65,17 +69,28 @@ local function enqueue_one(id, queue, delay, body, kind, parent, out)
     out[#out + 1] = 2
     facts_of(finished, queue, out)
   else
-    local score = now + tonumber(delay)
+    local score = string.format('%d', now + tonumber(delay))
     redis.call('SET', '{JOB}' .. id, body)
-    redis.call('ZADD', '{QUEUE}' .. queue, score, id)
-    touched[queue] = score
     h_enqueued(id, queue, kind, parent, delay)
+    if tonumber(delay) > 0 then
+      redis.call('ZADD', '{QUEUE}' .. queue, score, id)
+      hold_pushes(queue, score)
+      touched[queue] = score
+    elseif push_job(id, queue, score, body) then
+      pushed[queue] = true
+    else
+      redis.call('ZADD', '{QUEUE}' .. queue, score, id)
+      touched[queue] = score
+    end
     out[#out + 1] = 1
     out[#out + 1] = queue
     out[#out + 1] = ''
   end
 end
 local function wake_touched()
+  for queue in pairs(pushed) do
+    if not touched[queue] then redis.call('SADD', '{QUEUES}', queue) end
+  end
   for queue, score in pairs(touched) do
     redis.call('SADD', '{QUEUES}', queue)
     redis.call('PUBLISH', '{WAKE}' .. queue, score)
@@ -90,6 +105,8 @@ ENQUEUE = (
     NOW
     + FENCE
     + RECORD
+    + TAKE
+    + PUSH
     + _ENQUEUE_ONE
     + """
 local out = {}
@@ -108,6 +125,8 @@ ENQUEUE_TICK = (
     NOW
     + FENCE
     + RECORD
+    + TAKE
+    + PUSH
     + _ENQUEUE_ONE
     + """
 local last = tonumber(get(ARGV[1]) or '')
@@ -184,6 +203,7 @@ return 1
 REQUEUE = (
     NOW
     + RECORD
+    + HOLD
     + """
 local id, queue = ARGV[1], ARGV[2]
 if redis.call('EXISTS', '{JOB}' .. id) == 1 then return 0 end
@@ -191,6 +211,7 @@ redis.call('SET', '{JOB}' .. id, ARGV[3])
 redis.call('ZADD', '{QUEUE}' .. queue, now, id)
 redis.call('DEL', '{RESULT}' .. id, '{DELIVERIES}' .. id, '{LEASE}' .. id, '{ABORT_FLAG}' .. id)
 redis.call('ZREM', '{FAILED}' .. queue, id)
+hold_pushes(queue, now)
 h_requeued(id, queue)
 h_publish_pending()
 redis.call('PUBLISH', '{WAKE}' .. queue, now)
@@ -238,6 +259,7 @@ def render(source: str, channels: Channels, history: JobHistory | None) -> str:
         "WAKE": channels.wake_prefix,
         "DONE": channels.done_prefix,
         "ABORT_CHANNEL": channels.abort,
+        "PUSH": channels.push_prefix,
     }
     for name, value in names.items():
         if name != "RETRY_MARK":  # a value, not a key
@@ -264,3 +286,4 @@ class Scripts:
         self.abort: AsyncScript = register(ABORT)
         self.requeue: AsyncScript = register(REQUEUE)
         self.queue_stats: AsyncScript = register(QUEUE_STATS)
+        self.stop_pushes: AsyncScript = register(STOP)

@@ -1,4 +1,4 @@
-"""The worker's subscriptions: the wake-ups of its queues and the abort requests of its jobs.
+"""The worker's subscriptions: the wake-ups of its queues, the claims pushed to it, the abort requests.
 
 A wake-up (published by a script that made a job due) only sets the claim loop's attention; the claim
 that follows reads Redis for what is due, so a lost or repeated wake-up costs a little latency, never a job.
@@ -37,21 +37,27 @@ async def listen(
     queues: Sequence[str],
     wake: Callable[[], None],
     abort: Callable[[str], None],
+    pushes: tuple[str | None, Callable[[bytes], None]] = (None, lambda data: None),
 ) -> None:
     """Hear wake-ups and abort requests; nothing on these server-wide channels can stop the listener.
 
     Listens on *channels* through *pubsub* (*redis*: the client it came from). Calls *wake* for a
     wake-up of one of *queues* (and after each (re)subscription, as wake-ups may have
-    been missed meanwhile), *abort* with the id of a job asked to abort. Through Sentinel it subscribes
-    again on the new master once another loop has found it.
+    been missed meanwhile), *abort* with the id of a job asked to abort, and *pushes*' callback with
+    each message on its channel (the claims pushed to this worker, `_pushes`; no channel: none). Through
+    Sentinel it subscribes again on the new master once another loop has found it.
     """
     health = LoopHealth(logger, f"worker {name} listening for wake-ups")
     aborts = {channels.abort_of(q) for q in queues} if channels.layout.cluster else {channels.abort}
+    push_channel, pushed = pushes
+    channels_heard = [channels.wake(q) for q in queues] + sorted(aborts)
+    if push_channel is not None:
+        channels_heard.append(push_channel)
     subscribed = False
     while True:
         try:
             if not subscribed:
-                await pubsub.subscribe(*(channels.wake(q) for q in queues), *aborts)
+                await pubsub.subscribe(*channels_heard)
                 subscribed = True
                 wake()  # wake-ups may have been missed meanwhile
             elif not follows_master(pubsub.connection, redis):
@@ -65,6 +71,11 @@ async def listen(
                 await pubsub.reset()
             continue
         if message is not None and message.get("type") == "message":
+            if push_channel is not None and message.get("channel") == push_channel.encode():
+                data = message.get("data")
+                if isinstance(data, bytes):
+                    pushed(data)
+                continue
             _heard(message, aborts, channels.wake_prefix, name, wake, abort)
 
 

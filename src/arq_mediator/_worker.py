@@ -3,8 +3,9 @@
 It replaces arq's `Worker` loop (one queue, polling, long in-progress keys) and keeps arq's data layout.
 The loop claims as many jobs as it has free slots in one script call, highest-priority queue first, and
 a few more of its first queue to start the moment a slot frees (`_prefetch`); idle, it sleeps until a
-wake-up message, the next deferred job, or a slow fallback tick. Each running job holds a short lease that
-the heartbeat renews, so a dead worker's jobs come back within seconds.
+wake-up message, the next deferred job, or a slow fallback tick, while an enqueue may claim a new job for
+it and push it over (`_pushes`), which it starts at once. Each running job holds a short lease that the
+heartbeat renews, so a dead worker's jobs come back within seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ._layout import run_script
 from ._live import ReportWriter
 from ._outcomes import Outcomes, stopped_for
 from ._prefetch import RECHECK, Prefetch
+from ._pushes import Pushes
 from ._recurring import run_schedules
 from ._resilience import LoopHealth
 from ._results import open_pubsub
@@ -74,6 +76,7 @@ class Worker:
         self._unreachable: set[str] = set()
         self._outcomes: Outcomes | None = None
         self._runner: JobRunner | None = None
+        self._pushes: Pushes | None = None
         self.counters = Counters()
 
     @property
@@ -159,6 +162,9 @@ class Worker:
             self.mediator, settings, self.name, self._outcomes, peers.can_run, self._settled, reports
         )
         self.counters = self._runner.counters
+        self._pushes = Pushes(
+            jobs, self.instance, settings.queues, settings.idle_check, enabled=settings.push_when_idle
+        )
         pubsub = open_pubsub(jobs.redis, jobs.channels, ignore_subscribe_messages=True)
         heartbeat = asyncio.create_task(Heartbeat(self).run(), name=f"{self.name} heartbeat")
         helpers: list[asyncio.Task[None]] = [
@@ -172,6 +178,7 @@ class Worker:
                     settings.queues,
                     self._attention.set,
                     self._abort_requested,
+                    (self._pushes.channel, self._pushed),
                 ),
                 name=f"{self.name} listener",
             ),
@@ -189,6 +196,7 @@ class Worker:
         try:
             await self._claim_loop()
         finally:
+            await self._give_back_pushes()
             await self._drain(heartbeat)
             if (
                 relay is not None
@@ -275,6 +283,9 @@ class Worker:
             reply = await claim_per_queue(claim_one, queues, free, ahead, self._unreachable, self.name)
         else:
             reply = await self._claim_from(queues, free, ahead, token=token)
+        if self._pushes is not None and self._pushes.enabled:  # a pushed claim heard already starts once
+            first_seen = [c for c in reply.claims if c.token == token or self._pushes.first_sight(c.token)]
+            reply = ClaimReply(reply.now, reply.next_due, reply.bad_queues, first_seen)
         for problem in reply.bad_queues:
             logger.error("worker %s cannot read queue %s; skipping it", self.name, problem)
         return reply
@@ -290,6 +301,7 @@ class Worker:
             self.mediator.max_job_bytes,
             self._history_name,
             ahead,
+            *(self._pushes.claim_arguments(stopping=self._stopping.is_set()) if self._pushes else ["", 0]),
             len(queues),
             *queues,
             *(claim.key_id for claim in self.held() if not jobs.layout.cluster or claim.queue in queues),
@@ -304,6 +316,24 @@ class Worker:
         task = asyncio.create_task(self._runner.run(claim), name=f"job {claim.id}")
         self._running[claim.id] = (claim, task)
         task.add_done_callback(partial(self._finished, claim))
+
+    def _pushed(self, data: bytes) -> None:
+        # Started at once: the enqueue script claimed it for this worker within its free slots. A
+        # stopping worker leaves it to `_give_back_pushes`.
+        claim = self._pushes.read(data) if self._pushes is not None else None
+        if claim is not None and not self._stopping.is_set():
+            self._start(claim)
+
+    async def _give_back_pushes(self) -> None:
+        if self._pushes is None:
+            return
+        try:
+            given = await self._pushes.stop([claim.key_id for claim, _ in self._running.values()])
+        except (RedisError, OSError) as error:  # their leases lapse, and the registration expires
+            logger.warning("worker %s could not take back its registration for pushes: %r", self.name, error)
+            return
+        if given:
+            logger.info("worker %s gave %d pushed job(s) it had not started back", self.name, given)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -46,6 +46,9 @@ class WorkerSettings:
             milliseconds, none for jobs of seconds): a prefetched job is leased, and no idle peer can take it.
         relay: An outbox relay the worker runs while it runs, so committed outbox rows reach Redis with
             no process of their own; several workers may each run one.
+        push_when_idle: Whether an idle worker registers for pushes: an enqueue then claims a new job for
+            it and hands it over in one message, instead of waking it to claim (one server or Sentinel;
+            on Redis Cluster workers are always woken).
     """
 
     queues: Sequence[str]
@@ -60,6 +63,7 @@ class WorkerSettings:
     unknown_type_timeout: float = 300.0
     prefetch: int = PREFETCH
     relay: Relay | None = None
+    push_when_idle: bool = True
 
     def __post_init__(self) -> None:
         if not self.queues or any(not queue for queue in self.queues):

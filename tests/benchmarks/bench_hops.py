@@ -10,6 +10,8 @@ as this process's `time.time()`). Each sample's hops, medians over the samples:
   sends its CLAIM;
 * ``CLAIM -> body's RPUSH at Redis``: the CLAIM reply reaches the worker, which parses the envelope, builds
   the context and span, and runs the handler, whose first act is the body's RPUSH;
+* ``pushed: ENQUEUE -> body's RPUSH``, instead of the two above when the enqueue pushed the job to the
+  idle worker (`_push_scripts`): the push message reaches it, which parses and starts it;
 * ``RPUSH -> COMPLETE at Redis``: the RPUSH reply, the handler returns, the outcome is written;
 * ``COMPLETE -> result returned``: the done PUBLISH reaches this process's result reader and the record is
   parsed;
@@ -158,6 +160,8 @@ def _attribute(samples: list[Sample], lines: list[str], names: dict[str, str]) -
         label = names.get(words[1], "EVALSHA ?") if verb == "EVALSHA" and len(words) > 1 else verb
         if verb == "RPUSH" and words[1:2] != ["peers:starts"]:
             continue
+        if label == "CLAIM" and ("RPUSH" in sample.seen or "ENQUEUE" not in sample.seen):
+            continue  # a claim after the job (or the previous job's, late): not its pickup
         sample.seen.setdefault(label, stamp)
 
 
@@ -166,13 +170,18 @@ def _report(samples: list[Sample]) -> None:
         ("ENQUEUE sent -> at Redis", "sent", "ENQUEUE"),
         ("ENQUEUE -> CLAIM at Redis (wake + claim loop)", "ENQUEUE", "CLAIM"),
         ("CLAIM -> body RPUSH at Redis (reply, parse, handler start)", "CLAIM", "RPUSH"),
+        ("pushed: ENQUEUE -> body RPUSH (push message, parse, start)", "ENQUEUE", "RPUSH"),
         ("body RPUSH -> COMPLETE at Redis", "RPUSH", "COMPLETE"),
         ("COMPLETE -> result() returned (done PUBLISH, parse)", "COMPLETE", "returned"),
         ("caller: ENQUEUE -> its SUBSCRIBE at Redis", "ENQUEUE", "SUBSCRIBE"),
         ("caller: ENQUEUE -> its STATUS read at Redis", "ENQUEUE", "STATUS"),
     ]
-    complete = [s for s in samples if {"ENQUEUE", "CLAIM", "RPUSH", "COMPLETE"} <= set(s.seen)]
-    print(f"{len(complete)} of {len(samples)} samples with every hop seen; medians in ms:")
+    complete = [s for s in samples if {"ENQUEUE", "RPUSH", "COMPLETE"} <= set(s.seen)]
+    pushed = sum(1 for s in complete if "CLAIM" not in s.seen)
+    print(
+        f"{len(complete)} of {len(samples)} samples with every hop seen ({pushed} pushed to the worker, "
+        f"{len(complete) - pushed} claimed by it); medians in ms:"
+    )
 
     def at(sample: Sample, name: str) -> float | None:
         if name == "sent":
@@ -184,6 +193,8 @@ def _report(samples: list[Sample]) -> None:
     for title, start, end in hops:
         spans = []
         for sample in complete:
+            if title.startswith("pushed") and "CLAIM" in sample.seen:
+                continue
             begin, finish = at(sample, start), at(sample, end)
             if begin is not None and finish is not None:
                 spans.append((finish - begin) * 1000)

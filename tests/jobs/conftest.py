@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -59,7 +59,16 @@ def channels(redis_databases: RedisDatabases) -> Channels:
 async def running_worker(mediator: Mediator, **settings: Any) -> AsyncIterator[Worker]:
     """Run a worker of the (open) *mediator* in this event loop for the block; stop and drain it after."""
     settings.setdefault("queues", ["default"])
-    worker = Worker(mediator, WorkerSettings(**settings))
+    async with working(Worker(mediator, WorkerSettings(**settings))) as worker:
+        yield worker
+
+
+W = TypeVar("W", bound=Worker)
+
+
+@asynccontextmanager
+async def working(worker: W) -> AsyncIterator[W]:
+    """Run *worker* (built by the test, a subclass maybe) for the block; stop and drain it after."""
     task = asyncio.create_task(worker.run())
     try:
         yield worker
