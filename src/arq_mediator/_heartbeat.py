@@ -63,13 +63,18 @@ class Heartbeat:
         worker = self._worker
         health = LoopHealth(logger, f"worker {worker.name} heartbeat")
         try:
+            loop = asyncio.get_running_loop()
             while True:
+                began = loop.time()
                 try:
                     await self._beat()
                     health.succeeded()
                 except Exception as error:  # any error reply (OOM, READONLY, ...) or unreadable answer
                     health.failed(error)
-                await asyncio.sleep(worker.settings.heartbeat)
+                # The period counts from the beat's start: a beat held up (on a cluster, up to one period
+                # while a node hangs) must not push the next renewal of the healthy leases past a lease
+                # that is shorter than two periods.
+                await asyncio.sleep(max(worker.settings.heartbeat - (loop.time() - began), 0))
         finally:
             for beat in self._beats.values():
                 beat.cancel()
