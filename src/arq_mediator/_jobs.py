@@ -334,7 +334,11 @@ class JobClient(QueueIntrospection):
         return fresh.queue, bool(requeued)
 
     async def close(self) -> None:
-        """Stop waiting for results."""
+        """Stop waiting for results, and the best-effort writes still being tried in the background."""
+        for retry in self._retrying.values():  # they would outlive the connection pool
+            retry.cancel()
+        await asyncio.gather(*self._retrying.values(), return_exceptions=True)
+        self._retrying.clear()
         await self.results.close()
 
 

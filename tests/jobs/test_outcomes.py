@@ -202,3 +202,26 @@ async def test_writes_to_one_shared_key_before_an_enqueue_or_a_beat_are_best_eff
     assert len(warnings) == 1
     assert "could not register queues" in warnings[0]
     await unreachable.aclose()
+
+
+async def test_closing_the_client_stops_a_best_effort_write_still_tried_in_the_background() -> None:
+    """A shared-key write retried in the background while its node hangs must not outlive the client."""
+    hung: Redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    client = JobClient(hung)
+    client.layout = Layout(cluster=True)
+    client._unavailable_for.add("register queues")  # an earlier try failed: this one goes to the background
+    started = asyncio.Event()
+
+    async def never_answers() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    assert await client._best_effort("register queues", never_answers()) is False
+    retry = client._retrying["register queues"]
+    async with asyncio.timeout(5):
+        await started.wait()
+    assert not retry.done()
+    await client.close()
+    assert retry.cancelled()
+    assert not client._retrying
+    await hung.aclose()
