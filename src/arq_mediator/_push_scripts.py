@@ -18,10 +18,12 @@ The keys:
   ``"<token> <deliveries> <score> <queue>"``; its next claim hands back the ones it has not started.
 
 Strict priority: the CLAIM script registers a worker only when it came up short (nothing due that it
-could take on any of its queues), until the earliest deferred job of its queues comes due; a script that
-makes a job due later (a deferred enqueue, a retry, a release, a requeue, a lapsed lease swept back) pulls
-the expiry of that queue's registrations to then (`hold_pushes`). So a worker is pushed only jobs that
-arrive while none of its queues has a due job.
+could take on any of its queues), until the earliest deferred job of its queues comes due or the soonest
+lease deadline in their running sets (a lapsed lease makes its job due again); a script that makes a job
+due later (a deferred enqueue, a retry, a release, a requeue, a lapsed lease swept back, a job due now
+queued without a push) pulls the expiry of that queue's registrations to then (`hold_pushes`). A batch
+over several queues pushes nothing. So a worker is pushed only jobs that arrive while none of its queues
+has a due job.
 """
 
 from __future__ import annotations
