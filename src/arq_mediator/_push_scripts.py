@@ -129,8 +129,11 @@ INBOX = """
 local function pushed_back(instance, mine, lease, max_bytes, out)
   local inbox = '{PUSH_INBOX}' .. instance
   local entries = redis.pcall('HGETALL', inbox)
-  -- An inbox of another type holds no claim it could hand back; dropped, so the worker can be pushed again.
-  if type(entries) ~= 'table' or entries.err then entries = {} end
+  if entries.err then  -- a key of another type holds no claim: dropped, so the worker can be pushed again
+    redis.call('DEL', inbox)
+    return 0
+  end
+  if #entries == 0 then return 0 end
   redis.call('DEL', inbox)
   local count = 0
   for i = 1, #entries, 2 do
