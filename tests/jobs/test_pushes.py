@@ -203,12 +203,7 @@ async def test_a_worker_is_pushed_nothing_while_one_of_its_queues_has_a_due_job(
     assert await pushed_to(redis, "first", early.id)
     soon = await mediator.defer(Quick(tag="soon"), by=0.3, queue="high")
     due = int(await redis.zscore(queue_key("high"), soon.id) or 0)
-    before = await mediator.enqueue(Quick(tag="before"), queue="low")
-    assert await pushed_to(redis, "first", before.id) == (await server_ms(redis) < due)
-    await eventually(lambda: _after(redis, due), what="the deferred job to come due")
-    late = await mediator.enqueue(Quick(tag="late"), queue="low")
-    assert not await pushed_to(redis, "first", late.id)
-    assert await redis.zscore(queue_key("low"), late.id) is not None
+    await pushes_end_at(mediator, "first", due)
 
     # Registered while a deferred job of high waits: the registration ends when it comes due.
     later = await mediator.defer(Quick(tag="later"), by=0.3, queue="high")
@@ -224,6 +219,17 @@ async def test_a_worker_is_pushed_nothing_while_one_of_its_queues_has_a_due_job(
 
 async def _after(redis: Redis, moment: int) -> bool:
     return await server_ms(redis) > moment
+
+
+async def pushes_end_at(mediator: Mediator, instance: str, moment: int) -> None:
+    """Check that *instance* is pushed a job of ``low`` before *moment* (server ms) only, never after it."""
+    redis = mediator._jobs.redis
+    before = await mediator.enqueue(Quick(tag="before"), queue="low")
+    assert await pushed_to(redis, instance, before.id) == (await server_ms(redis) < moment)
+    await eventually(lambda: _after(redis, moment), what="the moment pushes end")
+    late = await mediator.enqueue(Quick(tag="late"), queue="low")
+    assert not await pushed_to(redis, instance, late.id)
+    assert await redis.zscore(queue_key("low"), late.id) is not None
 
 
 async def test_workers_that_take_no_pushes_are_woken_as_before(mediator: Mediator) -> None:
@@ -293,12 +299,7 @@ async def test_a_lapsed_lease_of_a_higher_queue_ends_pushes_of_lower_ones(mediat
     assert len(await claim_as(mediator, "", 1, ["high"], lease=300)) > 4  # a worker that then dies
     deadline = int(await redis.zscore(running_key("high"), lapsing.id) or 0)
     await claim_as(mediator, "w", 4, ["high", "low"])
-    early = await mediator.enqueue(Quick(tag="early"), queue="low")
-    assert await pushed_to(redis, "w", early.id) == (await server_ms(redis) < deadline)
-    await eventually(lambda: _after(redis, deadline), what="the lease to lapse")
-    late = await mediator.enqueue(Quick(tag="late"), queue="low")
-    assert not await pushed_to(redis, "w", late.id)
-    assert await redis.zscore(queue_key("low"), late.id) is not None
+    await pushes_end_at(mediator, "w", deadline)
 
 
 async def test_a_due_job_queued_without_a_push_ends_pushes_of_lower_queues(mediator: Mediator) -> None:
