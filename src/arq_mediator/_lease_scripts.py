@@ -41,6 +41,7 @@ local worker = ARGV[5]
 local ahead = tonumber(ARGV[6])
 local instance, register_ms = ARGV[7], tonumber(ARGV[8])
 local last_queue = 9 + tonumber(ARGV[9])
+local register_until = now + (register_ms or 0)  -- a registration's end, lease deadlines aside
 local mine = {}
 for i = last_queue + 1, #ARGV do mine[ARGV[i]] = true end
 local pushed = {}
@@ -113,11 +114,20 @@ for qi = 10, last_queue do
     local due = tonumber(first[2])
     if next_due < 0 or due < next_due then next_due = due end
   end
+  if instance ~= '' and register_ms > 0 then
+    -- The soonest lease deadline: a job whose lease lapses then is due again for the next sweep, so
+    -- pushes of later queues' jobs end then (a renewed lease moves its deadline ahead of this).
+    local soonest = redis.pcall('ZRANGE', running, 0, 0, 'WITHSCORES')
+    if not soonest.err and #soonest > 0 then
+      local deadline = tonumber(soonest[2])
+      if deadline and deadline < register_until then register_until = deadline end
+    end
+  end
 end
 out[2] = next_due
 out[3] = table.concat(bad_queues, '\\n')
 if instance ~= '' and register_ms > 0 then
-  local expires = now + register_ms
+  local expires = register_until
   if next_due >= 0 and next_due < expires then expires = next_due end
   -- Its free slots left: what it asked for less what it got (pushes are started, never held back).
   local budget = tonumber(ARGV[1]) - handed_back - (#out - 4) / 6

@@ -18,10 +18,12 @@ The keys:
   ``"<token> <deliveries> <score> <queue>"``; its next claim hands back the ones it has not started.
 
 Strict priority: the CLAIM script registers a worker only when it came up short (nothing due that it
-could take on any of its queues), until the earliest deferred job of its queues comes due; a script that
-makes a job due later (a deferred enqueue, a retry, a release, a requeue, a lapsed lease swept back) pulls
-the expiry of that queue's registrations to then (`hold_pushes`). So a worker is pushed only jobs that
-arrive while none of its queues has a due job.
+could take on any of its queues), until the earliest deferred job of its queues comes due or the soonest
+lease deadline in their running sets (a lapsed lease makes its job due again); a script that makes a job
+due later (a deferred enqueue, a retry, a release, a requeue, a lapsed lease swept back, a job due now
+queued without a push) pulls the expiry of that queue's registrations to then (`hold_pushes`). A batch
+over several queues pushes nothing. So a worker is pushed only jobs that arrive while none of its queues
+has a due job.
 """
 
 from __future__ import annotations
@@ -55,40 +57,62 @@ local function netstrings(values)
 end
 """
 
+# Whether *key* is missing or of type *wanted*: a key a write of that type cannot fail on.
+_OF_TYPE = """
+local function of_type(key, wanted)
+  local found = redis.pcall('TYPE', key)
+  found = type(found) == 'table' and found.ok or found
+  return found == 'none' or found == wanted
+end
+"""
+
 # Used by the enqueue scripts (with TAKE): claims job *id*, due now on *queue* (not on it yet), for the
 # first ready worker with budget left, exactly as CLAIM claims one job, and publishes the claim on the
-# worker's push channel. Returns false (nothing changed) when nobody is ready: the caller queues the job
-# and wakes the queue. A registration found expired or spent leaves the queue's ready set on the way.
+# worker's push channel. Returns false (nothing changed but the ready sets) when it pushes nothing: the
+# caller queues the job and wakes the queue. A registration found expired, spent or not sane (a field or
+# key a write below could fail on) leaves the queue's ready set on the way. Everything a write could fail
+# on is checked before the first write: a script that failed past `take` would leave a leased job on no
+# queue and in no running set, never swept back.
 PUSH = (
     HOLD
     + _ENCODE
+    + _OF_TYPE
     + """
+local function whole(value)  -- a count Redis and Lua read alike ('1e3' and '1.5' are not)
+  if type(value) ~= 'string' or #value > 15 or not string.match(value, '^%d+$') then return nil end
+  return tonumber(value)
+end
 local function push_job(id, queue, score, body)
   local ready = '{PUSH_READY}' .. queue
+  local running = '{RUNNING}' .. queue
   while true do
     local first = redis.pcall('ZRANGEBYSCORE', ready, now, '+inf', 'LIMIT', 0, 1)
     if type(first) ~= 'table' or first.err or #first == 0 then return false end
     local instance = first[1]
     local registration = '{PUSH_WORKER}' .. instance
+    local inbox = '{PUSH_INBOX}' .. instance
     local found = redis.pcall('HMGET', registration, 'budget', 'expires', 'lease', 'name', 'max_bytes',
       'prefix')
-    local budget, expires = tonumber(found[1]), tonumber(found[2])
-    local lease, max_bytes, prefix = found[3], tonumber(found[5]), found[6]
-    if not (budget and expires and budget > 0 and expires > now and lease and max_bytes and prefix) then
+    if found.err then found = {} end
+    local budget, expires, lease = whole(found[1]), tonumber(found[2]), whole(found[3])
+    local name, max_bytes, prefix = found[4], tonumber(found[5]), found[6]
+    if not (budget and expires and lease and max_bytes and name and prefix and budget > 0 and expires > now
+        and lease > 0 and of_type(inbox, 'hash') and of_type(running, 'zset')) then
       redis.call('ZREM', ready, instance)
-    elseif #body > max_bytes then
-      return false  -- the claim path fails it with its problem
+    elseif #body > max_bytes or not take(id, prefix .. '-' .. budget, found[3]) then
+      -- Queued due now (the claim path fails an oversized job with its problem): no worker of this
+      -- queue may be pushed a later job of a lower queue before its claim takes this one.
+      hold_pushes(queue, now)
+      return false
     else
       local token = prefix .. '-' .. budget
-      if not take(id, token, lease) then return false end
       if budget == 1 then redis.call('ZREM', ready, instance) end
-      redis.call('HINCRBY', registration, 'budget', -1)
+      redis.call('HSET', registration, 'budget', string.format('%d', budget - 1))
       local deliveries, problem = count_delivery(id, '')
-      redis.call('ZADD', '{RUNNING}' .. queue, string.format('%d', now + tonumber(lease)), id)
-      h_started(id, queue, deliveries, found[4], score)
-      local inbox = '{PUSH_INBOX}' .. instance
+      redis.call('ZADD', running, string.format('%d', now + lease), id)
+      h_started(id, queue, deliveries, name, score)
       redis.call('HSET', inbox, id, token .. ' ' .. deliveries .. ' ' .. score .. ' ' .. queue)
-      redis.call('PEXPIRE', inbox, lease)
+      redis.call('PEXPIRE', inbox, found[3])
       redis.call('PUBLISH', '{PUSH}' .. instance,
         netstrings({now, token, id, queue, deliveries, score, body, problem}))
       return true
@@ -105,7 +129,11 @@ INBOX = """
 local function pushed_back(instance, mine, lease, max_bytes, out)
   local inbox = '{PUSH_INBOX}' .. instance
   local entries = redis.pcall('HGETALL', inbox)
-  if type(entries) ~= 'table' or entries.err or #entries == 0 then return 0 end
+  if entries.err then  -- a key of another type holds no claim: dropped, so the worker can be pushed again
+    redis.call('DEL', inbox)
+    return 0
+  end
+  if #entries == 0 then return 0 end
   redis.call('DEL', inbox)
   local count = 0
   for i = 1, #entries, 2 do
@@ -128,12 +156,15 @@ local function pushed_back(instance, mine, lease, max_bytes, out)
 end
 """
 
-# Used by CLAIM: registers *instance* as ready on *queues* (ARGV[first..last]) with *budget* pushes until
-# *expires*, or, with no budget, takes its registration back.
-REGISTER = """
+# Used by CLAIM: registers *instance* as ready on *queues* (ARGV[first..last])
+# with *budget* pushes until *expires*, or, with no budget, no time left or an inbox a push could not
+# write, takes its registration back.
+REGISTER = (
+    _OF_TYPE
+    + """
 local function register_push(instance, first, last, budget, expires, lease, name, max_bytes, prefix)
   local registration = '{PUSH_WORKER}' .. instance
-  if budget <= 0 then
+  if budget <= 0 or expires <= now or not of_type('{PUSH_INBOX}' .. instance, 'hash') then
     if redis.pcall('DEL', registration) == 1 then
       for qi = first, last do redis.pcall('ZREM', '{PUSH_READY}' .. ARGV[qi], instance) end
     end
@@ -151,6 +182,7 @@ local function register_push(instance, first, last, budget, expires, lease, name
   end
 end
 """
+)
 
 # ARGV: instance, number of queues, the queues, then the ids the worker runs. A stopping worker's
 # deregistration: no push reaches it after this; each pushed claim it has not started goes back to its

@@ -58,6 +58,9 @@ local function facts_of(body, fallback, out)
   out[#out + 1] = type(record.type) == 'string' and record.type or ''
 end
 local touched, pushed = {}, {}
+-- Pushes only in a batch of one queue's jobs: a push of one job could take a worker's slot while a job of
+-- its higher queue, earlier in the batch or later, waits on its queue.
+local may_push = true
 local function enqueue_one(id, queue, delay, body, kind, parent, out)
   local existing = redis.pcall('GET', '{JOB}' .. id)
   if type(existing) == 'table' then existing = '' end
@@ -76,7 +79,7 @@ local function enqueue_one(id, queue, delay, body, kind, parent, out)
       redis.call('ZADD', '{QUEUE}' .. queue, score, id)
       hold_pushes(queue, score)
       touched[queue] = score
-    elseif push_job(id, queue, score, body) then
+    elseif may_push and push_job(id, queue, score, body) then
       pushed[queue] = true
     else
       redis.call('ZADD', '{QUEUE}' .. queue, score, id)
@@ -110,6 +113,9 @@ ENQUEUE = (
     + _ENQUEUE_ONE
     + """
 local out = {}
+for i = 8, #ARGV, 6 do
+  if ARGV[i] ~= ARGV[2] then may_push = false end
+end
 for i = 1, #ARGV, 6 do
   enqueue_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], out)
 end

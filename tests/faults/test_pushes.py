@@ -3,7 +3,8 @@
 A push is a claim made for the worker by the enqueue script: a lost push message is handed back by the
 worker's next claim, and a job pushed to a worker that died comes back when its lease lapses, as any job
 of a dead worker does. A dead worker is pushed at most its free slots (its budget), and only while its
-registration lasts (three idle checks); after that, new jobs wake the live workers.
+registration lasts (three idle checks); after that, new jobs wake the live workers. A registration
+damaged so that a push could fail part way costs that push, never the job: it is queued and woken.
 """
 
 from __future__ import annotations
@@ -73,3 +74,19 @@ async def test_a_worker_killed_while_idle_loses_its_pushed_jobs_only_until_their
     # The documented bound: a pushed job of a dead worker runs within its lease and one idle check of
     # the live worker (the claim that sweeps it back), plus the rescuer's start-up here.
     assert time.monotonic() - killed_at < LEASE + IDLE_CHECK + 5.0
+
+
+async def test_a_damaged_registration_of_a_live_worker_costs_a_push_never_a_job(
+    app: Mediator, workers: Workers
+) -> None:
+    """A budget Redis cannot count with and an inbox of another type: the job is queued, woken and run."""
+    redis = app._jobs.redis
+    workers.start("damaged", ["default"], max_jobs=2, lease=LEASE, heartbeat=0.3)
+    instance = await registered_instance(redis, workers)
+    await cast("Awaitable[int]", redis.hset(f"arqm:push:{instance}", "budget", "1e3"))
+    await redis.set(push_inbox_key(instance), "junk")
+    handle = await app.enqueue(Chore(tag="kept"))  # would fail part way, the job leased on no queue
+    assert await handle.result(timeout=10) == "kept@damaged"  # the wake-up's claim ran it
+    # The worker's next idle claim drops the bad inbox and registers it again: pushes go on.
+    assert await registered_instance(redis, workers) == instance
+    assert await redis.type(push_inbox_key(instance)) == b"none"
